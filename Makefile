@@ -1,0 +1,44 @@
+# One virtual environment in the checkout; every target sets up what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch build to install; this machine's pip takes these wheels from local disk.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+INSTALLED := $(VENV)/.installed
+STUBS := src/recognizer/v1/recognizer_pb2.py
+PROTOS := $(shell find proto -name '*.proto')
+
+.PHONY: install proto serve test lint format clean
+
+install: $(INSTALLED) $(STUBS)
+
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# Stubs are generated from proto/ (also by every package build), never edited by hand.
+proto $(STUBS): $(PROTOS) hatch_build.py | $(INSTALLED)
+	$(BIN)/python hatch_build.py
+
+serve: install
+	$(BIN)/recognizer serve $(ARGS)
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests clients hatch_build.py
+	$(BIN)/ruff format --check src tests clients hatch_build.py
+	$(BIN)/mypy
+	$(BIN)/python hatch_build.py --image $(VENV)/proto.binpb
+	$(BIN)/buf lint $(VENV)/proto.binpb --path recognizer/v1/recognizer.proto
+
+format: install
+	$(BIN)/ruff check --fix src tests clients hatch_build.py
+	$(BIN)/ruff format src tests clients hatch_build.py
+
+clean:
+	rm -rf $(VENV) src/recognizer/v1/*_pb2*.py* .pytest_cache .mypy_cache .ruff_cache
