@@ -1,0 +1,15 @@
+"""recognizer: a gRPC image-recognition microservice with Chinese and English labels.
+
+The package is laid out by concern, and data flows one way through it:
+
+    transport/  gRPC servicer, status mapping, server assembly   (grpc)
+    engine/     admission, batching, worker threads, backends    (no grpc)
+    models/     model specs, loading, preprocessing, labels      (no grpc)
+    client/     Python clients over the generated stubs
+    v1/         stubs generated from proto/recognizer/v1 by the build
+
+Subpackages do not re-export their modules, so importing the client never imports torch.
+"""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,87 @@
+"""Errors raised while serving a request, each saying what the caller can do about it.
+
+    RecognizerError
+    ├── InvalidRequestError      a field of the request is wrong: fix the request
+    │   └── InvalidImageError    the image cannot be used: send another
+    ├── ModelNotFoundError       the named model is not served: pick a served one
+    ├── OverloadedError          the model's queue is full: retry after `retry_after_s`
+    ├── DeadlineExceededError    the caller's deadline passed before inference
+    └── ShuttingDownError        the server is draining: go to another replica
+
+The engine raises these without knowing about gRPC; the transport maps each class
+to one canonical status code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class RecognizerError(Exception):
+    """Base class: `reason` is a stable UPPER_SNAKE_CASE identifier for programs."""
+
+    reason = "RECOGNIZER_ERROR"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class InvalidRequestError(RecognizerError):
+    """A request field has a value the server cannot accept."""
+
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, message: str, *, field: str, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.field = field
+
+
+class InvalidImageError(InvalidRequestError):
+    """The image bytes are empty, not an image, corrupt or too large."""
+
+    reason = "IMAGE_INVALID"
+
+    def __init__(self, message: str, *, reason: str, field: str = "image") -> None:
+        super().__init__(message, field=field, reason=reason)
+
+
+class ModelNotFoundError(RecognizerError):
+    """The request names a model this server does not serve."""
+
+    reason = "MODEL_NOT_FOUND"
+
+    def __init__(self, name: str, served: Sequence[str]) -> None:
+        super().__init__(f"model {name!r} is not served; served models: {', '.join(served)}")
+        self.name = name
+        self.served = tuple(served)
+
+
+class OverloadedError(RecognizerError):
+    """The model's queue is full; the request was rejected without waiting."""
+
+    reason = "QUEUE_FULL"
+
+    def __init__(self, model: str, limit: int, retry_after_s: float) -> None:
+        super().__init__(
+            f"model {model!r} has {limit} requests queued, its limit; retry after"
+            f" {retry_after_s:.2f}s or reduce concurrency"
+        )
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(RecognizerError):
+    """The caller's deadline passed before the request reached the model."""
+
+    reason = "DEADLINE_EXCEEDED"
+
+
+class ShuttingDownError(RecognizerError):
+    """The server is draining and accepts no new work."""
+
+    reason = "SHUTTING_DOWN"
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; retry on another replica")

@@ -1,0 +1,1 @@
+"""Models: what a served model is (spec, labels, preprocessing) and how it is loaded."""

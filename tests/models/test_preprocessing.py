@@ -1,0 +1,133 @@
+"""Decoding and preparing images: every promised format and mode, and every way to fail."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torchvision.transforms as T
+from PIL import Image
+
+from images import encode, open_image, png_claiming_size, with_exif_rotation
+from recognizer.errors import InvalidImageError
+from recognizer.models.preprocessing import Preprocessing, decode_image, prepare_input
+from support import PHOTOS
+
+PREPROCESSING = Preprocessing(resize=256, crop=224)
+
+
+def prepared(data: bytes) -> np.ndarray:
+    return prepare_input(decode_image(data), PREPROCESSING).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def cat() -> Image.Image:
+    return open_image(PHOTOS["cat"].read_bytes()).convert("RGB")
+
+
+def test_matches_torchvision_resize_and_centre_crop(cat: Image.Image) -> None:
+    reference = np.asarray(T.Compose([T.Resize(256), T.CenterCrop(224)])(cat)).astype(np.int16)
+    ours = prepared(encode(cat, "PNG"))
+    assert ours.shape == (224, 224, 3)
+    assert np.abs(ours - reference).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("format", "params", "tolerance"),
+    [
+        ("PNG", {}, 1),
+        ("BMP", {}, 1),
+        ("TIFF", {}, 1),
+        ("WEBP", {"lossless": True}, 1),
+        ("JPEG", {"quality": 95}, 6),
+        ("GIF", {}, 40),  # a 256-colour palette
+    ],
+)
+def test_every_promised_format_decodes_to_the_same_picture(
+    cat: Image.Image, format: str, params: dict[str, object], tolerance: float
+) -> None:
+    reference = prepared(encode(cat, "PNG"))
+    assert np.abs(prepared(encode(cat, format, **params)) - reference).mean() <= tolerance
+
+
+def test_an_animated_gif_uses_its_first_frame(cat: Image.Image) -> None:
+    frames = [cat, Image.new("RGB", cat.size, (0, 0, 255))]
+    gif = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert np.abs(prepared(gif) - prepared(encode(cat, "GIF"))).mean() < 1
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "CMYK", "RGBA", "LA", "1"])
+def test_other_colour_modes_become_rgb(cat: Image.Image, mode: str) -> None:
+    converted = cat.convert(mode)
+    format = "JPEG" if mode == "CMYK" else "PNG"
+    pixels = prepared(encode(converted, format))
+    expected = prepared(encode(converted.convert("RGB"), "PNG"))
+    assert pixels.shape == (224, 224, 3)
+    assert np.abs(pixels - expected).mean() < 3
+
+
+def test_transparent_pixels_are_composited_on_white() -> None:
+    clear = Image.new("RGBA", (300, 300), (255, 0, 0, 0))
+    assert (prepared(encode(clear, "PNG")) == 255).all()
+
+
+def test_16_bit_images_are_scaled_not_clipped() -> None:
+    ramp = np.linspace(0, 65535, 300 * 300).astype(np.uint16).reshape(300, 300)
+    image = Image.fromarray(ramp)
+    assert image.mode == "I;16"
+    data = encode(image, "PNG")
+    pixels = prepared(data)
+    assert abs(pixels.mean() - 127.5) < 5  # clipping at 255 would give a mean near 255
+    assert (pixels[..., 0] == pixels[..., 1]).all()
+
+
+def test_exif_orientation_is_applied(cat: Image.Image) -> None:
+    upright = prepared(encode(cat, "JPEG", quality=95))
+    assert np.abs(prepared(with_exif_rotation(cat)) - upright).mean() < 6
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale_to_nearly_the_same_pixels(
+    cat: Image.Image,
+) -> None:
+    large = cat.resize((cat.width * 4, cat.height * 4), Image.Resampling.BICUBIC)
+    full = T.Compose([T.Resize(256), T.CenterCrop(224)])(open_image(encode(large, "JPEG")))
+    reduced = prepared(encode(large, "JPEG"))
+    assert np.abs(reduced - np.asarray(full).astype(np.int16)).mean() < 3
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 1000), (4000, 2)])
+def test_tiny_and_extreme_aspect_images_are_prepared_without_blowing_up(
+    size: tuple[int, int],
+) -> None:
+    assert prepared(encode(Image.new("RGB", size, (9, 9, 9)), "PNG")).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "IMAGE_EMPTY"),
+        (b"hello, not an image", "IMAGE_UNDECODABLE"),
+        (encode(Image.new("RGB", (16, 16)), "ICO"), "IMAGE_UNDECODABLE"),  # not a promised format
+        (png_claiming_size(9_000, 9_000), "IMAGE_TOO_LARGE"),
+        (png_claiming_size(20_000, 20_000), "IMAGE_TOO_LARGE"),  # Pillow's own bomb limit
+    ],
+)
+def test_unusable_bytes_are_refused_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidImageError) as raised:
+        prepared(data)
+    assert raised.value.reason == reason
+    assert raised.value.field == "image"
+
+
+def test_truncated_images_are_refused_as_corrupt(cat: Image.Image) -> None:
+    for format in ("JPEG", "PNG"):
+        data = encode(cat, format)
+        with pytest.raises(InvalidImageError) as raised:
+            prepared(data[: len(data) // 2])
+        assert raised.value.reason == "IMAGE_CORRUPT"
+
+
+def test_the_pixel_limit_is_configurable() -> None:
+    data = encode(Image.new("RGB", (100, 100)), "PNG")
+    with pytest.raises(InvalidImageError, match="over the limit"):
+        decode_image(data, max_pixels=9_999)
+    assert decode_image(data, max_pixels=10_000).size == (100, 100)
