@@ -1,0 +1,1 @@
+"""The inference engine: admission, batching, worker threads and backends; no gRPC here."""

@@ -1,0 +1,92 @@
+"""Inference backends: run a batch of uint8 pixels through a model to top-k scores.
+
+A backend owns everything device-specific (placement, precision, memory layout,
+normalisation), so workers stay the same whatever runs the model.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from recognizer.models.spec import LoadedModel
+
+
+class Backend(Protocol):
+    """Maps an (N, H, W, 3) uint8 batch to the top-k (scores, class ids), each (N, k)."""
+
+    name: str
+    device: str
+
+    def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn "auto", "cpu", "cuda" or "cuda:N" into a device this machine has."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
+        index = resolved.index or 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA"
+                " device(s) exist"
+            )
+        return torch.device("cuda", index)
+    if resolved.type != "cpu":
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    return resolved
+
+
+class TorchBackend:
+    """Eager PyTorch on the CPU or a CUDA device.
+
+    Channels-last layout (the uint8 NHWC batch already is), normalisation fused on the
+    device, half precision on CUDA, and pinned host staging with non-blocking copies.
+    """
+
+    name = "torch"
+
+    def __init__(self, model: LoadedModel, *, device: torch.device, half: bool = False) -> None:
+        spec = model.spec
+        self.device = str(device)
+        self._device = device
+        self._dtype = torch.float16 if half else torch.float32
+        network = model.network.eval().to(device, self._dtype)
+        self._network = network.to(memory_format=torch.channels_last)
+        scale = 255.0
+        self._mean = torch.tensor(spec.preprocessing.mean, device=device).view(1, 3, 1, 1) * scale
+        self._std = torch.tensor(spec.preprocessing.std, device=device).view(1, 3, 1, 1) * scale
+        self._activation = spec.activation
+        self._staging = threading.local()
+
+    def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            batch = self._to_device(pixels).permute(0, 3, 1, 2)  # NCHW view, channels-last
+            inputs = ((batch.float() - self._mean) / self._std).to(self._dtype)
+            logits = self._network(inputs).float()
+            scores = logits.softmax(dim=1) if self._activation == "softmax" else logits.sigmoid()
+            top_scores, top_ids = scores.topk(min(top_k, scores.shape[1]), dim=1)
+            return top_scores.cpu().numpy(), top_ids.cpu().numpy()
+
+    def _to_device(self, pixels: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(pixels)
+        if self._device.type != "cuda":
+            return host
+        staging: torch.Tensor | None = getattr(self._staging, "buffer", None)
+        if (
+            staging is None
+            or staging.shape[0] < host.shape[0]
+            or staging.shape[1:] != host.shape[1:]
+        ):
+            staging = torch.empty(host.shape, dtype=torch.uint8).pin_memory()
+            self._staging.buffer = staging
+        staged = staging[: host.shape[0]]
+        staged.copy_(host)
+        return staged.to(self._device, non_blocking=True)

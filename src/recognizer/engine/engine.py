@@ -1,0 +1,182 @@
+"""The engine: the one entry point the transport calls to classify an image.
+
+classify(image, options)
+  -> validate options              (on the event loop, cheap)
+  -> admission                     (the model's queue limit, refused at once)
+  -> decode + preprocess           (preprocess thread pool)
+  -> batch queue -> worker thread  (the model, under torch.inference_mode)
+  -> labels in the asked language  (on the event loop)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from recognizer.engine.backends import Backend
+from recognizer.engine.runner import ModelRunner
+from recognizer.engine.settings import EngineSettings
+from recognizer.engine.types import Classification, Label, Options, Timing
+from recognizer.errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ShuttingDownError,
+)
+from recognizer.models.labels import normalize_language
+from recognizer.models.spec import ModelSpec
+
+DEFAULT_LANGUAGE = "zh"
+
+
+@dataclass(frozen=True, slots=True)
+class ServedModel:
+    """A model as the engine serves it: its spec and the backend that runs it."""
+
+    spec: ModelSpec
+    backend: Backend
+
+
+class Engine:
+    """Classifies images with the served models; the first model is the default.
+
+    Usage:
+
+        engine = Engine([ServedModel(spec, backend)], EngineSettings())
+        await engine.start()
+        result = await engine.classify(jpeg_bytes, Options(top_k=3, language="en"))
+        await engine.close()
+    """
+
+    def __init__(self, models: Sequence[ServedModel], settings: EngineSettings) -> None:
+        if not models:
+            raise ValueError("the engine needs at least one model")
+        self.settings = settings
+        self._runners = {
+            model.spec.name: ModelRunner(model.spec, model.backend, settings) for model in models
+        }
+        if len(self._runners) != len(models):
+            raise ValueError("model names must be unique")
+        self._languages = {lang for model in models for lang in model.spec.labels.languages}
+        self._default_model = models[0].spec.name
+        self._preprocess_pool = ThreadPoolExecutor(
+            settings.preprocess_threads, thread_name_prefix="preprocess"
+        )
+        self._draining = False
+        self._streams: set[Callable[[], object]] = set()
+
+    @property
+    def models(self) -> tuple[ServedModel, ...]:
+        """The served models, default first."""
+        return tuple(ServedModel(r.spec, r.backend) for r in self._runners.values())
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    async def start(self) -> None:
+        """Warm every model up off the event loop, then start the inference workers."""
+        loop = asyncio.get_running_loop()
+        for runner in self._runners.values():
+            await loop.run_in_executor(self._preprocess_pool, runner.warm_up)
+            runner.start(loop)
+
+    def drain(self) -> None:
+        """Refuse new requests from now on; requests already accepted are still answered."""
+        self._draining = True
+        for on_drain in list(self._streams):
+            on_drain()
+
+    def register_stream(self, on_drain: Callable[[], object]) -> Callable[[], None]:
+        """Count an open stream as busy until the returned function is called.
+
+        `on_drain` runs when draining starts, so the stream stops reading new frames.
+        """
+        self._streams.add(on_drain)
+        return lambda: self._streams.discard(on_drain)
+
+    async def close(self) -> None:
+        """Answer what was accepted, then stop the workers and the preprocess pool."""
+        self.drain()
+        loop = asyncio.get_running_loop()
+        for runner in self._runners.values():
+            await loop.run_in_executor(None, runner.stop)
+        self._preprocess_pool.shutdown()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no accepted request or stream is left, or `timeout` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._streams or any(r.pending for r in self._runners.values()):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    def pending(self, model: str = "") -> int:
+        """Requests accepted for a model (default: the default model) and not yet answered."""
+        return self._runner(model).pending
+
+    async def classify(
+        self,
+        image: bytes,
+        options: Options,
+        *,
+        deadline: float | None = None,
+        flow: Hashable | None = None,
+    ) -> Classification:
+        """Classify one encoded image.
+
+        `deadline` is a time.monotonic() instant after which the answer is useless;
+        `flow` groups requests for fair batching (one stream's frames, say).
+        """
+        if self._draining:
+            raise ShuttingDownError()
+        runner = self._runner(options.model)
+        spec = runner.spec
+        top_k = min(options.top_k or self.settings.default_top_k, spec.num_classes)
+        language = self._language(options.language)
+        if not 0.0 <= options.min_score <= 1.0:  # also rejects NaN
+            raise InvalidRequestError(
+                f"min_score must be within [0, 1], not {options.min_score}", field="min_score"
+            )
+        with runner.admission():
+            started = time.monotonic()
+            loop = asyncio.get_running_loop()
+            pixels = await loop.run_in_executor(self._preprocess_pool, runner.preprocess, image)
+            preprocess_s = time.monotonic() - started
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceededError("the deadline passed while the image was decoded")
+            output = await runner.infer(pixels, top_k, deadline=deadline, flow=flow)
+        answered_in = spec.labels.resolve(language)
+        names = spec.labels.names(answered_in)
+        labels = tuple(
+            Label(int(class_id), names[class_id], float(score))
+            for score, class_id in zip(output.scores, output.class_ids, strict=True)
+            if score >= options.min_score
+        )
+        timing = Timing(
+            queue_s=output.queue_s,
+            preprocess_s=preprocess_s,
+            inference_s=output.inference_s,
+            batch_size=output.batch_size,
+        )
+        return Classification(model=spec.name, language=answered_in, labels=labels, timing=timing)
+
+    def _runner(self, name: str) -> ModelRunner:
+        runner = self._runners.get(name or self._default_model)
+        if runner is None:
+            raise ModelNotFoundError(name, list(self._runners))
+        return runner
+
+    def _language(self, tag: str) -> str:
+        language = normalize_language(tag) if tag else DEFAULT_LANGUAGE
+        if language not in self._languages:
+            supported = ", ".join(sorted(self._languages))
+            raise InvalidRequestError(
+                f"language {tag!r} is not supported; use one of: {supported}", field="language"
+            )
+        return language

@@ -1,0 +1,148 @@
+"""One served model: its admission limit, batch queue, backend and worker threads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+
+from recognizer.engine.backends import Backend
+from recognizer.engine.batching import BatchQueue
+from recognizer.engine.settings import EngineSettings
+from recognizer.engine.worker import BatchOutput, InferenceWorker, WorkItem
+from recognizer.errors import DeadlineExceededError, OverloadedError
+from recognizer.models.preprocessing import decode_image, prepare_input
+from recognizer.models.spec import ModelSpec
+
+
+class ModelRunner:
+    """Runs requests for one model, so a slow model never holds up another.
+
+    Admission counts every request from the moment it is accepted until it is answered
+    (decoding, queued or in the model); over `max_queued_requests`, new requests are
+    refused at once with OverloadedError.
+    """
+
+    def __init__(self, spec: ModelSpec, backend: Backend, settings: EngineSettings) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.settings = settings
+        self._queue: BatchQueue[WorkItem] = BatchQueue(
+            max_batch_size=settings.max_batch_size,
+            max_delay_s=settings.max_batch_delay_ms / 1000,
+            keep=self._keep,
+        )
+        self._workers = [
+            InferenceWorker(
+                name=f"infer-{spec.name}-{index}",
+                queue=self._queue,
+                backend=backend,
+                deliver=self._deliver,
+            )
+            for index in range(settings.inference_threads)
+        ]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending = 0
+        self._seconds_per_item = 0.01
+
+    @property
+    def pending(self) -> int:
+        """Requests accepted and not yet answered."""
+        return self._pending
+
+    def warm_up(self) -> None:
+        """Run the backend at batch 1 and the largest batch, so no caller pays first-call costs."""
+        size = self.spec.preprocessing.crop
+        for batch_size in sorted({1, self.settings.max_batch_size}):
+            self.backend(np.zeros((batch_size, size, size, 3), dtype=np.uint8), 1)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for worker in self._workers:
+            worker.start()
+
+    def stop(self) -> None:
+        """Finish what is queued, then stop the workers."""
+        self._queue.close()
+        for worker in self._workers:
+            if worker.is_alive():
+                worker.join()
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold a place in this model's queue for the duration of the block."""
+        if self._pending >= self.settings.max_queued_requests:
+            raise OverloadedError(
+                self.spec.name, self.settings.max_queued_requests, self._retry_after()
+            )
+        self._pending += 1
+        try:
+            yield
+        finally:
+            self._pending -= 1
+
+    def preprocess(self, image: bytes) -> np.ndarray:
+        """Decode and prepare one image; blocking, so it runs in the preprocess pool."""
+        decoded = decode_image(image, max_pixels=self.settings.max_image_pixels)
+        return prepare_input(decoded, self.spec.preprocessing)
+
+    async def infer(
+        self, pixels: np.ndarray, top_k: int, *, deadline: float | None, flow: Hashable | None
+    ) -> BatchOutput:
+        """Queue prepared pixels and wait for the model's top-k answer."""
+        if self._loop is None:
+            raise RuntimeError("the runner has not been started")
+        item = WorkItem(pixels, top_k, deadline, self._loop.create_future())
+        self._queue.put(item, item if flow is None else flow)
+        return await item.future
+
+    def _retry_after(self) -> float:
+        """How long the current queue should take to drain, given recent model speed."""
+        drain_s = self._pending * self._seconds_per_item / self.settings.inference_threads
+        return min(max(drain_s, 0.05), 10.0)
+
+    def _keep(self, item: WorkItem) -> bool:
+        """Queue filter, on a worker thread: skip cancelled and expired requests."""
+        if item.future.done():
+            return False
+        if item.deadline is not None and time.monotonic() >= item.deadline:
+            self._call_on_loop(_fail_expired, item.future)
+            return False
+        return True
+
+    def _deliver(
+        self, items: Sequence[WorkItem], outputs: Sequence[BatchOutput | BaseException]
+    ) -> None:
+        """Worker callback: resolve the batch's futures on the event loop, in one hop."""
+        self._call_on_loop(self._resolve, items, outputs)
+
+    def _call_on_loop(self, callback: Callable[..., object], *args: object) -> None:
+        """Schedule a callback on the event loop from a worker; a closed loop has no one to tell."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _resolve(
+        self, items: Sequence[WorkItem], outputs: Sequence[BatchOutput | BaseException]
+    ) -> None:
+        for item, output in zip(items, outputs, strict=True):
+            if isinstance(output, BatchOutput):
+                per_item = output.inference_s / output.batch_size
+                self._seconds_per_item = 0.9 * self._seconds_per_item + 0.1 * per_item
+            if item.future.done():
+                continue
+            if isinstance(output, BaseException):
+                item.future.set_exception(output)
+            else:
+                item.future.set_result(output)
+
+
+def _fail_expired(future: asyncio.Future[BatchOutput]) -> None:
+    if not future.done():
+        future.set_exception(
+            DeadlineExceededError("the deadline passed while the request waited in the queue")
+        )

@@ -1,0 +1,44 @@
+"""The values that flow through the engine: what callers ask for and what they get back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    """How to answer a request; empty or zero fields mean the server default."""
+
+    model: str = ""
+    top_k: int = 0
+    min_score: float = 0.0
+    language: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """One ranked class: its index in the model output, its name and its probability."""
+
+    class_id: int
+    name: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timing:
+    """Where the server spent a request's time, in seconds; batch_size is its batch's."""
+
+    queue_s: float = 0.0
+    preprocess_s: float = 0.0
+    inference_s: float = 0.0
+    batch_size: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Classification:
+    """The answer to one image: labels best first, in `language`, from `model`."""
+
+    model: str
+    language: str
+    labels: tuple[Label, ...]
+    timing: Timing

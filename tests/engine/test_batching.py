@@ -1,0 +1,137 @@
+"""The batch queue alone, driven by plain threads: sizes, delays, fairness, filtering, close."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from recognizer.engine.batching import BatchQueue
+
+
+def test_a_full_batch_returns_without_waiting_for_the_delay() -> None:
+    queue: BatchQueue[int] = BatchQueue(max_batch_size=3, max_delay_s=10)
+    for item in range(5):
+        queue.put(item, flow=item)
+    started = time.monotonic()
+    assert queue.next_batch() == [0, 1, 2]
+    assert time.monotonic() - started < 1
+    assert len(queue) == 2
+
+
+def test_a_partial_batch_waits_at_most_the_delay() -> None:
+    queue: BatchQueue[int] = BatchQueue(max_batch_size=8, max_delay_s=0.05)
+    queue.put(1, flow=1)
+    started = time.monotonic()
+    assert queue.next_batch() == [1]
+    assert 0.04 <= time.monotonic() - started < 2
+
+
+def test_items_arriving_during_the_delay_join_the_batch() -> None:
+    queue: BatchQueue[int] = BatchQueue(max_batch_size=4, max_delay_s=5)
+    queue.put(0, flow=0)
+
+    def feed() -> None:
+        for item in (1, 2, 3):
+            time.sleep(0.01)
+            queue.put(item, flow=item)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    started = time.monotonic()
+    assert queue.next_batch() == [0, 1, 2, 3]
+    assert time.monotonic() - started < 4  # the fourth item woke the waiter, not the delay
+    feeder.join()
+
+
+def test_zero_delay_takes_only_what_is_already_waiting() -> None:
+    queue: BatchQueue[int] = BatchQueue(max_batch_size=8, max_delay_s=0)
+    queue.put(1, flow=1)
+    queue.put(2, flow=2)
+    assert queue.next_batch() == [1, 2]
+
+
+def test_flows_take_turns_so_a_busy_flow_cannot_starve_a_quiet_one() -> None:
+    queue: BatchQueue[str] = BatchQueue(max_batch_size=4, max_delay_s=0)
+    for frame in range(6):
+        queue.put(f"busy-{frame}", flow="busy")
+    queue.put("quiet-0", flow="quiet")
+    queue.put("unary", flow=object())
+    first = queue.next_batch()
+    assert first == ["busy-0", "quiet-0", "unary", "busy-1"]
+    assert queue.next_batch() == ["busy-2", "busy-3", "busy-4", "busy-5"]
+
+
+def test_items_of_one_flow_keep_their_order() -> None:
+    queue: BatchQueue[int] = BatchQueue(max_batch_size=2, max_delay_s=0)
+    for item in range(6):
+        queue.put(item, flow="stream")
+    batches = [queue.next_batch() for _ in range(3)]
+    assert batches == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_items_refused_by_keep_are_dropped_and_the_batch_is_filled_with_others() -> None:
+    queue: BatchQueue[int] = BatchQueue(max_batch_size=2, max_delay_s=0, keep=lambda i: i % 2 == 0)
+    for item in range(6):
+        queue.put(item, flow=item)
+    assert queue.next_batch() == [0, 2]
+    assert queue.next_batch() == [4]
+    assert len(queue) == 0
+
+
+def test_close_lets_workers_drain_then_returns_empty_batches() -> None:
+    queue: BatchQueue[int] = BatchQueue(max_batch_size=2, max_delay_s=10)
+    queue.put(1, flow=1)
+    queue.close()
+    assert queue.next_batch() == [1]
+    assert queue.next_batch() == []
+    with pytest.raises(RuntimeError, match="closed"):
+        queue.put(2, flow=2)
+
+
+def test_close_wakes_an_idle_worker() -> None:
+    queue: BatchQueue[int] = BatchQueue(max_batch_size=2, max_delay_s=10)
+    batches: list[list[int]] = []
+    worker = threading.Thread(target=lambda: batches.append(queue.next_batch()))
+    worker.start()
+    time.sleep(0.05)
+    queue.close()
+    worker.join(timeout=5)
+    assert not worker.is_alive()
+    assert batches == [[]]
+
+
+def test_many_producers_and_workers_deliver_every_item_exactly_once() -> None:
+    queue: BatchQueue[int] = BatchQueue(max_batch_size=5, max_delay_s=0.001)
+    taken: list[int] = []
+    sizes: list[int] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        while batch := queue.next_batch():
+            with lock:
+                taken.extend(batch)
+                sizes.append(len(batch))
+
+    def produce(start: int) -> None:
+        for item in range(start, start + 500):
+            queue.put(item, flow=item % 7)
+
+    workers = [threading.Thread(target=work) for _ in range(3)]
+    producers = [threading.Thread(target=produce, args=(n * 500,)) for n in range(4)]
+    for thread in workers + producers:
+        thread.start()
+    for thread in producers:
+        thread.join()
+    queue.close()
+    for thread in workers:
+        thread.join(timeout=10)
+    assert sorted(taken) == list(range(2000))
+    assert max(sizes) <= 5
+
+
+@pytest.mark.parametrize(("size", "delay"), [(0, 0.0), (1, -1.0)])
+def test_invalid_limits_are_refused(size: int, delay: float) -> None:
+    with pytest.raises(ValueError):
+        BatchQueue(max_batch_size=size, max_delay_s=delay)

@@ -1,0 +1,189 @@
+"""The engine without a network: correct answers, batching, limits, deadlines, isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from fakes import POISON, ColourNet, colour_model, solid_png
+from recognizer.engine.engine import Engine, ServedModel
+from recognizer.engine.settings import EngineSettings
+from recognizer.engine.types import Options
+from recognizer.errors import (
+    DeadlineExceededError,
+    InvalidImageError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    OverloadedError,
+    ShuttingDownError,
+)
+
+RED, GREEN, BLUE = (200, 10, 10), (10, 200, 10), (10, 10, 200)
+
+
+async def started(models: list[ServedModel], **settings: object) -> Engine:
+    engine = Engine(models, EngineSettings(**settings))  # type: ignore[arg-type]
+    await engine.start()
+    return engine
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    engine = await started([colour_model()], max_batch_size=4, max_batch_delay_ms=20)
+    yield engine
+    await engine.close()
+
+
+async def test_classifies_with_labels_in_the_asked_language(engine: Engine) -> None:
+    result = await engine.classify(solid_png(GREEN), Options(top_k=2, language="en-US"))
+    assert result.model == "colours"
+    assert result.language == "en"
+    assert result.labels[0].class_id == 1
+    assert result.labels[0].name == "green"
+    assert result.labels[0].score > result.labels[1].score
+    chinese = await engine.classify(solid_png(BLUE), Options())
+    assert (chinese.language, chinese.labels[0].name) == ("zh", "蓝")
+
+
+async def test_top_k_defaults_to_five_clamped_to_the_class_count(engine: Engine) -> None:
+    result = await engine.classify(solid_png(RED), Options())
+    assert result.labels[0].class_id == 0
+    assert len(result.labels) == 3  # default 5, but the model has 3 classes
+    one = await engine.classify(solid_png(RED), Options(top_k=1))
+    assert len(one.labels) == 1
+
+
+async def test_min_score_drops_weak_labels(engine: Engine) -> None:
+    result = await engine.classify(solid_png(RED), Options(top_k=3, min_score=0.5))
+    assert [label.class_id for label in result.labels] == [0]
+
+
+async def test_concurrent_requests_share_batches_and_each_gets_its_own_answer(
+    engine: Engine,
+) -> None:
+    colours = [RED, GREEN, BLUE] * 4
+    results = await asyncio.gather(
+        *(engine.classify(solid_png(colour), Options(top_k=1)) for colour in colours)
+    )
+    assert [r.labels[0].class_id for r in results] == [0, 1, 2] * 4
+    assert max(r.timing.batch_size for r in results) > 1
+    assert all(r.timing.inference_s > 0 and r.timing.preprocess_s > 0 for r in results)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "field"),
+    [
+        (Options(model="nope"), ModelNotFoundError, None),
+        (Options(language="fr"), InvalidRequestError, "language"),
+        (Options(min_score=1.5), InvalidRequestError, "min_score"),
+        (Options(min_score=float("nan")), InvalidRequestError, "min_score"),
+    ],
+)
+async def test_bad_options_are_refused_before_any_work(
+    engine: Engine, options: Options, error: type[Exception], field: str | None
+) -> None:
+    with pytest.raises(error) as raised:
+        await engine.classify(solid_png(RED), options)
+    if field is not None:
+        assert raised.value.field == field
+    assert engine.pending() == 0
+
+
+async def test_unknown_model_error_lists_the_served_models(engine: Engine) -> None:
+    with pytest.raises(ModelNotFoundError, match="served models: colours"):
+        await engine.classify(solid_png(RED), Options(model="resnet"))
+
+
+async def test_a_missing_language_falls_back_to_the_models_first_and_says_so() -> None:
+    chinese_only = colour_model("zh-only", languages=("zh",))
+    engine = await started([colour_model(), chinese_only])
+    try:
+        result = await engine.classify(solid_png(RED), Options(model="zh-only", language="en"))
+        assert (result.language, result.labels[0].name) == ("zh", "红")
+    finally:
+        await engine.close()
+
+
+async def test_a_bad_image_fails_alone_and_its_neighbours_are_answered(engine: Engine) -> None:
+    good = [engine.classify(solid_png(GREEN), Options(top_k=1)) for _ in range(3)]
+    bad = engine.classify(b"not an image", Options())
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert isinstance(results[3], InvalidImageError)
+    assert all(r.labels[0].class_id == 1 for r in results[:3])  # type: ignore[union-attr]
+
+
+async def test_an_input_that_breaks_the_model_fails_alone_within_its_batch(engine: Engine) -> None:
+    colours = [RED, POISON, BLUE, GREEN]
+    results = await asyncio.gather(
+        *(engine.classify(solid_png(colour), Options(top_k=1)) for colour in colours),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert [r.labels[0].class_id for r in (results[0], results[2], results[3])] == [0, 2, 1]  # type: ignore[union-attr]
+
+
+async def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
+    engine = await started(
+        [colour_model(network=ColourNet(delay_s=0.2))], max_batch_size=1, max_queued_requests=2
+    )
+    try:
+        first = [asyncio.create_task(engine.classify(solid_png(RED), Options())) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        started_at = time.monotonic()
+        with pytest.raises(OverloadedError) as raised:
+            await engine.classify(solid_png(RED), Options())
+        assert time.monotonic() - started_at < 0.1
+        assert raised.value.retry_after_s > 0
+        assert len(await asyncio.gather(*first)) == 2
+        assert engine.pending() == 0
+        await engine.classify(solid_png(RED), Options())  # room again
+    finally:
+        await engine.close()
+
+
+async def test_expired_requests_are_dropped_before_the_model() -> None:
+    engine = await started([colour_model(network=ColourNet(delay_s=0.3))], max_batch_size=1)
+    try:
+        blocker = asyncio.create_task(engine.classify(solid_png(RED), Options()))
+        await asyncio.sleep(0.05)
+        with pytest.raises(DeadlineExceededError):
+            await engine.classify(solid_png(GREEN), Options(), deadline=time.monotonic() + 0.1)
+        result = await blocker
+        assert result.labels[0].class_id == 0
+    finally:
+        await engine.close()
+
+
+async def test_cancelled_requests_are_dropped_and_release_their_place() -> None:
+    network = ColourNet(delay_s=0.2)
+    engine = await started([colour_model(network=network)], max_batch_size=1)
+    try:
+        seen_after_warm_up = network.images_seen
+        blocker = asyncio.create_task(engine.classify(solid_png(RED), Options()))
+        await asyncio.sleep(0.05)
+        doomed = [
+            asyncio.create_task(engine.classify(solid_png(BLUE), Options())) for _ in range(5)
+        ]
+        await asyncio.sleep(0.05)
+        for task in doomed:
+            task.cancel()
+        await blocker
+        await asyncio.sleep(0.3)
+        assert network.images_seen - seen_after_warm_up == 1
+        assert engine.pending() == 0
+    finally:
+        await engine.close()
+
+
+async def test_draining_refuses_new_requests_and_finishes_accepted_ones() -> None:
+    engine = await started([colour_model(network=ColourNet(delay_s=0.1))], max_batch_size=1)
+    accepted = asyncio.create_task(engine.classify(solid_png(BLUE), Options()))
+    await asyncio.sleep(0.02)
+    engine.drain()
+    with pytest.raises(ShuttingDownError):
+        await engine.classify(solid_png(RED), Options())
+    await engine.close()
+    assert (await accepted).labels[0].class_id == 2
