@@ -1,0 +1,71 @@
+"""A backend service calling Classify through the generated stubs, with retries done right.
+
+    python clients/classify_backend.py photo.jpg [--server 127.0.0.1:50051]
+
+Shows the three things a production caller does: set a deadline, read the structured
+error details, and back off by the server's RetryInfo when it is overloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from recognizer.v1 import recognizer_pb2, recognizer_pb2_grpc
+
+
+def retry_delay(error: grpc.RpcError) -> float | None:
+    """The delay the server asked for in a google.rpc.RetryInfo detail, if any."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return None
+
+
+def classify(
+    stub: recognizer_pb2_grpc.RecognizerStub, image: bytes, attempts: int = 3
+) -> recognizer_pb2.ClassifyResponse:
+    request = recognizer_pb2.ClassifyRequest(image=image, top_k=3, language="en")
+    for attempt in range(1, attempts + 1):
+        try:
+            response: recognizer_pb2.ClassifyResponse = stub.Classify(request, timeout=10)
+            return response
+        except grpc.RpcError as error:
+            delay = retry_delay(error)
+            if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or delay is None:
+                raise
+            if attempt == attempts:
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("image", type=Path)
+    parser.add_argument("--server", default="127.0.0.1:50051")
+    args = parser.parse_args()
+    options = [("grpc.max_send_message_length", 32 << 20)]
+    with grpc.insecure_channel(args.server, options=options) as channel:
+        stub = recognizer_pb2_grpc.RecognizerStub(channel)
+        try:
+            response = classify(stub, args.image.read_bytes())
+        except grpc.RpcError as error:
+            print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    for label in response.labels:
+        print(f"{label.score:6.3f}  {label.label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

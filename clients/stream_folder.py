@@ -1,0 +1,49 @@
+"""Stream every image in a folder through ClassifyStream and print each frame's answer.
+
+    python clients/stream_folder.py photos/ [--server 127.0.0.1:50051] [--language en]
+
+One stream carries all the frames; answers come back in the order sent, and a frame
+that fails (a corrupt file, say) is answered with its own error while the rest go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+
+from recognizer.v1 import recognizer_pb2, recognizer_pb2_grpc
+
+
+def frames(folder: Path, language: str) -> Iterator[recognizer_pb2.ClassifyRequest]:
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        yield recognizer_pb2.ClassifyRequest(
+            image=path.read_bytes(), request_id=path.name, top_k=1, language=language
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--server", default="127.0.0.1:50051")
+    parser.add_argument("--language", default="zh")
+    args = parser.parse_args()
+    options = [("grpc.max_send_message_length", 32 << 20)]
+    failed = 0
+    with grpc.insecure_channel(args.server, options=options) as channel:
+        stub = recognizer_pb2_grpc.RecognizerStub(channel)
+        for response in stub.ClassifyStream(frames(args.folder, args.language)):
+            if response.HasField("error"):
+                failed += 1
+                print(f"{response.request_id}: error {response.error.message}")
+            else:
+                top = response.labels[0]
+                print(f"{response.request_id}: {top.label} ({top.score:.2f})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Thin wrappers over the generated stubs: channels with the right limits, images from paths."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import grpc
+from google.rpc import status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from recognizer.v1 import recognizer_pb2 as pb
+from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
+
+ImageSource = bytes | str | os.PathLike[str]
+DEFAULT_TARGET = "127.0.0.1:50051"
+_MAX_MESSAGE_BYTES = 32 << 20
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+]
+
+
+def classify_request(
+    image: ImageSource,
+    *,
+    top_k: int = 0,
+    min_score: float = 0.0,
+    language: str = "",
+    model: str = "",
+    request_id: str = "",
+) -> pb.ClassifyRequest:
+    """Build a ClassifyRequest; `image` is encoded bytes or the path of an image file."""
+    data = image if isinstance(image, bytes) else Path(image).read_bytes()
+    return pb.ClassifyRequest(
+        image=data,
+        top_k=top_k,
+        min_score=min_score,
+        language=language,
+        model=model,
+        request_id=request_id,
+    )
+
+
+def error_status(error: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status (code, message, details) a failed call carries, if any."""
+    return rpc_status.from_call(error)
+
+
+class Client:
+    """A blocking client.
+
+    Usage:
+
+        with Client("127.0.0.1:50051") as client:
+            response = client.classify("cat.jpg", top_k=3, language="en")
+            for label in response.labels:
+                print(label.label, label.score)
+    """
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.RecognizerStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def classify(
+        self,
+        image: ImageSource,
+        *,
+        top_k: int = 0,
+        min_score: float = 0.0,
+        language: str = "",
+        model: str = "",
+        request_id: str = "",
+    ) -> pb.ClassifyResponse:
+        """Classify one image (encoded bytes or a file path); options as in ClassifyRequest."""
+        request = classify_request(
+            image,
+            top_k=top_k,
+            min_score=min_score,
+            language=language,
+            model=model,
+            request_id=request_id,
+        )
+        response: pb.ClassifyResponse = self._stub.Classify(request, timeout=self.timeout)
+        return response
+
+    def classify_stream(
+        self, requests: Iterable[pb.ClassifyRequest], *, timeout: float | None = None
+    ) -> Iterator[pb.ClassifyResponse]:
+        """Stream requests, yielding one response per request in order."""
+        responses: Iterator[pb.ClassifyResponse] = self._stub.ClassifyStream(
+            iter(requests), timeout=timeout
+        )
+        return responses
+
+    def list_models(self) -> pb.ListModelsResponse:
+        response: pb.ListModelsResponse = self._stub.ListModels(
+            pb.ListModelsRequest(), timeout=self.timeout
+        )
+        return response
+
+    def health(self, service: str = "") -> str:
+        """The health status name of the server (""), the service or a model: SERVING, ..."""
+        response = self._health.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """An asyncio client.
+
+    Usage:
+
+        async with AsyncClient("127.0.0.1:50051") as client:
+            response = await client.classify(jpeg_bytes, top_k=3)
+    """
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+        self.timeout = timeout
+        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.RecognizerStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def classify(
+        self,
+        image: ImageSource,
+        *,
+        top_k: int = 0,
+        min_score: float = 0.0,
+        language: str = "",
+        model: str = "",
+        request_id: str = "",
+    ) -> pb.ClassifyResponse:
+        """Classify one image (encoded bytes or a file path); options as in ClassifyRequest."""
+        request = classify_request(
+            image,
+            top_k=top_k,
+            min_score=min_score,
+            language=language,
+            model=model,
+            request_id=request_id,
+        )
+        response: pb.ClassifyResponse = await self._stub.Classify(request, timeout=self.timeout)
+        return response
+
+    async def classify_stream(
+        self,
+        requests: AsyncIterable[pb.ClassifyRequest] | Iterable[pb.ClassifyRequest],
+        *,
+        timeout: float | None = None,
+    ) -> AsyncIterator[pb.ClassifyResponse]:
+        """Stream requests, yielding one response per request in order."""
+        call = self._stub.ClassifyStream(requests, timeout=timeout)
+        async for response in call:
+            yield response
+
+    async def list_models(self) -> pb.ListModelsResponse:
+        response: pb.ListModelsResponse = await self._stub.ListModels(
+            pb.ListModelsRequest(), timeout=self.timeout
+        )
+        return response
+
+    async def health(self, service: str = "") -> str:
+        """The health status name of the server (""), the service or a model: SERVING, ..."""
+        response = await self._health.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+        )
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

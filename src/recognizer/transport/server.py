@@ -1,0 +1,88 @@
+"""Assemble the gRPC server: Recognizer, health and reflection on one port, and drain it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from recognizer.config import ServerSettings
+from recognizer.engine.engine import Engine
+from recognizer.transport.servicer import RecognizerServicer
+from recognizer.v1 import recognizer_pb2 as pb
+from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
+
+
+class RecognizerServer:
+    """A grpc.aio server for an Engine: start it, then stop it gracefully.
+
+    Health answers for "" (the whole server), recognizer.v1.Recognizer, and each
+    served model by name: SERVING once the engine is warm, NOT_SERVING while draining.
+
+    Usage:
+
+        server = RecognizerServer(engine, ServerSettings(port=0))
+        await server.start()          # warms the engine up, then binds server.port
+        ...
+        await server.stop()           # drain, finish in-flight calls, close the engine
+    """
+
+    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.port: int | None = None
+        self._health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.max_message_bytes),
+                ("grpc.max_send_message_length", settings.max_message_bytes),
+                ("grpc.so_reuseport", 0),  # a second server on a busy port fails loudly
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ]
+        )
+        pb_grpc.add_RecognizerServicer_to_server(RecognizerServicer(engine), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+
+    @property
+    def health_names(self) -> tuple[str, ...]:
+        return ("", SERVICE_NAME, *(model.spec.name for model in self.engine.models))
+
+    async def start(self) -> None:
+        """Warm the models up, listen, and only then report SERVING."""
+        await self.engine.start()
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = self._server.add_insecure_port(address)
+        await self._server.start()
+        for name in self.health_names:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        logger.info("serving %s on %s:%d", SERVICE_NAME, self.settings.host, self.port)
+
+    async def stop(self) -> None:
+        """Drain, then stop: the grace period covers both.
+
+        While draining, the server still accepts connections, so health checks see
+        NOT_SERVING and new calls get UNAVAILABLE with a reason, not a refused connection;
+        accepted work finishes. Whatever is still running when the grace period ends is
+        cancelled by grpc.
+        """
+        grace = self.settings.grace_period_s
+        logger.info("draining; in-flight calls have %.1fs to finish", grace)
+        deadline = asyncio.get_running_loop().time() + grace
+        await self._health.enter_graceful_shutdown()
+        self.engine.drain()
+        await self.engine.wait_idle(grace)
+        remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
+        await self._server.stop(remaining)
+        await self.engine.close()
+        logger.info("stopped")

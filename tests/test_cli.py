@@ -1,0 +1,234 @@
+"""The `recognizer` command and the clients/ examples, run as real processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from recognizer.client import Client, error_status
+from support import PHOTOS
+
+ROOT = Path(__file__).parents[1]
+SERVING = re.compile(r"serving recognizer\.v1\.Recognizer on [\d.]+:(\d+)")
+
+
+class ServeProcess:
+    """`python -m recognizer serve` on a free port; its log is collected as it runs."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "recognizer", "serve", "--port", "0", *args],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self.log: list[str] = []
+        self._port: int | None = None
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line)
+            if match := SERVING.search(line):
+                self._port = int(match.group(1))
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def address(self) -> str:
+        assert self._ready.wait(120) and self._port, "".join(self.log)
+        return f"127.0.0.1:{self._port}"
+
+    def stop(self) -> int:
+        """SIGTERM the server and wait for it; returns its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait()
+
+    def wait(self) -> int:
+        status = self.process.wait(timeout=120)
+        self._reader.join(timeout=10)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+        return status
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[ServeProcess]:
+    process = ServeProcess("--max-batch-size", "4")
+    try:
+        process.address  # noqa: B018 - waits until SERVING
+        yield process
+    finally:
+        process.stop()
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
+def test_classify_prints_a_table_of_labels(served: ServeProcess) -> None:
+    result = run(
+        sys.executable,
+        "-m",
+        "recognizer",
+        "classify",
+        "--server",
+        served.address,
+        str(PHOTOS["coffee"]),
+        str(PHOTOS["cat"]),
+        "--top-k",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "浓缩咖啡" in result.stdout
+    assert re.search(r"1\s+967\s+浓缩咖啡\s+0\.9\d+", result.stdout)
+    assert result.stdout.count("efficientnet-lite0") == 2
+
+
+def test_classify_in_english_and_reports_a_bad_file(served: ServeProcess, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not a jpeg")
+    result = run(
+        sys.executable,
+        "-m",
+        "recognizer",
+        "classify",
+        "--server",
+        served.address,
+        "--language",
+        "en",
+        str(PHOTOS["motorcycle"]),
+        str(junk),
+    )
+    assert result.returncode == 1
+    assert "moped" in result.stdout
+    assert "junk.jpg: INVALID_ARGUMENT: image is not a supported format" in result.stderr
+
+
+def test_the_backend_example_classifies_through_the_generated_stubs(served: ServeProcess) -> None:
+    result = run(
+        sys.executable,
+        "clients/classify_backend.py",
+        str(PHOTOS["coffee"]),
+        "--server",
+        served.address,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "espresso" in result.stdout.splitlines()[0]
+
+
+def test_the_stream_example_streams_a_folder(served: ServeProcess, tmp_path: Path) -> None:
+    for name in ("cat", "coffee"):
+        (tmp_path / f"{name}.png").write_bytes(PHOTOS[name].read_bytes())
+    (tmp_path / "zz-broken.png").write_bytes(b"\x89PNG\r\n")
+    result = run(
+        sys.executable,
+        "clients/stream_folder.py",
+        str(tmp_path),
+        "--server",
+        served.address,
+    )
+    assert result.returncode == 1  # one frame failed
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("cat.png: ") and lines[1].startswith("coffee.png: 浓缩咖啡")
+    assert lines[2].startswith("zz-broken.png: error")
+
+
+def test_settings_come_from_the_environment() -> None:
+    process = ServeProcess(env={"RECOGNIZER_MAX_BATCH_SIZE": "3"})
+    try:
+        with Client(process.address) as client:
+            assert client.list_models().models[0].max_batch_size == 3
+    finally:
+        assert process.stop() == 0
+
+
+def test_sigterm_drains_finishes_calls_in_flight_and_exits_zero() -> None:
+    process = ServeProcess("--grace-period", "20")
+    process.address  # noqa: B018 - waits until SERVING
+    image = PHOTOS["coffee"].read_bytes()
+    outcomes: list[tuple[float, grpc.StatusCode, str]] = []
+    stop = threading.Event()
+
+    def caller() -> None:
+        with Client(process.address) as client:
+            while not stop.is_set():
+                try:
+                    response = client.classify(image, top_k=1, language="en")
+                    outcomes.append(
+                        (time.monotonic(), grpc.StatusCode.OK, response.labels[0].label)
+                    )
+                except grpc.RpcError as error:
+                    status = error_status(error)
+                    outcomes.append(
+                        (time.monotonic(), error.code(), status.message if status else "")
+                    )
+                    return
+
+    callers = [threading.Thread(target=caller) for _ in range(6)]
+    for thread in callers:
+        thread.start()
+    time.sleep(1.5)
+    signalled = time.monotonic()
+    assert process.stop() == 0
+    stop.set()
+    for thread in callers:
+        thread.join(timeout=30)
+    codes = {code for _, code, _ in outcomes}
+    assert codes <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, outcomes
+    assert all(label == "espresso" for _, code, label in outcomes if code == grpc.StatusCode.OK)
+    assert any(when > signalled and code == grpc.StatusCode.OK for when, code, _ in outcomes)
+    log = "".join(process.log)
+    assert "draining" in log and "stopped" in log
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "no-such-model"), "unknown model 'no-such-model'"),
+        (("--device", "cuda:7"), "cuda:7"),
+        (("--max-batch-size", "0"), "max_batch_size must be at least 1"),
+    ],
+)
+def test_start_up_errors_exit_non_zero_with_a_clear_message(
+    args: tuple[str, ...], message: str
+) -> None:
+    if args == ("--device", "cuda:7"):
+        import torch
+
+        if torch.cuda.device_count() > 7:
+            pytest.skip("this machine has a cuda:7")
+    process = ServeProcess(*args)
+    assert process.wait() == 1
+    log = "".join(process.log)
+    assert "cannot start" in log and message in log
+
+
+def test_a_busy_port_is_a_start_up_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = subprocess.run(
+            [sys.executable, "-m", "recognizer", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert process.returncode == 1
+    assert "cannot start" in process.stderr
