@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
+import shutil
+import sys
 import threading
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -32,6 +35,13 @@ CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO, TRIPOD, MOPED, MILITARY_UNIFORM = 967, 872, 665, 652
 
 T = TypeVar("T")
+
+
+def dev_tool(name: str) -> str:
+    """A command-line tool the dev extra installs beside this Python (grpcurl, buf)."""
+    path = shutil.which(name, path=os.pathsep.join([os.path.dirname(sys.executable), os.defpath]))
+    assert path, f"{name} is not installed: run `make install`"
+    return path
 
 
 class ServerThread:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import recognizer.v1
+from support import dev_tool
 
 ROOT = Path(__file__).parents[1]
 
@@ -34,12 +32,11 @@ def test_generated_stubs_match_the_proto(tmp_path: Path) -> None:
         )
 
 
-@pytest.mark.skipif(shutil.which("buf") is None, reason="buf-bin not installed")
 def test_the_proto_passes_buf_lint(tmp_path: Path) -> None:
     image = tmp_path / "proto.binpb"
     _hatch_build().write_image(image)
     result = subprocess.run(
-        ["buf", "lint", str(image), "--path", "recognizer/v1/recognizer.proto"],
+        [dev_tool("buf"), "lint", str(image), "--path", "recognizer/v1/recognizer.proto"],
         capture_output=True,
         text=True,
         cwd=ROOT,

