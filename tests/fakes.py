@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from recognizer.engine.backends import TorchBackend
+from recognizer.engine.backends.torch_backend import TorchBackend
 from recognizer.engine.engine import ServedModel
 from recognizer.models.labels import Labels
 from recognizer.models.preprocessing import Preprocessing

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from recognizer.config import Config
-from recognizer.engine.backends import TorchBackend, resolve_device
+from recognizer.engine.backends import create_backend, resolve_device
 from recognizer.engine.engine import Engine, ServedModel
 from recognizer.models.loading import load_model
 from recognizer.transport.server import RecognizerServer
@@ -16,21 +17,25 @@ logger = logging.getLogger(__name__)
 
 
 def build_engine(config: Config) -> Engine:
-    """Load every configured model onto the configured device (blocking, at start-up)."""
-    device = resolve_device(config.engine.device)
+    """Load every configured model onto its backend and device (blocking, at start-up)."""
+    settings = config.engine
+    device = resolve_device(settings.device)
+    # Each worker's calls get an equal share of the cores (ONNX Runtime, PyTorch on the CPU).
+    threads = max(1, (os.cpu_count() or 1) // settings.workers_for(device.type))
     served = []
     for source in config.models:
         model = load_model(source)
-        backend = TorchBackend(model, device=device, half=device.type == "cuda")
+        backend = create_backend(model, device=device, kind=settings.backend, threads=threads)
         logger.info(
-            "loaded %s (%s, %d classes) on %s",
+            "loaded %s (%s, %d classes) on %s with %s",
             model.spec.name,
             model.spec.architecture,
             model.spec.num_classes,
             backend.device,
+            backend.name,
         )
         served.append(ServedModel(model.spec, backend))
-    return Engine(served, config.engine)
+    return Engine(served, settings)
 
 
 async def serve(config: Config) -> None:

@@ -13,15 +13,17 @@ import os
 import sys
 import unicodedata
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from recognizer.client import Client, error_status
 from recognizer.client.clients import DEFAULT_TARGET
 from recognizer.config import Config, MiB, ServerSettings
-from recognizer.engine.settings import EngineSettings
+from recognizer.engine.settings import BACKEND_KINDS, EngineSettings
+from recognizer.errors import StartupError
 
+T = TypeVar("T")
 ENV_PREFIX = "RECOGNIZER_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -50,15 +52,35 @@ def build_parser() -> argparse.ArgumentParser:
         f" efficientnet-lite0; env {ENV_PREFIX}MODEL, comma-separated)",
     )
     _flag(serve, "--device", str, engine.device, "auto, cpu, cuda or cuda:N")
-    _flag(serve, "--max-batch-size", int, engine.max_batch_size, "largest batch formed")
+    _flag(
+        serve,
+        "--backend",
+        str,
+        engine.backend,
+        "auto (onnxruntime on the CPU, torch on CUDA), torch or onnxruntime",
+        choices=BACKEND_KINDS,
+    )
+    _flag(
+        serve,
+        "--max-batch-size",
+        _or_auto(int),
+        engine.max_batch_size,
+        "largest batch formed; auto measures the best at start-up",
+    )
     _flag(
         serve,
         "--max-batch-delay-ms",
-        float,
+        _or_auto(float),
         engine.max_batch_delay_ms,
-        "longest wait for a batch to fill",
+        "longest wait for a batch to fill; auto is 0 on the CPU, 2 on CUDA",
     )
-    _flag(serve, "--inference-threads", int, engine.inference_threads, "worker threads per model")
+    _flag(
+        serve,
+        "--inference-threads",
+        _or_auto(int),
+        engine.inference_threads,
+        "inference workers per model; auto is one per core on the CPU, one on CUDA",
+    )
     _flag(
         serve,
         "--preprocess-threads",
@@ -108,7 +130,7 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     # Imported here so that only `serve` pays for importing torch.
     from recognizer.app import serve
-    from recognizer.models.loading import DEFAULT_MODEL, ModelLoadError
+    from recognizer.models.loading import DEFAULT_MODEL
 
     models = args.model or _env_list("MODEL") or [DEFAULT_MODEL]
     try:
@@ -122,6 +144,7 @@ def run_serve(args: argparse.Namespace) -> int:
             ),
             engine=EngineSettings(
                 device=args.device,
+                backend=args.backend,
                 max_batch_size=args.max_batch_size,
                 max_batch_delay_ms=args.max_batch_delay_ms,
                 inference_threads=args.inference_threads,
@@ -132,7 +155,7 @@ def run_serve(args: argparse.Namespace) -> int:
             log_level=args.log_level,
         )
         asyncio.run(serve(config))
-    except (ModelLoadError, ValueError, RuntimeError) as error:
+    except (StartupError, ValueError, RuntimeError) as error:
         logging.getLogger("recognizer").error("cannot start: %s", error)
         return 1
     return 0
@@ -182,9 +205,20 @@ def _flag(
     """Add a flag whose default comes from RECOGNIZER_<FLAG> when that is set."""
     env = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
     value = kind(os.environ[env]) if env in os.environ else default
+    shown = "auto" if value is None else value
     parser.add_argument(
-        flag, type=kind, default=value, help=f"{help} (default: {value}; env {env})", **kwargs
+        flag, type=kind, default=value, help=f"{help} (default: {shown}; env {env})", **kwargs
     )
+
+
+def _or_auto(kind: Callable[[str], T]) -> Callable[[str], T | None]:
+    """A flag type that also takes "auto", meaning None: let the server choose."""
+
+    def parse(text: str) -> T | None:
+        return None if text == "auto" else kind(text)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
 
 
 def _env_list(name: str) -> list[str]:

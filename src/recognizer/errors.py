@@ -1,4 +1,6 @@
-"""Errors raised while serving a request, each saying what the caller can do about it.
+"""Errors, each saying what the caller or the operator can do about it.
+
+Raised while serving a request:
 
     RecognizerError
     ├── InvalidRequestError      a field of the request is wrong: fix the request
@@ -10,6 +12,12 @@
 
 The engine raises these without knowing about gRPC; the transport maps each class
 to one canonical status code.
+
+Raised at start-up, when the server must not start:
+
+    StartupError
+    ├── ModelLoadError           a configured model cannot be loaded
+    └── BackendError             a model cannot run on the backend or device asked for
 """
 
 from __future__ import annotations
@@ -85,3 +93,15 @@ class ShuttingDownError(RecognizerError):
 
     def __init__(self) -> None:
         super().__init__("the server is shutting down; retry on another replica")
+
+
+class StartupError(Exception):
+    """The configuration cannot be served; the message says what to fix."""
+
+
+class ModelLoadError(StartupError):
+    """A configured model cannot be loaded: a missing file, an unknown format, a bad fit."""
+
+
+class BackendError(StartupError):
+    """A model cannot run on the backend or device asked for."""

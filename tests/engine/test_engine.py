@@ -127,7 +127,10 @@ async def test_an_input_that_breaks_the_model_fails_alone_within_its_batch(engin
 
 async def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
     engine = await started(
-        [colour_model(network=ColourNet(delay_s=0.2))], max_batch_size=1, max_queued_requests=2
+        [colour_model(network=ColourNet(delay_s=0.2))],
+        max_batch_size=1,
+        inference_threads=1,
+        max_queued_requests=2,
     )
     try:
         first = [asyncio.create_task(engine.classify(solid_png(RED), Options())) for _ in range(2)]
@@ -145,7 +148,9 @@ async def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
 
 
 async def test_expired_requests_are_dropped_before_the_model() -> None:
-    engine = await started([colour_model(network=ColourNet(delay_s=0.3))], max_batch_size=1)
+    engine = await started(
+        [colour_model(network=ColourNet(delay_s=0.3))], max_batch_size=1, inference_threads=1
+    )
     try:
         blocker = asyncio.create_task(engine.classify(solid_png(RED), Options()))
         await asyncio.sleep(0.05)
@@ -159,7 +164,7 @@ async def test_expired_requests_are_dropped_before_the_model() -> None:
 
 async def test_cancelled_requests_are_dropped_and_release_their_place() -> None:
     network = ColourNet(delay_s=0.2)
-    engine = await started([colour_model(network=network)], max_batch_size=1)
+    engine = await started([colour_model(network=network)], max_batch_size=1, inference_threads=1)
     try:
         seen_after_warm_up = network.images_seen
         blocker = asyncio.create_task(engine.classify(solid_png(RED), Options()))
@@ -179,7 +184,9 @@ async def test_cancelled_requests_are_dropped_and_release_their_place() -> None:
 
 
 async def test_draining_refuses_new_requests_and_finishes_accepted_ones() -> None:
-    engine = await started([colour_model(network=ColourNet(delay_s=0.1))], max_batch_size=1)
+    engine = await started(
+        [colour_model(network=ColourNet(delay_s=0.1))], max_batch_size=1, inference_threads=1
+    )
     accepted = asyncio.create_task(engine.classify(solid_png(BLUE), Options()))
     await asyncio.sleep(0.02)
     engine.drain()

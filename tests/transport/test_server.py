@@ -111,6 +111,7 @@ def test_list_models_describes_the_default_model(client: Client) -> None:
         224,
     )
     assert (model.device, list(model.languages), model.max_batch_size) == ("cpu", ["zh", "en"], 8)
+    assert model.backend == "onnxruntime"
 
 
 # Streams and concurrency
@@ -237,7 +238,10 @@ def test_a_message_over_the_size_limit_is_refused_and_the_server_goes_on(
 def test_a_full_queue_is_resource_exhausted_with_retry_info() -> None:
     with (
         ServerThread(
-            [colour_model(network=ColourNet(delay_s=0.3))], max_batch_size=1, max_queued_requests=2
+            [colour_model(network=ColourNet(delay_s=0.3))],
+            max_batch_size=1,
+            inference_threads=1,
+            max_queued_requests=2,
         ) as running,
         Client(running.address) as client,
         concurrent.futures.ThreadPoolExecutor(8) as pool,
@@ -258,7 +262,9 @@ def test_a_full_queue_is_resource_exhausted_with_retry_info() -> None:
 def test_an_expired_deadline_is_deadline_exceeded_and_skips_the_model() -> None:
     network = ColourNet(delay_s=0.4)
     with (
-        ServerThread([colour_model(network=network)], max_batch_size=1) as running,
+        ServerThread(
+            [colour_model(network=network)], max_batch_size=1, inference_threads=1
+        ) as running,
         grpc.insecure_channel(running.address) as channel,
     ):
         stub = pb_grpc.RecognizerStub(channel)
@@ -287,7 +293,10 @@ def test_health_reports_the_server_the_service_and_each_model(client: Client) ->
 def test_a_draining_server_finishes_calls_in_flight_and_refuses_new_ones() -> None:
     with (
         ServerThread(
-            [colour_model(network=ColourNet(delay_s=0.5))], max_batch_size=1, grace_period_s=5
+            [colour_model(network=ColourNet(delay_s=0.5))],
+            max_batch_size=1,
+            inference_threads=1,
+            grace_period_s=5,
         ) as running,
         grpc.insecure_channel(running.address) as channel,
     ):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from recognizer.engine.backends import Backend
 from recognizer.engine.runner import ModelRunner
 from recognizer.engine.settings import EngineSettings
-from recognizer.engine.types import Classification, Label, Options, Timing
+from recognizer.engine.types import Classification, Label, ModelStatus, Options, Timing
 from recognizer.errors import (
     DeadlineExceededError,
     InvalidRequestError,
@@ -68,10 +68,9 @@ class Engine:
         self._draining = False
         self._streams: set[Callable[[], object]] = set()
 
-    @property
-    def models(self) -> tuple[ServedModel, ...]:
-        """The served models, default first."""
-        return tuple(ServedModel(r.spec, r.backend) for r in self._runners.values())
+    def describe(self) -> tuple[ModelStatus, ...]:
+        """The served models as they run (batch sizes are set by start()), default first."""
+        return tuple(runner.status() for runner in self._runners.values())
 
     @property
     def draining(self) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
@@ -13,10 +14,14 @@ import numpy as np
 from recognizer.engine.backends import Backend
 from recognizer.engine.batching import BatchQueue
 from recognizer.engine.settings import EngineSettings
+from recognizer.engine.tuning import batch_size_limit, tune_batch_size
+from recognizer.engine.types import ModelStatus
 from recognizer.engine.worker import BatchOutput, InferenceWorker, WorkItem
 from recognizer.errors import DeadlineExceededError, OverloadedError
 from recognizer.models.preprocessing import decode_image, prepare_input
 from recognizer.models.spec import ModelSpec
+
+logger = logging.getLogger(__name__)
 
 
 class ModelRunner:
@@ -31,19 +36,20 @@ class ModelRunner:
         self.spec = spec
         self.backend = backend
         self.settings = settings
+        self.workers = settings.workers_for(backend.device)
         self._queue: BatchQueue[WorkItem] = BatchQueue(
-            max_batch_size=settings.max_batch_size,
-            max_delay_s=settings.max_batch_delay_ms / 1000,
+            max_batch_size=settings.max_batch_size or 1,
+            max_delay_s=settings.batch_delay_for(backend.device),
             keep=self._keep,
         )
-        self._workers = [
+        self._threads = [
             InferenceWorker(
                 name=f"infer-{spec.name}-{index}",
                 queue=self._queue,
                 backend=backend,
                 deliver=self._deliver,
             )
-            for index in range(settings.inference_threads)
+            for index in range(self.workers)
         ]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = 0
@@ -54,23 +60,47 @@ class ModelRunner:
         """Requests accepted and not yet answered."""
         return self._pending
 
+    @property
+    def max_batch_size(self) -> int:
+        return self._queue.max_batch_size
+
+    def status(self) -> ModelStatus:
+        return ModelStatus(
+            spec=self.spec,
+            backend=self.backend.name,
+            device=self.backend.device,
+            max_batch_size=self.max_batch_size,
+            max_batch_delay_s=self._queue.max_delay_s,
+            inference_threads=self.workers,
+        )
+
     def warm_up(self) -> None:
-        """Run the backend at batch 1 and the largest batch, so no caller pays first-call costs."""
+        """Run the model once at every batch size it will see, choosing the size if unset."""
         size = self.spec.preprocessing.crop
-        for batch_size in sorted({1, self.settings.max_batch_size}):
+        if self.settings.max_batch_size is None:
+            limit = batch_size_limit(self.backend.device)
+            chosen, rates = tune_batch_size(self.backend, size, workers=self.workers, limit=limit)
+            logger.info(
+                "%s: batch size %d chosen; images/s by batch size: %s",
+                self.spec.name,
+                chosen,
+                ", ".join(f"{batch}: {rate:.0f}" for batch, rate in rates.items()),
+            )
+            self._queue.max_batch_size = chosen
+        for batch_size in sorted({1, self.max_batch_size}):
             self.backend(np.zeros((batch_size, size, size, 3), dtype=np.uint8), 1)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        for worker in self._workers:
-            worker.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         """Finish what is queued, then stop the workers."""
         self._queue.close()
-        for worker in self._workers:
-            if worker.is_alive():
-                worker.join()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join()
 
     @contextmanager
     def admission(self) -> Iterator[None]:
@@ -102,7 +132,7 @@ class ModelRunner:
 
     def _retry_after(self) -> float:
         """How long the current queue should take to drain, given recent model speed."""
-        drain_s = self._pending * self._seconds_per_item / self.settings.inference_threads
+        drain_s = self._pending * self._seconds_per_item / self.workers
         return min(max(drain_s, 0.05), 10.0)
 
     def _keep(self, item: WorkItem) -> bool:

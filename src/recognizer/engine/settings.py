@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 from recognizer.models.preprocessing import DEFAULT_MAX_PIXELS
+
+BackendKind = Literal["auto", "torch", "onnxruntime"]
+BACKEND_KINDS: tuple[BackendKind, ...] = ("auto", "torch", "onnxruntime")
 
 
 @dataclass(frozen=True, kw_only=True)
 class EngineSettings:
     """Tuning knobs of the inference engine, the same for every served model.
+
+    None means "choose for the device": the batch size is measured at start-up
+    (engine/tuning.py), the batching delay is 0 on the CPU (waiting would idle the
+    cores) and 2 ms on CUDA, and the CPU gets one inference worker per core.
 
     Usage:
 
@@ -18,9 +26,10 @@ class EngineSettings:
     """
 
     device: str = "auto"
-    max_batch_size: int = 8
-    max_batch_delay_ms: float = 2.0
-    inference_threads: int = 1
+    backend: BackendKind = "auto"
+    max_batch_size: int | None = None
+    max_batch_delay_ms: float | None = None
+    inference_threads: int | None = None
     max_queued_requests: int = 256
     preprocess_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_image_pixels: int = DEFAULT_MAX_PIXELS
@@ -35,7 +44,22 @@ class EngineSettings:
             "max_image_pixels",
             "default_top_k",
         ):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.max_batch_delay_ms < 0:
+        if self.max_batch_delay_ms is not None and self.max_batch_delay_ms < 0:
             raise ValueError("max_batch_delay_ms must not be negative")
+        if self.backend not in BACKEND_KINDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKEND_KINDS)}")
+
+    def workers_for(self, device: str) -> int:
+        """Inference worker threads per model: as set, else one per core on the CPU, one on CUDA."""
+        if self.inference_threads is not None:
+            return self.inference_threads
+        return (os.cpu_count() or 1) if device == "cpu" else 1
+
+    def batch_delay_for(self, device: str) -> float:
+        """Seconds a batch waits to fill: as set, else 0 on the CPU and 2 ms on CUDA."""
+        if self.max_batch_delay_ms is not None:
+            return self.max_batch_delay_ms / 1000
+        return 0.0 if device == "cpu" else 0.002

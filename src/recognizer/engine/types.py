@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from recognizer.models.spec import ModelSpec
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Options:
@@ -42,3 +44,15 @@ class Classification:
     language: str
     labels: tuple[Label, ...]
     timing: Timing
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelStatus:
+    """How a served model runs: its spec, backend, device and batching as chosen."""
+
+    spec: ModelSpec
+    backend: str
+    device: str
+    max_batch_size: int
+    max_batch_delay_s: float
+    inference_threads: int

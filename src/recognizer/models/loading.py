@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from recognizer.errors import ModelLoadError
 from recognizer.models.efficientnet_lite0 import NAME as EFFICIENTNET_LITE0
 from recognizer.models.efficientnet_lite0 import load_efficientnet_lite0
 from recognizer.models.spec import LoadedModel
@@ -12,10 +13,6 @@ BUILTIN_MODELS: dict[str, Callable[[], LoadedModel]] = {
     EFFICIENTNET_LITE0: load_efficientnet_lite0,
 }
 DEFAULT_MODEL = EFFICIENTNET_LITE0
-
-
-class ModelLoadError(Exception):
-    """A configured model cannot be loaded; the server must not start."""
 
 
 def load_model(source: str) -> LoadedModel:

@@ -34,8 +34,20 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class OnnxGraph:
+    """A serialised ONNX model.
+
+    Its one input is either uint8 NHWC pixels (the graphs we export, with normalisation
+    inside) or normalised float32 NCHW (ONNX files as users export them); its first
+    output is logits.
+    """
+
+    data: bytes
+
+
+@dataclass(frozen=True)
 class LoadedModel:
-    """A spec with its network: a module from normalised float NCHW input to logits."""
+    """A spec with its network, which maps normalised float NCHW input to logits."""
 
     spec: ModelSpec
-    network: torch.nn.Module
+    network: torch.nn.Module | OnnxGraph

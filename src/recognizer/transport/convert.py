@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from recognizer.engine.engine import ServedModel
 from recognizer.engine.stream import Frame, FrameResult
-from recognizer.engine.types import Classification, Options
+from recognizer.engine.types import Classification, ModelStatus, Options
 from recognizer.transport.status import to_status
 from recognizer.v1 import recognizer_pb2 as pb
 
@@ -48,14 +47,15 @@ def to_frame_response(result: FrameResult) -> pb.ClassifyResponse:
     return pb.ClassifyResponse(request_id=result.request_id, error=to_status(result.error))
 
 
-def to_model_info(model: ServedModel, max_batch_size: int) -> pb.ModelInfo:
+def to_model_info(model: ModelStatus) -> pb.ModelInfo:
     spec = model.spec
     return pb.ModelInfo(
         name=spec.name,
         num_classes=spec.num_classes,
         input_width=spec.preprocessing.crop,
         input_height=spec.preprocessing.crop,
-        device=model.backend.device,
+        device=model.device,
         languages=spec.labels.languages,
-        max_batch_size=max_batch_size,
+        max_batch_size=model.max_batch_size,
+        backend=model.backend,
     )

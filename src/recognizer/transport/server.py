@@ -56,7 +56,7 @@ class RecognizerServer:
 
     @property
     def health_names(self) -> tuple[str, ...]:
-        return ("", SERVICE_NAME, *(model.spec.name for model in self.engine.models))
+        return ("", SERVICE_NAME, *(model.spec.name for model in self.engine.describe()))
 
     async def start(self) -> None:
         """Warm the models up, listen, and only then report SERVING."""

@@ -52,9 +52,8 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
-        max_batch_size = self._engine.settings.max_batch_size
         return pb.ListModelsResponse(
-            models=[convert.to_model_info(model, max_batch_size) for model in self._engine.models]
+            models=[convert.to_model_info(model) for model in self._engine.describe()]
         )
 
 

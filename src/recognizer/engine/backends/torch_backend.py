@@ -1,13 +1,8 @@
-"""Inference backends: run a batch of uint8 pixels through a model to top-k scores.
-
-A backend owns everything device-specific (placement, precision, memory layout,
-normalisation), so workers stay the same whatever runs the model.
-"""
+"""The PyTorch backend: eager execution on the CPU or a CUDA device."""
 
 from __future__ import annotations
 
 import threading
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -15,37 +10,8 @@ import torch
 from recognizer.models.spec import LoadedModel
 
 
-class Backend(Protocol):
-    """Maps an (N, H, W, 3) uint8 batch to the top-k (scores, class ids), each (N, k)."""
-
-    name: str
-    device: str
-
-    def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-def resolve_device(device: str) -> torch.device:
-    """Turn "auto", "cpu", "cuda" or "cuda:N" into a device this machine has."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
-        index = resolved.index or 0
-        if index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA"
-                " device(s) exist"
-            )
-        return torch.device("cuda", index)
-    if resolved.type != "cpu":
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
-    return resolved
-
-
 class TorchBackend:
-    """Eager PyTorch on the CPU or a CUDA device.
+    """Eager PyTorch under inference_mode, the backend for CUDA.
 
     Channels-last layout (the uint8 NHWC batch already is), normalisation fused on the
     device, half precision on CUDA, and pinned host staging with non-blocking copies.
@@ -58,6 +24,8 @@ class TorchBackend:
         self.device = str(device)
         self._device = device
         self._dtype = torch.float16 if half else torch.float32
+        if not isinstance(model.network, torch.nn.Module):
+            raise TypeError(f"{spec.name} is not a PyTorch module")
         network = model.network.eval().to(device, self._dtype)
         self._network = network.to(memory_format=torch.channels_last)
         scale = 255.0

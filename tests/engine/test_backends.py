@@ -1,0 +1,116 @@
+"""Backends: ONNX Runtime gives PyTorch's answers, and the choice per device and kind."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from fakes import colour_model
+from recognizer.engine.backends import create_backend, resolve_device
+from recognizer.engine.backends.onnx_backend import (
+    OnnxRuntimeBackend,
+    activate,
+    export_to_onnx,
+    top_k_scores,
+)
+from recognizer.engine.backends.torch_backend import TorchBackend
+from recognizer.engine.engine import ServedModel
+from recognizer.errors import BackendError
+from recognizer.models.efficientnet_lite0 import PREPROCESSING
+from recognizer.models.preprocessing import decode_image, prepare_input
+from recognizer.models.spec import LoadedModel, OnnxGraph
+
+CPU = torch.device("cpu")
+
+
+def exported(model: LoadedModel) -> OnnxRuntimeBackend:
+    return OnnxRuntimeBackend(export_to_onnx(model), model.spec, device=CPU, threads=1)
+
+
+def test_the_onnx_export_ranks_real_photos_as_pytorch_does(
+    default_loaded: LoadedModel, default_model: ServedModel, photos: dict[str, bytes]
+) -> None:
+    onnx = OnnxRuntimeBackend(
+        export_to_onnx(default_loaded), default_loaded.spec, device=CPU, threads=1
+    )
+    batch = np.stack([prepare_input(decode_image(p), PREPROCESSING) for p in photos.values()])
+    onnx_scores, onnx_ids = onnx(batch, 5)
+    torch_scores, torch_ids = default_model.backend(batch, 5)
+    assert (onnx_ids == torch_ids).all()
+    assert np.abs(onnx_scores - torch_scores).max() < 1e-4
+
+
+def test_a_user_onnx_file_with_float_input_is_normalised_for_it(
+    default_loaded: LoadedModel,
+) -> None:
+    network = default_loaded.network
+    assert isinstance(network, torch.nn.Module)
+    stream = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network,
+            (torch.zeros(1, 3, 224, 224),),
+            stream,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "n"}},
+            dynamo=False,
+        )
+    graph = OnnxGraph(stream.getvalue())
+    float_input = OnnxRuntimeBackend(graph, default_loaded.spec, device=CPU, threads=1)
+    pixels = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    exported = OnnxRuntimeBackend(
+        export_to_onnx(default_loaded), default_loaded.spec, device=CPU, threads=1
+    )
+    assert (float_input(pixels, 3)[1] == exported(pixels, 3)[1]).all()
+
+
+def test_activations_and_top_k() -> None:
+    logits = np.array([[1.0, 3.0, 2.0], [0.0, 0.0, 5.0]], dtype=np.float32)
+    softmax = activate(logits, "softmax")
+    assert np.allclose(softmax.sum(axis=1), 1)
+    assert np.allclose(activate(logits, "sigmoid"), 1 / (1 + np.exp(-logits)))
+    scores, ids = top_k_scores(softmax, 2)
+    assert ids[0].tolist() == [1, 2] and ids[1, 0] == 2
+    assert (np.diff(scores, axis=1) <= 0).all()
+    _, order = top_k_scores(softmax, 10)
+    assert order.shape == (2, 3) and order[0].tolist() == [1, 2, 0]
+
+
+def test_auto_picks_onnxruntime_on_the_cpu(default_loaded: LoadedModel) -> None:
+    backend = create_backend(default_loaded, device=CPU, kind="auto", threads=1)
+    assert (backend.name, backend.device) == ("onnxruntime", "cpu")
+    assert create_backend(default_loaded, device=CPU, kind="torch", threads=1).name == "torch"
+
+
+class Unexportable(torch.nn.Module):
+    """Runs in PyTorch but has no ONNX form: its forward leaves the traced graph."""
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        means = pixels.mean(dim=(2, 3)).numpy()
+        return torch.from_numpy(np.ascontiguousarray(means))
+
+
+def test_a_model_that_will_not_export_falls_back_to_torch_under_auto_only() -> None:
+    spec = colour_model().spec
+    model = LoadedModel(spec, Unexportable())
+    fallback = create_backend(model, device=CPU, kind="auto", threads=1)
+    assert isinstance(fallback, TorchBackend)
+    with pytest.raises(BackendError, match="ONNX"):
+        create_backend(model, device=CPU, kind="onnxruntime", threads=1)
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "tpu", "cuda:99"])
+def test_devices_that_are_not_there_are_start_up_errors(device: str) -> None:
+    if device == "cuda:0" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(BackendError):
+        resolve_device(device)
+
+
+def test_auto_device_is_the_cpu_without_cuda() -> None:
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
