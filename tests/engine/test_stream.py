@@ -1,4 +1,4 @@
-"""Streams without a network: order, per-frame errors, the in-flight window, draining."""
+"""Streams without a network: order, per-frame errors, both policies, bounds, draining."""
 
 from __future__ import annotations
 
@@ -10,24 +10,37 @@ import pytest
 from fakes import ColourNet, colour_model, solid_png
 from recognizer.engine.engine import Engine
 from recognizer.engine.settings import EngineSettings
-from recognizer.engine.stream import Frame, classify_stream
+from recognizer.engine.stream import (
+    EVERY_FRAME_WINDOW,
+    LATEST_FRAME_UNWRITTEN,
+    Frame,
+    StreamPolicy,
+    StreamSettings,
+    classify_stream,
+)
 from recognizer.engine.types import Options
 from recognizer.errors import InvalidImageError, ShuttingDownError
+from recognizer.models.raw import RawFrame
 
 COLOURS = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
+LATEST = StreamSettings(policy=StreamPolicy.LATEST_FRAME)
 
 
-async def frames_of(images: list[bytes], read: list[int] | None = None) -> AsyncIterator[Frame]:
+async def frames_of(
+    images: list[bytes], read: list[int] | None = None, every_s: float = 0.0
+) -> AsyncIterator[Frame]:
     for index, image in enumerate(images):
         if read is not None:
             read.append(index)
         yield Frame(f"frame-{index}", image, Options(top_k=1))
+        if every_s:
+            await asyncio.sleep(every_s)
 
 
-async def make_engine(delay_s: float = 0.0) -> Engine:
+async def make_engine(delay_s: float = 0.0, **settings: object) -> Engine:
     engine = Engine(
         [colour_model(network=ColourNet(delay_s))],
-        EngineSettings(max_batch_size=4, max_batch_delay_ms=5),
+        EngineSettings(max_batch_size=4, max_batch_delay_ms=5, **settings),  # type: ignore[arg-type]
     )
     await engine.start()
     return engine
@@ -44,23 +57,88 @@ async def test_answers_come_in_the_order_frames_were_sent() -> None:
 
 async def test_a_corrupt_frame_is_answered_with_its_error_and_the_stream_goes_on() -> None:
     engine = await make_engine()
-    images = [solid_png(COLOURS[0]), b"\x89PNG garbage", solid_png(COLOURS[2])]
-    results = [r async for r in classify_stream(engine, frames_of(images))]
+    bad_raw = RawFrame(4, 4, None, b"\0" * 48)
+    frames = [
+        Frame("ok", solid_png(COLOURS[0]), Options()),
+        Frame("corrupt", b"\x89PNG garbage", Options()),
+        Frame("unknown-format", bad_raw, Options()),
+        Frame("after", solid_png(COLOURS[2]), Options()),
+    ]
+
+    async def feed() -> AsyncIterator[Frame]:
+        for frame in frames:
+            yield frame
+
+    results = [r async for r in classify_stream(engine, feed())]
     await engine.close()
-    assert results[0].classification is not None
+    assert [r.outcome for r in results] == ["answered", "failed", "failed", "answered"]
     assert isinstance(results[1].error, InvalidImageError)
-    assert results[2].classification.labels[0].class_id == 2  # type: ignore[union-attr]
+    assert results[2].error.field == "raw_image.format"
+    assert results[3].classification.labels[0].class_id == 2  # type: ignore[union-attr]
 
 
-async def test_the_reader_stops_at_the_window_so_flow_control_reaches_the_sender() -> None:
+async def test_every_frame_stops_reading_at_its_window_so_flow_control_reaches_the_sender() -> None:
     engine = await make_engine(delay_s=0.2)
     read: list[int] = []
-    images = [solid_png(COLOURS[0])] * 50
-    stream = classify_stream(engine, frames_of(images, read), window=4)
+    stream = classify_stream(engine, frames_of([solid_png(COLOURS[0])] * 50, read))
     first = await anext(stream)
-    # One frame answered, at most `window` in flight and one more waiting for a slot.
     assert first.request_id == "frame-0"
-    assert len(read) <= 1 + 4 + 1
+    # The window of unanswered frames, plus the one the reader holds while it waits.
+    assert len(read) <= EVERY_FRAME_WINDOW + 2
+    await stream.aclose()
+    await engine.close()
+
+
+async def test_every_frame_never_skips_even_when_the_model_is_slow() -> None:
+    engine = await make_engine(delay_s=0.02, inference_threads=1)
+    images = [solid_png(COLOURS[1])] * 25
+    results = [r async for r in classify_stream(engine, frames_of(images))]
+    await engine.close()
+    assert [r.outcome for r in results] == ["answered"] * 25
+
+
+async def test_latest_frame_skips_stale_frames_and_answers_the_newest() -> None:
+    engine = await make_engine(delay_s=0.05, inference_threads=1)
+    images = [solid_png(COLOURS[i % 3]) for i in range(40)]
+    results = [r async for r in classify_stream(engine, frames_of(images, every_s=0.005), LATEST)]
+    await engine.close()
+    outcomes = [r.outcome for r in results]
+    assert [r.request_id for r in results] == [f"frame-{i}" for i in range(40)]
+    assert outcomes.count("skipped") >= 20
+    assert outcomes[-1] == "answered"  # the last frame is never replaced: it is the newest
+    for index, result in enumerate(results):
+        if result.classification is not None:
+            assert result.classification.labels[0].class_id == index % 3
+
+
+async def test_latest_frame_skips_frames_older_than_the_maximum_age() -> None:
+    engine = await make_engine(delay_s=0.06, inference_threads=1)
+    settings = StreamSettings(policy=StreamPolicy.LATEST_FRAME, max_frame_age_s=0.03)
+    images = [solid_png(COLOURS[0])] * 12
+    results = [r async for r in classify_stream(engine, frames_of(images, every_s=0.02), settings)]
+    await engine.close()
+    answered = [r for r in results if r.classification is not None]
+    assert answered and len(answered) < len(results)
+    for result in answered:
+        assert result.classification.timing.queue_s < 0.03 + 0.02  # type: ignore[union-attr]
+
+
+async def test_latest_frame_stops_reading_when_the_client_stops_reading_answers() -> None:
+    engine = await make_engine(delay_s=0.01)
+    read: list[int] = []
+
+    async def endless() -> AsyncIterator[Frame]:
+        index = 0
+        while True:
+            read.append(index)
+            yield Frame(str(index), solid_png(COLOURS[0]), Options())
+            index += 1
+            await asyncio.sleep(0)
+
+    stream = classify_stream(engine, endless(), LATEST)
+    await anext(stream)
+    await asyncio.sleep(0.5)  # the client reads nothing more
+    assert len(read) <= LATEST_FRAME_UNWRITTEN + 3
     await stream.aclose()
     await engine.close()
 
@@ -100,13 +178,15 @@ async def test_a_failure_reading_the_stream_ends_it_with_that_failure() -> None:
     await engine.close()
 
 
-async def test_closing_a_stream_early_cancels_its_outstanding_frames() -> None:
+@pytest.mark.parametrize("settings", [StreamSettings(), LATEST])
+async def test_closing_a_stream_early_leaves_no_task_and_no_queued_work(
+    settings: StreamSettings,
+) -> None:
     engine = await make_engine(delay_s=0.1)
-    stream = classify_stream(engine, frames_of([solid_png(COLOURS[0])] * 20), window=6)
+    stream = classify_stream(engine, frames_of([solid_png(COLOURS[0])] * 20), settings)
     await anext(stream)
     await stream.aclose()
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.3)
     assert engine.pending() == 0
-    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    assert tasks == []
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
     await engine.close()

@@ -27,6 +27,7 @@ from recognizer.errors import (
     ShuttingDownError,
 )
 from recognizer.models.labels import normalize_language
+from recognizer.models.raw import RawFrame
 from recognizer.models.spec import ModelSpec
 
 DEFAULT_LANGUAGE = "zh"
@@ -115,19 +116,23 @@ class Engine:
             await asyncio.sleep(0.01)
         return True
 
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
     def pending(self, model: str = "") -> int:
         """Requests accepted for a model (default: the default model) and not yet answered."""
         return self._runner(model).pending
 
     async def classify(
         self,
-        image: bytes,
+        image: bytes | RawFrame,
         options: Options,
         *,
         deadline: float | None = None,
         flow: Hashable | None = None,
     ) -> Classification:
-        """Classify one encoded image.
+        """Classify one image, encoded or raw.
 
         `deadline` is a time.monotonic() instant after which the answer is useless;
         `flow` groups requests for fair batching (one stream's frames, say).

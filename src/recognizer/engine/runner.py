@@ -19,6 +19,7 @@ from recognizer.engine.types import ModelStatus
 from recognizer.engine.worker import BatchOutput, InferenceWorker, WorkItem
 from recognizer.errors import DeadlineExceededError, OverloadedError
 from recognizer.models.preprocessing import decode_image, prepare_input
+from recognizer.models.raw import RawFrame, frame_to_image
 from recognizer.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -115,9 +116,13 @@ class ModelRunner:
         finally:
             self._pending -= 1
 
-    def preprocess(self, image: bytes) -> np.ndarray:
+    def preprocess(self, image: bytes | RawFrame) -> np.ndarray:
         """Decode and prepare one image; blocking, so it runs in the preprocess pool."""
-        decoded = decode_image(image, max_pixels=self.settings.max_image_pixels)
+        limit = self.settings.max_image_pixels
+        if isinstance(image, RawFrame):
+            decoded = frame_to_image(image, max_pixels=limit)
+        else:
+            decoded = decode_image(image, max_pixels=limit)
         return prepare_input(decoded, self.spec.preprocessing)
 
     async def infer(

@@ -1,87 +1,190 @@
-"""Classify a stream of frames: many in flight at once, answers in the order sent.
+"""Classify a stream of frames: many in flight at once, one answer per frame, in order.
 
-The reader takes frames while fewer than `window` are unanswered; beyond that it stops
-reading, so the transport's flow control slows the sender instead of memory growing.
+Two policies decide what happens when frames arrive faster than they are classified:
+
+- EVERY_FRAME: every frame is classified. At most `EVERY_FRAME_WINDOW` frames are
+  read and not yet answered; beyond that the reader stops reading, so the transport's
+  flow control slows the sender instead of memory growing.
+- LATEST_FRAME: the reader keeps reading. At most `LATEST_FRAME_IN_FLIGHT` frames are
+  classified at once and one more waits its turn; a newer frame replaces the waiting
+  one, which is answered as skipped, as is any frame older than `max_frame_age_s` when
+  its turn comes. Answers are still written in order, and if the client stops reading
+  them the reader stops too (at most `LATEST_FRAME_UNWRITTEN` answers wait).
+
 A frame that fails is answered with its error and the stream goes on. When the engine
-drains, reading stops, outstanding frames are answered, then ShuttingDownError ends
-the stream.
+drains, reading stops, the frames already read are answered, then ShuttingDownError
+ends the stream. However the stream ends, its unfinished work is cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from recognizer.engine.engine import Engine
 from recognizer.engine.types import Classification, Options
-from recognizer.errors import RecognizerError, ShuttingDownError
+from recognizer.errors import DeadlineExceededError, RecognizerError, ShuttingDownError
+from recognizer.models.raw import RawFrame
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WINDOW = 8
+EVERY_FRAME_WINDOW = 8
+LATEST_FRAME_IN_FLIGHT = 2
+LATEST_FRAME_UNWRITTEN = 32
+
+
+class StreamPolicy(enum.Enum):
+    EVERY_FRAME = "every-frame"
+    LATEST_FRAME = "latest-frame"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSettings:
+    """A stream's policy; `max_frame_age_s` applies to LATEST_FRAME only."""
+
+    policy: StreamPolicy = StreamPolicy.EVERY_FRAME
+    max_frame_age_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One image of a stream, with its options and the caller's id for it."""
+    """One image of a stream, with its options, the caller's id and when it arrived."""
 
     request_id: str
-    image: bytes
+    image: bytes | RawFrame
     options: Options
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass(frozen=True, slots=True)
 class FrameResult:
-    """The answer to one frame: a classification, or the error that prevented it."""
+    """The answer to one frame: a classification, the error that prevented it, or a skip."""
 
     request_id: str
     classification: Classification | None = None
     error: Exception | None = None
+    skipped: bool = False
+
+    @property
+    def outcome(self) -> str:
+        """ "answered", "skipped" or "failed"."""
+        return "skipped" if self.skipped else "failed" if self.error else "answered"
 
 
 async def classify_stream(
-    engine: Engine, frames: AsyncIterable[Frame], *, window: int = DEFAULT_WINDOW
+    engine: Engine, frames: AsyncIterable[Frame], settings: StreamSettings | None = None
 ) -> AsyncIterator[FrameResult]:
-    """Yield one FrameResult per frame, in order, with up to `window` frames in flight."""
-    slots = asyncio.Semaphore(window)
-    answers: asyncio.Queue[asyncio.Task[FrameResult] | None] = asyncio.Queue()
-    flow = object()
-
-    async def read() -> None:
-        try:
-            async for frame in frames:
-                await slots.acquire()
-                answers.put_nowait(asyncio.create_task(_classify(engine, frame, flow)))
-        finally:
-            answers.put_nowait(None)
-
-    reader = asyncio.create_task(read())
+    """Yield one FrameResult per frame, in the order the frames came."""
+    settings = settings or StreamSettings()
+    session = _Stream(engine, settings)
+    reader = asyncio.create_task(session.read(frames))
     unregister = engine.register_stream(on_drain=reader.cancel)
     try:
-        while (answer := await answers.get()) is not None:
-            try:
-                yield await answer
-            finally:
-                slots.release()
+        while (answer := await session.answers.get()) is not None:
+            result = await answer
+            yield result
+            session.unwritten.release()
         if reader.cancelled():
             raise ShuttingDownError()
         await reader  # re-raises a failure to read the stream
     finally:
         unregister()
         reader.cancel()
-        while not answers.empty():
-            if (left := answers.get_nowait()) is not None:
-                left.cancel()
+        session.cancel()
 
 
-async def _classify(engine: Engine, frame: Frame, flow: object) -> FrameResult:
-    try:
-        classification = await engine.classify(frame.image, frame.options, flow=flow)
-    except RecognizerError as error:
-        return FrameResult(frame.request_id, error=error)
-    except Exception as error:
-        logger.exception("frame %r failed", frame.request_id)
-        return FrameResult(frame.request_id, error=error)
-    return FrameResult(frame.request_id, classification)
+class _Stream:
+    """The state of one stream: answers in frame order, frames in flight, the waiting frame."""
+
+    def __init__(self, engine: Engine, settings: StreamSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.answers: asyncio.Queue[asyncio.Future[FrameResult] | None] = asyncio.Queue()
+        latest = settings.policy is StreamPolicy.LATEST_FRAME
+        self.unwritten = asyncio.Semaphore(LATEST_FRAME_UNWRITTEN if latest else EVERY_FRAME_WINDOW)
+        self._in_flight_limit = LATEST_FRAME_IN_FLIGHT if latest else EVERY_FRAME_WINDOW
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: tuple[Frame, asyncio.Future[FrameResult]] | None = None
+        self._flow = object()  # this stream's frames take turns with other callers
+
+    async def read(self, frames: AsyncIterable[Frame]) -> None:
+        """Take frames until the client half-closes; the waiting frame still gets its turn.
+
+        If reading stops early (draining, a broken stream), the waiting frame is skipped.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            async for frame in frames:
+                await self.unwritten.acquire()
+                answer: asyncio.Future[FrameResult] = loop.create_future()
+                self.answers.put_nowait(answer)
+                if len(self._tasks) < self._in_flight_limit:
+                    self._start(frame, answer)
+                else:
+                    self._wait(frame, answer)
+        except BaseException:
+            if self._waiting is not None:
+                self._skip(*self._waiting)
+                self._waiting = None
+            raise
+        finally:
+            self.answers.put_nowait(None)
+
+    def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        while not self.answers.empty():
+            if (answer := self.answers.get_nowait()) is not None:
+                answer.cancel()
+
+    def _wait(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
+        """LATEST_FRAME, all slots busy: this frame waits, replacing (skipping) an older one."""
+        if self._waiting is not None:
+            self._skip(*self._waiting)
+        self._waiting = (frame, answer)
+
+    def _start(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
+        if self._too_old(frame):
+            self._skip(frame, answer)
+            return
+        task = asyncio.create_task(self._classify(frame, answer))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._waiting is not None and not task.cancelled():
+            waiting, self._waiting = self._waiting, None
+            self._start(*waiting)
+
+    async def _classify(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
+        try:
+            classification = await self.engine.classify(
+                frame.image, frame.options, deadline=self._deadline(frame), flow=self._flow
+            )
+            result = FrameResult(frame.request_id, classification)
+        except DeadlineExceededError:
+            result = FrameResult(frame.request_id, skipped=True)  # grew too old in the queue
+        except RecognizerError as error:
+            result = FrameResult(frame.request_id, error=error)
+        except Exception as error:
+            logger.exception("frame %r failed", frame.request_id)
+            result = FrameResult(frame.request_id, error=error)
+        if not answer.done():
+            answer.set_result(result)
+
+    def _skip(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
+        if not answer.done():
+            answer.set_result(FrameResult(frame.request_id, skipped=True))
+
+    def _deadline(self, frame: Frame) -> float | None:
+        age = self.settings.max_frame_age_s
+        return None if age is None else frame.received_at + age
+
+    def _too_old(self, frame: Frame) -> bool:
+        deadline = self._deadline(frame)
+        return deadline is not None and time.monotonic() >= deadline

@@ -61,7 +61,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     try:
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as error:
-        raise _too_large(None, max_pixels) from error
+        raise too_large(None, max_pixels) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InvalidImageError(
             f"image is not a supported format ({', '.join(SUPPORTED_FORMATS)})",
@@ -69,7 +69,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         ) from error
     width, height = image.size
     if width * height > max_pixels:
-        raise _too_large(image.size, max_pixels)
+        raise too_large(image.size, max_pixels)
     return image
 
 
@@ -123,9 +123,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _too_large(size: tuple[int, int] | None, max_pixels: int) -> InvalidImageError:
+def too_large(
+    size: tuple[int, int] | None, max_pixels: int, field: str = "image"
+) -> InvalidImageError:
+    """The error for an image over the pixel limit, naming its size and the limit."""
     shown = f"{size[0]}x{size[1]} pixels" if size else "too many pixels"
     limit = f"{max_pixels:,} pixels ({math.isqrt(max_pixels)}x{math.isqrt(max_pixels)})"
     return InvalidImageError(
-        f"image is {shown}, over the limit of {limit}", reason="IMAGE_TOO_LARGE"
+        f"{field} is {shown}, over the limit of {limit}", reason="IMAGE_TOO_LARGE", field=field
     )

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from recognizer.engine.stream import Frame, FrameResult
+from recognizer.engine.stream import Frame, FrameResult, StreamPolicy, StreamSettings
 from recognizer.engine.types import Classification, ModelStatus, Options
+from recognizer.errors import InvalidRequestError
+from recognizer.models.raw import PixelFormat, RawFrame
 from recognizer.transport.status import to_status
 from recognizer.v1 import recognizer_pb2 as pb
+
+_POLICIES = {
+    pb.STREAM_POLICY_UNSPECIFIED: StreamPolicy.EVERY_FRAME,
+    pb.STREAM_POLICY_EVERY_FRAME: StreamPolicy.EVERY_FRAME,
+    pb.STREAM_POLICY_LATEST_FRAME: StreamPolicy.LATEST_FRAME,
+}
 
 
 def to_options(request: pb.ClassifyRequest) -> Options:
@@ -17,8 +25,38 @@ def to_options(request: pb.ClassifyRequest) -> Options:
     )
 
 
+def to_image(request: pb.ClassifyRequest) -> bytes | RawFrame:
+    """The request's image: encoded bytes (empty when unset) or a raw frame.
+
+    An unknown pixel format becomes None, which preprocessing refuses for this image only.
+    """
+    if request.WhichOneof("source") != "raw_image":
+        return request.image
+    raw = request.raw_image
+    name = pb.PixelFormat.Name(raw.format) if raw.format in pb.PixelFormat.values() else ""
+    pixel_format = PixelFormat.__members__.get(name.removeprefix("PIXEL_FORMAT_"))
+    return RawFrame(raw.width, raw.height, pixel_format, raw.data, raw.row_stride)
+
+
 def to_frame(request: pb.ClassifyRequest) -> Frame:
-    return Frame(request.request_id, request.image, to_options(request))
+    return Frame(request.request_id, to_image(request), to_options(request))
+
+
+def to_stream_settings(options: pb.StreamOptions) -> StreamSettings:
+    """Read a stream's options from its first request; invalid options end the stream."""
+    policy = _POLICIES.get(options.policy)
+    if policy is None:
+        raise InvalidRequestError(
+            f"stream_options.policy {options.policy} is not a stream policy",
+            field="stream_options.policy",
+        )
+    if options.max_frame_age_ms and policy is not StreamPolicy.LATEST_FRAME:
+        raise InvalidRequestError(
+            "stream_options.max_frame_age_ms applies to STREAM_POLICY_LATEST_FRAME only",
+            field="stream_options.max_frame_age_ms",
+        )
+    age = options.max_frame_age_ms / 1000 if options.max_frame_age_ms else None
+    return StreamSettings(policy=policy, max_frame_age_s=age)
 
 
 def to_response(request_id: str, result: Classification) -> pb.ClassifyResponse:
@@ -43,6 +81,8 @@ def to_response(request_id: str, result: Classification) -> pb.ClassifyResponse:
 def to_frame_response(result: FrameResult) -> pb.ClassifyResponse:
     if result.classification is not None:
         return to_response(result.request_id, result.classification)
+    if result.skipped:
+        return pb.ClassifyResponse(request_id=result.request_id, skipped=True)
     assert result.error is not None
     return pb.ClassifyResponse(request_id=result.request_id, error=to_status(result.error))
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 
 import grpc
 
 from recognizer.engine.engine import Engine
-from recognizer.engine.stream import classify_stream
+from recognizer.engine.stream import Frame, classify_stream
 from recognizer.errors import RecognizerError
 from recognizer.transport import convert
 from recognizer.transport.status import abort
@@ -30,7 +31,7 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
         try:
             result = await self._engine.classify(
-                request.image, convert.to_options(request), deadline=_deadline(context)
+                convert.to_image(request), convert.to_options(request), deadline=_deadline(context)
             )
         except RecognizerError as error:
             await abort(context, error)
@@ -42,12 +43,19 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
     async def ClassifyStream(
         self, request_iterator: AsyncIterable[pb.ClassifyRequest], context: Context
     ) -> AsyncIterator[pb.ClassifyResponse]:
-        frames = (convert.to_frame(request) async for request in request_iterator)
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
+        if first is None:
+            return
+        counts = Counter({"answered": 0, "skipped": 0, "failed": 0})
         try:
-            async for result in classify_stream(self._engine, frames):
+            settings = convert.to_stream_settings(first.stream_options)
+            async for result in classify_stream(self._engine, _frames(first, requests), settings):
+                counts[result.outcome] += 1
                 yield convert.to_frame_response(result)
         except RecognizerError as error:
-            await abort(context, error)
+            await abort(context, error, _summary(counts))
+        context.set_trailing_metadata(_summary(counts))
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
@@ -55,6 +63,19 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         return pb.ListModelsResponse(
             models=[convert.to_model_info(model) for model in self._engine.describe()]
         )
+
+
+async def _frames(
+    first: pb.ClassifyRequest, rest: AsyncIterator[pb.ClassifyRequest]
+) -> AsyncIterator[Frame]:
+    yield convert.to_frame(first)
+    async for request in rest:
+        yield convert.to_frame(request)
+
+
+def _summary(counts: Counter[str]) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata counting a stream's frames: recognizer-frames-answered, ..."""
+    return tuple((f"recognizer-frames-{outcome}", str(n)) for outcome, n in counts.items())
 
 
 def _deadline(context: Context) -> float | None:

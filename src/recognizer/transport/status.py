@@ -75,10 +75,14 @@ def to_status(error: BaseException) -> status_pb2.Status:
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
 
 
-async def abort(context: grpc.aio.ServicerContext[object, object], error: BaseException) -> None:
+async def abort(
+    context: grpc.aio.ServicerContext[object, object],
+    error: BaseException,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> None:
     """End the call with the error's status; the details travel in grpc-status-details-bin."""
     status = rpc_status.to_status(to_status(error))
-    await context.abort(status.code, status.details, status.trailing_metadata)
+    await context.abort(status.code, status.details, (*metadata, *status.trailing_metadata))
 
 
 def _pack(message: Message) -> any_pb2.Any:
