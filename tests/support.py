@@ -54,13 +54,20 @@ class ServerThread:
     """
 
     def __init__(
-        self, models: Sequence[ServedModel], *, grace_period_s: float = 5.0, **engine: Any
+        self,
+        models: Sequence[ServedModel],
+        *,
+        grace_period_s: float = 5.0,
+        metrics_port: int | None = None,
+        **engine: Any,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._models = models
         self._engine_settings = EngineSettings(**engine)
-        self._server_settings = ServerSettings(port=0, grace_period_s=grace_period_s)
+        self._server_settings = ServerSettings(
+            port=0, grace_period_s=grace_period_s, metrics_port=metrics_port
+        )
         self.server: RecognizerServer
 
     @property

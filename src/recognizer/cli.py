@@ -105,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(serve, "--max-image-pixels", int, engine.max_image_pixels, "largest image, in pixels")
     _flag(
         serve,
+        "--cache-entries",
+        int,
+        engine.cache_entries,
+        "results cached by image content and model; 0 turns the cache off",
+    )
+    _flag(serve, "--cache-mb", float, engine.cache_bytes / MiB, "largest size of the result cache")
+    _flag(
+        serve,
+        "--metrics-port",
+        int,
+        None,
+        "serve Prometheus metrics on this port (0: any free port); off when unset",
+    )
+    _flag(
+        serve,
         "--grace-period",
         float,
         defaults.grace_period_s,
@@ -141,6 +156,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 port=args.port,
                 max_message_bytes=int(args.max_message_mb * MiB),
                 grace_period_s=args.grace_period,
+                metrics_port=args.metrics_port,
             ),
             engine=EngineSettings(
                 device=args.device,
@@ -151,6 +167,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 preprocess_threads=args.preprocess_threads,
                 max_queued_requests=args.max_queued_requests,
                 max_image_pixels=args.max_image_pixels,
+                cache_entries=args.cache_entries,
+                cache_bytes=int(args.cache_mb * MiB),
             ),
             log_level=args.log_level,
         )

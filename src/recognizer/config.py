@@ -14,13 +14,14 @@ class ServerSettings:
     """Where the server listens and how it treats connections.
 
     The message limit defaults to 32 MiB because gRPC's own 4 MiB default rejects
-    ordinary photos.
+    ordinary photos. Prometheus metrics are served on `metrics_port` (same host) when set.
     """
 
     host: str = "127.0.0.1"
     port: int = 50051
     max_message_bytes: int = 32 * MiB
     grace_period_s: float = 10.0
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

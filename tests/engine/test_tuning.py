@@ -7,44 +7,50 @@ import time
 import numpy as np
 
 from recognizer.engine.settings import EngineSettings
-from recognizer.engine.tuning import tune_batch_size
+from recognizer.engine.tuning import measure_throughput, tune_batch_size
+
+
+def test_cost_per_image_keeps_batches_small() -> None:
+    cpu_like = {1: 225.0, 2: 220.0, 4: 214.0, 8: 190.0}
+    chosen, rates = tune_batch_size(cpu_like.__getitem__, limit=8)
+    assert chosen == 1 and rates == cpu_like
+
+
+def test_cost_per_call_makes_batches_grow_to_the_limit() -> None:
+    chosen, rates = tune_batch_size(lambda size: 100.0 * size, limit=16)
+    assert chosen == 16 and list(rates) == [1, 2, 4, 8, 16]
+
+
+def test_the_smallest_size_near_the_best_wins() -> None:
+    gpu_like = {1: 300.0, 2: 590.0, 4: 1100.0, 8: 1700.0, 16: 1750.0, 32: 1760.0}
+    assert tune_batch_size(gpu_like.__getitem__, limit=32)[0] == 8
+
+
+def test_tuning_stops_once_throughput_falls_clearly() -> None:
+    tried: list[int] = []
+
+    def cliff(size: int) -> float:
+        tried.append(size)
+        return {1: 100.0, 2: 150.0, 4: 60.0}.get(size, 1000.0)
+
+    chosen, _ = tune_batch_size(cliff, limit=64)
+    assert chosen == 2 and tried == [1, 2, 4]
 
 
 class SleepingBackend:
-    """A backend whose call takes `per_call + per_image * batch` seconds."""
+    """A backend whose every call takes 10 ms, whatever the batch."""
 
     name = "sleeping"
     device = "cpu"
 
-    def __init__(self, per_call: float, per_image: float) -> None:
-        self.per_call, self.per_image = per_call, per_image
-
     def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        time.sleep(self.per_call + self.per_image * len(pixels))
+        time.sleep(0.01)
         return np.ones((len(pixels), top_k)), np.zeros((len(pixels), top_k), dtype=np.int64)
 
 
-def test_cost_per_image_keeps_batches_small() -> None:
-    chosen, rates = tune_batch_size(SleepingBackend(0, 0.004), 8, workers=1, limit=8, seconds=0.1)
-    assert chosen == 1
-    assert set(rates) == {1, 2, 4, 8}
-
-
-def test_cost_per_call_makes_batches_grow_to_the_limit() -> None:
-    chosen, rates = tune_batch_size(SleepingBackend(0.01, 0), 8, workers=2, limit=16, seconds=0.1)
-    assert chosen == 16
-    assert rates[16] > 8 * rates[1]
-
-
-def test_tuning_stops_once_throughput_falls_clearly() -> None:
-    class Cliff(SleepingBackend):
-        def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-            self.per_image = 0.002 if len(pixels) <= 2 else 0.02
-            return super().__call__(pixels, top_k)
-
-    chosen, rates = tune_batch_size(Cliff(0.004, 0), 8, workers=1, limit=64, seconds=0.1)
-    assert chosen == 2
-    assert max(rates) == 4  # 4 was clearly worse, so 8 and beyond were not tried
+def test_throughput_is_measured_with_every_worker_busy() -> None:
+    rate = measure_throughput(SleepingBackend(), 8, 4, workers=2, seconds=0.2)
+    assert 200 < rate < 900  # 2 workers x 4 images / 10 ms = 800 img/s at best
 
 
 def test_unset_settings_follow_the_device() -> None:

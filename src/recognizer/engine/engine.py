@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from recognizer.engine.backends import Backend
+from recognizer.engine.cache import CachedScores, ResultCache, image_digest
 from recognizer.engine.runner import ModelRunner
 from recognizer.engine.settings import EngineSettings
 from recognizer.engine.types import Classification, Label, ModelStatus, Options, Timing
@@ -65,6 +66,11 @@ class Engine:
         self._default_model = models[0].spec.name
         self._preprocess_pool = ThreadPoolExecutor(
             settings.preprocess_threads, thread_name_prefix="preprocess"
+        )
+        self._cache = (
+            ResultCache(max_entries=settings.cache_entries, max_bytes=settings.cache_bytes)
+            if settings.cache_entries
+            else None
         )
         self._draining = False
         self._streams: set[Callable[[], object]] = set()
@@ -117,6 +123,11 @@ class Engine:
         return True
 
     @property
+    def cache(self) -> ResultCache | None:
+        """The result cache, when enabled (EngineSettings.cache_entries)."""
+        return self._cache
+
+    @property
     def open_streams(self) -> int:
         return len(self._streams)
 
@@ -147,26 +158,42 @@ class Engine:
             raise InvalidRequestError(
                 f"min_score must be within [0, 1], not {options.min_score}", field="min_score"
             )
+        loop = asyncio.get_running_loop()
+        digest = None
+        if self._cache is not None:
+            digest = await loop.run_in_executor(self._preprocess_pool, image_digest, image)
+            cached = self._cache.get(spec.name, digest, top_k)
+            if cached is not None:
+                return self._answer(spec, language, options, cached, Timing(cache_hit=True))
         with runner.admission():
             started = time.monotonic()
-            loop = asyncio.get_running_loop()
             pixels = await loop.run_in_executor(self._preprocess_pool, runner.preprocess, image)
             preprocess_s = time.monotonic() - started
             if deadline is not None and time.monotonic() >= deadline:
                 raise DeadlineExceededError("the deadline passed while the image was decoded")
             output = await runner.infer(pixels, top_k, deadline=deadline, flow=flow)
-        answered_in = spec.labels.resolve(language)
-        names = spec.labels.names(answered_in)
-        labels = tuple(
-            Label(int(class_id), names[class_id], float(score))
-            for score, class_id in zip(output.scores, output.class_ids, strict=True)
-            if score >= options.min_score
-        )
+        scores = CachedScores(output.scores, output.class_ids)
+        if self._cache is not None and digest is not None:
+            self._cache.put(spec.name, digest, scores)
         timing = Timing(
             queue_s=output.queue_s,
             preprocess_s=preprocess_s,
             inference_s=output.inference_s,
             batch_size=output.batch_size,
+        )
+        return self._answer(spec, language, options, scores, timing)
+
+    @staticmethod
+    def _answer(
+        spec: ModelSpec, language: str, options: Options, scores: CachedScores, timing: Timing
+    ) -> Classification:
+        """Name the classes in the asked language (or the model's fallback), drop weak ones."""
+        answered_in = spec.labels.resolve(language)
+        names = spec.labels.names(answered_in)
+        labels = tuple(
+            Label(int(class_id), names[class_id], float(score))
+            for score, class_id in zip(scores.scores, scores.class_ids, strict=True)
+            if score >= options.min_score
         )
         return Classification(model=spec.name, language=answered_in, labels=labels, timing=timing)
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -14,7 +16,7 @@ import numpy as np
 from recognizer.engine.backends import Backend
 from recognizer.engine.batching import BatchQueue
 from recognizer.engine.settings import EngineSettings
-from recognizer.engine.tuning import batch_size_limit, tune_batch_size
+from recognizer.engine.tuning import batch_size_limit, measure_throughput, tune_batch_size
 from recognizer.engine.types import ModelStatus
 from recognizer.engine.worker import BatchOutput, InferenceWorker, WorkItem
 from recognizer.errors import DeadlineExceededError, OverloadedError
@@ -55,6 +57,8 @@ class ModelRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = 0
         self._seconds_per_item = 0.01
+        self._batch_sizes: Counter[int] = Counter()
+        self._inference_s = 0.0
 
     @property
     def pending(self) -> int:
@@ -73,14 +77,20 @@ class ModelRunner:
             max_batch_size=self.max_batch_size,
             max_batch_delay_s=self._queue.max_delay_s,
             inference_threads=self.workers,
+            pending=self._pending,
+            batch_sizes=dict(self._batch_sizes),
+            inference_s=self._inference_s,
         )
 
     def warm_up(self) -> None:
         """Run the model once at every batch size it will see, choosing the size if unset."""
         size = self.spec.preprocessing.crop
         if self.settings.max_batch_size is None:
+            throughput = functools.partial(
+                measure_throughput, self.backend, size, workers=self.workers, seconds=0.4
+            )
             limit = batch_size_limit(self.backend.device)
-            chosen, rates = tune_batch_size(self.backend, size, workers=self.workers, limit=limit)
+            chosen, rates = tune_batch_size(throughput, limit=limit)
             logger.info(
                 "%s: batch size %d chosen; images/s by batch size: %s",
                 self.spec.name,
@@ -164,10 +174,13 @@ class ModelRunner:
     def _resolve(
         self, items: Sequence[WorkItem], outputs: Sequence[BatchOutput | BaseException]
     ) -> None:
+        batch = next((o for o in outputs if isinstance(o, BatchOutput)), None)
+        if batch is not None:
+            per_item = batch.inference_s / batch.batch_size
+            self._seconds_per_item = 0.9 * self._seconds_per_item + 0.1 * per_item
+            self._batch_sizes[batch.batch_size] += 1
+            self._inference_s += batch.inference_s
         for item, output in zip(items, outputs, strict=True):
-            if isinstance(output, BatchOutput):
-                per_item = output.inference_s / output.batch_size
-                self._seconds_per_item = 0.9 * self._seconds_per_item + 0.1 * per_item
             if item.future.done():
                 continue
             if isinstance(output, BaseException):

@@ -19,6 +19,7 @@ class EngineSettings:
     None means "choose for the device": the batch size is measured at start-up
     (engine/tuning.py), the batching delay is 0 on the CPU (waiting would idle the
     cores) and 2 ms on CUDA, and the CPU gets one inference worker per core.
+    The result cache is off unless `cache_entries` is set.
 
     Usage:
 
@@ -34,6 +35,8 @@ class EngineSettings:
     preprocess_threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     default_top_k: int = 5
+    cache_entries: int = 0
+    cache_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:
         for name in (
@@ -47,6 +50,8 @@ class EngineSettings:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.cache_entries < 0 or self.cache_bytes < 0:
+            raise ValueError("cache_entries and cache_bytes must not be negative")
         if self.max_batch_delay_ms is not None and self.max_batch_delay_ms < 0:
             raise ValueError("max_batch_delay_ms must not be negative")
         if self.backend not in BACKEND_KINDS:

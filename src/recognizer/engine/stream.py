@@ -65,6 +65,7 @@ class FrameResult:
     """The answer to one frame: a classification, the error that prevented it, or a skip."""
 
     request_id: str
+    received_at: float
     classification: Classification | None = None
     error: Exception | None = None
     skipped: bool = False
@@ -166,20 +167,20 @@ class _Stream:
             classification = await self.engine.classify(
                 frame.image, frame.options, deadline=self._deadline(frame), flow=self._flow
             )
-            result = FrameResult(frame.request_id, classification)
-        except DeadlineExceededError:
-            result = FrameResult(frame.request_id, skipped=True)  # grew too old in the queue
+            result = FrameResult(frame.request_id, frame.received_at, classification)
+        except DeadlineExceededError:  # grew too old in the queue
+            result = FrameResult(frame.request_id, frame.received_at, skipped=True)
         except RecognizerError as error:
-            result = FrameResult(frame.request_id, error=error)
+            result = FrameResult(frame.request_id, frame.received_at, error=error)
         except Exception as error:
             logger.exception("frame %r failed", frame.request_id)
-            result = FrameResult(frame.request_id, error=error)
+            result = FrameResult(frame.request_id, frame.received_at, error=error)
         if not answer.done():
             answer.set_result(result)
 
     def _skip(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
         if not answer.done():
-            answer.set_result(FrameResult(frame.request_id, skipped=True))
+            answer.set_result(FrameResult(frame.request_id, frame.received_at, skipped=True))
 
     def _deadline(self, frame: Frame) -> float | None:
         age = self.settings.max_frame_age_s

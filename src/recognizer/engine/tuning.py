@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -50,15 +51,13 @@ def measure_throughput(
 
 
 def tune_batch_size(
-    backend: Backend, input_size: int, *, workers: int, limit: int, seconds: float = 0.4
+    throughput: Callable[[int], float], *, limit: int
 ) -> tuple[int, dict[int, float]]:
-    """The chosen batch size and the images per second measured at each size tried."""
+    """The chosen batch size and the images per second `throughput(size)` gave for each size."""
     rates: dict[int, float] = {}
     batch_size = 1
     while batch_size <= limit:
-        rates[batch_size] = measure_throughput(
-            backend, input_size, batch_size, workers=workers, seconds=seconds
-        )
+        rates[batch_size] = throughput(batch_size)
         if rates[batch_size] < 0.8 * max(rates.values()):
             break  # clearly past the best; larger batches will not come back
         batch_size *= 2

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from recognizer.models.spec import ModelSpec
 
@@ -34,6 +35,7 @@ class Timing:
     preprocess_s: float = 0.0
     inference_s: float = 0.0
     batch_size: int = 0
+    cache_hit: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -48,7 +50,10 @@ class Classification:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelStatus:
-    """How a served model runs: its spec, backend, device and batching as chosen."""
+    """How a served model runs (spec, backend, device, batching) and what it has done.
+
+    `batch_sizes` counts the batches run by size; `inference_s` is their total model time.
+    """
 
     spec: ModelSpec
     backend: str
@@ -56,3 +61,6 @@ class ModelStatus:
     max_batch_size: int
     max_batch_delay_s: float
     inference_threads: int
+    pending: int = 0
+    batch_sizes: Mapping[int, int] = field(default_factory=dict)
+    inference_s: float = 0.0

@@ -74,6 +74,7 @@ def to_response(request_id: str, result: Classification) -> pb.ClassifyResponse:
             preprocess_us=round(timing.preprocess_s * 1e6),
             inference_us=round(timing.inference_s * 1e6),
             batch_size=timing.batch_size,
+            cache_hit=timing.cache_hit,
         ),
     )
 

@@ -11,6 +11,7 @@ from grpc_reflection.v1alpha import reflection
 
 from recognizer.config import ServerSettings
 from recognizer.engine.engine import Engine
+from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.servicer import RecognizerServicer
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
@@ -48,7 +49,10 @@ class RecognizerServer:
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ]
         )
-        pb_grpc.add_RecognizerServicer_to_server(RecognizerServicer(engine), self._server)
+        self.metrics = ServerMetrics(engine)
+        self.metrics_port: int | None = None
+        servicer = RecognizerServicer(engine, self.metrics)
+        pb_grpc.add_RecognizerServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
@@ -64,6 +68,9 @@ class RecognizerServer:
         address = f"{self.settings.host}:{self.settings.port}"
         self.port = self._server.add_insecure_port(address)
         await self._server.start()
+        if self.settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+            logger.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_port)
         for name in self.health_names:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving %s on %s:%d", SERVICE_NAME, self.settings.host, self.port)
@@ -85,4 +92,5 @@ class RecognizerServer:
         remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
         await self._server.stop(remaining)
         await self.engine.close()
+        self.metrics.close()
         logger.info("stopped")

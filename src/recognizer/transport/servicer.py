@@ -10,10 +10,11 @@ from collections.abc import AsyncIterable, AsyncIterator
 import grpc
 
 from recognizer.engine.engine import Engine
-from recognizer.engine.stream import Frame, classify_stream
+from recognizer.engine.stream import Frame, FrameResult, classify_stream
 from recognizer.errors import RecognizerError
 from recognizer.transport import convert
-from recognizer.transport.status import abort
+from recognizer.transport.metrics import ServerMetrics
+from recognizer.transport.status import abort, code_for
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
@@ -25,19 +26,25 @@ Context = grpc.aio.ServicerContext[object, object]
 class RecognizerServicer(pb_grpc.RecognizerServicer):
     """Serves recognizer.v1.Recognizer on top of an Engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, metrics: ServerMetrics) -> None:
         self._engine = engine
+        self._metrics = metrics
+        served = [model.spec.name for model in engine.describe()]
+        self._model_labels = {"": served[0], **{name: name for name in served}}
 
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
+        started = time.monotonic()
+        model = self._model_labels.get(request.model, "unknown")
         try:
             result = await self._engine.classify(
                 convert.to_image(request), convert.to_options(request), deadline=_deadline(context)
             )
-        except RecognizerError as error:
-            await abort(context, error)
         except Exception as error:
-            logger.exception("Classify failed")
+            if not isinstance(error, RecognizerError):
+                logger.exception("Classify failed")
+            self._metrics.observe(model, code_for(error).name, time.monotonic() - started)
             await abort(context, error)
+        self._metrics.observe(model, "OK", time.monotonic() - started)
         return convert.to_response(request.request_id, result)
 
     async def ClassifyStream(
@@ -52,10 +59,21 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             settings = convert.to_stream_settings(first.stream_options)
             async for result in classify_stream(self._engine, _frames(first, requests), settings):
                 counts[result.outcome] += 1
+                self._observe_frame(result)
                 yield convert.to_frame_response(result)
         except RecognizerError as error:
             await abort(context, error, _summary(counts))
         context.set_trailing_metadata(_summary(counts))
+
+    def _observe_frame(self, result: FrameResult) -> None:
+        """Count a stream frame like a call: its model and code (skipped frames as CANCELLED)."""
+        seconds = time.monotonic() - result.received_at
+        if result.classification is not None:
+            self._metrics.observe(result.classification.model, "OK", seconds)
+        elif result.error is not None:
+            self._metrics.observe("unknown", code_for(result.error).name, seconds)
+        else:
+            self._metrics.observe("unknown", "CANCELLED", seconds)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context

@@ -1,0 +1,92 @@
+"""A result cache for images seen before (the seed article's "cache results by MD5" idea).
+
+Keyed by the model and a BLAKE2b digest of the image's bytes (a raw frame's geometry
+is hashed too), so the same picture sent again skips decoding and inference. It stores
+a model's top-k scores and class ids, not labels, so one entry serves every language
+and min_score; a request for more labels than an entry holds is a miss and refreshes
+the entry. Bounded by entry count and bytes, least recently used first out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from recognizer.models.raw import RawFrame
+
+# Bytes an entry costs beyond its arrays: the key, the OrderedDict node, the objects.
+_ENTRY_OVERHEAD = 256
+
+
+@dataclass(frozen=True, slots=True)
+class CachedScores:
+    """A model's best classes for one image, best first."""
+
+    scores: np.ndarray
+    class_ids: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.scores.nbytes + self.class_ids.nbytes) + _ENTRY_OVERHEAD
+
+
+def image_digest(image: bytes | RawFrame) -> bytes:
+    """A 128-bit content hash; blocking for large images, so it runs in a thread pool."""
+    digest = hashlib.blake2b(digest_size=16)
+    if isinstance(image, RawFrame):
+        layout = image.format.name if image.format else "?"
+        digest.update(struct.pack("<III", image.width, image.height, image.row_stride))
+        digest.update(layout.encode())
+        digest.update(image.data)
+    else:
+        digest.update(image)
+    return digest.digest()
+
+
+class ResultCache:
+    """A thread-safe LRU map from (model, image digest) to CachedScores, with counters."""
+
+    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[tuple[str, bytes], CachedScores] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def get(self, model: str, digest: bytes, top_k: int) -> CachedScores | None:
+        """The cached best `top_k` classes, if the entry holds at least that many."""
+        with self._lock:
+            entry = self._entries.get((model, digest))
+            if entry is None or len(entry.class_ids) < top_k:
+                self.misses += 1
+                return None
+            self._entries.move_to_end((model, digest))
+            self.hits += 1
+        return CachedScores(entry.scores[:top_k], entry.class_ids[:top_k])
+
+    def put(self, model: str, digest: bytes, entry: CachedScores) -> None:
+        if entry.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop((model, digest), None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._entries[(model, digest)] = entry
+            self._bytes += entry.nbytes
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.nbytes

@@ -1,0 +1,111 @@
+"""Prometheus metrics for one server, in a registry of its own, served over HTTP on demand.
+
+Request counts and latencies are observed as calls finish. What the engine knows (queued
+requests, batch sizes, model time, cache, open streams) is read from it at scrape time,
+so the inference hot path carries no metrics code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from recognizer.engine.engine import Engine
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServerMetrics:
+    """The metrics of one RecognizerServer."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "recognizer_requests",
+            "Classify calls and stream frames answered, by model and gRPC status code.",
+            ["model", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "recognizer_request_seconds",
+            "Server time from request to answer, by model.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_EngineCollector(engine))
+        self._http: tuple[WSGIServer, threading.Thread] | None = None
+
+    def observe(self, model: str, code: str, seconds: float) -> None:
+        self.requests.labels(model, code).inc()
+        self.latency.labels(model).observe(seconds)
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics over HTTP; returns the bound port."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http = (server, thread)
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+class _EngineCollector(Collector):
+    """Reads the engine's state when Prometheus scrapes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        queued = GaugeMetricFamily(
+            "recognizer_queued_requests",
+            "Requests accepted and not yet answered (decoding, queued or running).",
+            labels=["model"],
+        )
+        batches = HistogramMetricFamily(
+            "recognizer_batch_size", "Requests per batch run by the model.", labels=["model"]
+        )
+        model_time = CounterMetricFamily(
+            "recognizer_inference_seconds", "Time the model spent on batches.", labels=["model"]
+        )
+        for model in self._engine.describe():
+            name = model.spec.name
+            queued.add_metric([name], model.pending)
+            sizes = model.batch_sizes
+            buckets = [
+                (str(bound), sum(n for size, n in sizes.items() if size <= bound))
+                for bound in BATCH_BUCKETS
+            ]
+            buckets.append(("+Inf", sum(sizes.values())))
+            total = sum(size * count for size, count in sizes.items())
+            batches.add_metric([name], buckets, total)
+            model_time.add_metric([name], model.inference_s)
+        yield from (queued, batches, model_time)
+        yield GaugeMetricFamily(
+            "recognizer_open_streams", "Open ClassifyStream calls.", value=self._engine.open_streams
+        )
+        cache = self._engine.cache
+        if cache is not None:
+            lookups = CounterMetricFamily(
+                "recognizer_cache_lookups", "Result cache lookups.", labels=["result"]
+            )
+            lookups.add_metric(["hit"], cache.hits)
+            lookups.add_metric(["miss"], cache.misses)
+            yield lookups
+            yield GaugeMetricFamily("recognizer_cache_entries", "Cached results.", value=len(cache))
+            yield GaugeMetricFamily("recognizer_cache_bytes", "Cache size.", value=cache.nbytes)

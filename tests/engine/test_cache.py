@@ -1,0 +1,90 @@
+"""The result cache: bounded, least recently used out, and right for every option."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fakes import ColourNet, colour_model, solid_png
+from recognizer.engine.cache import CachedScores, ResultCache, image_digest
+from recognizer.engine.engine import Engine
+from recognizer.engine.settings import EngineSettings
+from recognizer.engine.types import Options
+from recognizer.models.raw import PixelFormat, RawFrame
+
+
+def scores(k: int) -> CachedScores:
+    return CachedScores(np.linspace(1, 0, k, dtype=np.float32), np.arange(k))
+
+
+def test_least_recently_used_entries_leave_first() -> None:
+    cache = ResultCache(max_entries=2, max_bytes=1 << 20)
+    cache.put("m", b"a", scores(3))
+    cache.put("m", b"b", scores(3))
+    assert cache.get("m", b"a", 3) is not None  # a is now the most recent
+    cache.put("m", b"c", scores(3))
+    assert cache.get("m", b"b", 3) is None
+    assert cache.get("m", b"a", 3) is not None and cache.get("m", b"c", 3) is not None
+    assert (len(cache), cache.hits, cache.misses) == (2, 3, 1)
+
+
+def test_the_byte_bound_holds() -> None:
+    entry = scores(1000)
+    cache = ResultCache(max_entries=100, max_bytes=3 * entry.nbytes)
+    for key in range(10):
+        cache.put("m", bytes([key]), scores(1000))
+        assert cache.nbytes <= cache.max_bytes
+    assert len(cache) == 3
+    cache.put("m", b"huge", scores(100_000))  # larger than the whole cache: not kept
+    assert cache.get("m", b"huge", 1) is None and len(cache) == 3
+
+
+def test_entries_answer_fewer_labels_but_not_more() -> None:
+    cache = ResultCache(max_entries=10, max_bytes=1 << 20)
+    cache.put("m", b"x", scores(5))
+    hit = cache.get("m", b"x", 2)
+    assert hit is not None and hit.class_ids.tolist() == [0, 1]
+    assert cache.get("m", b"x", 6) is None
+    assert cache.get("other-model", b"x", 1) is None
+
+
+def test_digests_tell_raw_frames_by_their_geometry() -> None:
+    data = bytes(48)
+    square = RawFrame(4, 4, PixelFormat.RGB8, data)
+    assert image_digest(square) != image_digest(RawFrame(8, 2, PixelFormat.RGB8, data))
+    assert image_digest(square) != image_digest(RawFrame(4, 4, PixelFormat.BGR8, data))
+    assert image_digest(square) == image_digest(RawFrame(4, 4, PixelFormat.RGB8, bytes(48)))
+    assert image_digest(b"abc") != image_digest(b"abd")
+
+
+async def test_a_repeated_image_skips_decoding_and_the_model() -> None:
+    network = ColourNet()
+    engine = Engine(
+        [colour_model(network=network)], EngineSettings(max_batch_size=1, cache_entries=8)
+    )
+    await engine.start()
+    image = solid_png((0, 0, 200))
+    first = await engine.classify(image, Options(top_k=2))
+    seen = network.images_seen
+    again = await engine.classify(image, Options(top_k=1, language="en"))
+    assert (first.timing.cache_hit, again.timing.cache_hit) == (False, True)
+    assert network.images_seen == seen
+    assert [label.class_id for label in again.labels] == [2]
+    assert again.labels[0].name == "blue" and first.labels[0].name == "蓝"
+    assert again.labels[0].score == first.labels[0].score
+    more = await engine.classify(image, Options(top_k=3))  # more labels than cached: recomputed
+    assert not more.timing.cache_hit and len(more.labels) == 3
+    assert (await engine.classify(image, Options(top_k=3))).timing.cache_hit
+    strict = await engine.classify(image, Options(top_k=3, min_score=0.9))
+    assert strict.timing.cache_hit and len(strict.labels) < 3
+    assert engine.cache is not None and engine.cache.hits == 3
+    await engine.close()
+
+
+async def test_the_cache_is_off_by_default() -> None:
+    engine = Engine([colour_model()], EngineSettings(max_batch_size=1))
+    await engine.start()
+    image = solid_png((0, 200, 0))
+    await engine.classify(image, Options())
+    assert not (await engine.classify(image, Options())).timing.cache_hit
+    assert engine.cache is None
+    await engine.close()

@@ -1,0 +1,58 @@
+"""Prometheus metrics, scraped over HTTP from a real server after real calls."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fakes import colour_model, solid_png
+from recognizer.client import Client
+from recognizer.v1 import recognizer_pb2 as pb
+from support import ServerThread
+
+
+def scrape(running: ServerThread) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://127.0.0.1:{running.server.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_calls_frames_batches_and_cache() -> None:
+    with (
+        ServerThread(
+            [colour_model()],
+            metrics_port=0,
+            max_batch_size=4,
+            max_batch_delay_ms=20,
+            cache_entries=16,
+        ) as running,
+        Client(running.address) as client,
+    ):
+        image = solid_png((200, 0, 0))
+        client.classify(image)
+        client.classify(image)  # a cache hit
+        with pytest.raises(grpc.RpcError):
+            client.classify(b"junk")
+        frames = (pb.ClassifyRequest(image=solid_png((0, 0, 9 * i))) for i in range(1, 9))
+        assert len(list(client.classify_stream(frames))) == 8
+        metrics = scrape(running)
+
+    ok = metrics[("recognizer_requests_total", (("code", "OK"), ("model", "colours")))]
+    assert ok == 10
+    invalid = ("recognizer_requests_total", (("code", "INVALID_ARGUMENT"), ("model", "colours")))
+    assert metrics[invalid] == 1
+    assert metrics[("recognizer_request_seconds_count", (("model", "colours"),))] == 11
+    batches = metrics[("recognizer_batch_size_count", (("model", "colours"),))]
+    images = metrics[("recognizer_batch_size_sum", (("model", "colours"),))]
+    assert images == 9 and batches < images  # the stream's frames shared batches
+    assert metrics[("recognizer_cache_lookups_total", (("result", "hit"),))] == 1
+    assert metrics[("recognizer_queued_requests", (("model", "colours"),))] == 0
+    assert metrics[("recognizer_open_streams", ())] == 0
