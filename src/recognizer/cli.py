@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import sys
-import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -22,6 +21,7 @@ from recognizer.client.clients import DEFAULT_TARGET
 from recognizer.config import Config, MiB, ServerSettings
 from recognizer.engine.settings import BACKEND_KINDS, EngineSettings
 from recognizer.errors import StartupError
+from recognizer.terminal import pad
 
 T = TypeVar("T")
 ENV_PREFIX = "RECOGNIZER_"
@@ -186,10 +186,10 @@ def run_classify(args: argparse.Namespace) -> int:
             timing = response.timing
             total_ms = (timing.queue_us + timing.preprocess_us + timing.inference_us) / 1000
             print(f"{path}  ({response.model}, {total_ms:.1f} ms on the server)")
-            print(f"  {'#':>2}  {'class':>5}  {_pad('label', 28)}  score")
+            print(f"  {'#':>2}  {'class':>5}  {pad('label', 28)}  score")
             for rank, label in enumerate(response.labels, start=1):
                 print(
-                    f"  {rank:>2}  {label.class_id:>5}  {_pad(label.label, 28)}  {label.score:.4f}"
+                    f"  {rank:>2}  {label.class_id:>5}  {pad(label.label, 28)}  {label.score:.4f}"
                 )
     return 1 if failed else 0
 
@@ -223,9 +223,3 @@ def _or_auto(kind: Callable[[str], T]) -> Callable[[str], T | None]:
 
 def _env_list(name: str) -> list[str]:
     return [item for item in os.environ.get(ENV_PREFIX + name, "").split(",") if item]
-
-
-def _pad(text: str, width: int) -> str:
-    """Left-align text in a terminal column, counting CJK characters as two cells."""
-    cells = sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
-    return text + " " * max(width - cells, 0)
