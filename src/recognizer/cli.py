@@ -1,4 +1,4 @@
-"""The `recognizer` command: `serve` the models, `classify` images against a server.
+"""The `recognizer` command: `serve` the models, `classify` or `stream` images to a server.
 
 Every `serve` flag can also be set by an environment variable, named after the flag:
 --max-batch-size is RECOGNIZER_MAX_BATCH_SIZE. Flags win over the environment.
@@ -21,6 +21,7 @@ from recognizer.client.clients import DEFAULT_TARGET
 from recognizer.config import Config, MiB, ServerSettings
 from recognizer.engine.settings import BACKEND_KINDS, EngineSettings
 from recognizer.errors import StartupError
+from recognizer.stream_command import add_stream_parser
 from recognizer.terminal import pad
 
 T = TypeVar("T")
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--language", default="zh", help="label language: zh or en")
     classify.add_argument("--model", default="", help="model name (default: the server's)")
     classify.add_argument("--min-score", type=float, default=0.0, help="drop labels below this")
+
+    stream = add_stream_parser(commands)
+    _flag(stream, "--server", str, DEFAULT_TARGET, "server address, HOST:PORT")
     return parser
 
 
