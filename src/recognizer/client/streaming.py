@@ -187,7 +187,8 @@ class _Session:
             request.CopyFrom(frame.request)
             request.stream_options.CopyFrom(options)
         sent_at = time.perf_counter()
-        self._started = self._started or sent_at
+        if self._started is None:
+            self._started = sent_at
         # Registered before the write: its answer may be read before the write returns.
         self._in_flight[request.request_id] = (frame.name, sent_at)
         try:
@@ -221,5 +222,6 @@ class _Session:
         self.summary.counts[answer.outcome] += 1
         if answer.outcome == "answered":
             self.summary.latencies_s.append(answer.latency_s)
-        self.summary.elapsed_s = now - (self._started or now)
+        assert self._started is not None  # set before the first write
+        self.summary.elapsed_s = now - self._started
         self._on_answer(answer)
