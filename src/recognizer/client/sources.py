@@ -116,7 +116,7 @@ def _video(path: Path, fps: float | None, *, camera: bool) -> Source:
         container.close()
         raise SourceError(f"{path} has no video stream")
     stream = container.streams.video[0]
-    stream.thread_type = "AUTO"  # decode on several cores: a 4K file should keep up
+    stream.thread_type = "AUTO"  # decode large frames on several cores
     total = None if camera else stream.frames or None
     return Source(_decoded(container, stream, fps, live=camera), total, container.close)
 
