@@ -14,10 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
+from images import open_image
 from recognizer.client import Client, error_status
 from support import PHOTOS
+from videos import write_video
 
 ROOT = Path(__file__).parents[1]
 SERVING = re.compile(r"serving recognizer\.v1\.Recognizer on [\d.]+:(\d+)")
@@ -147,6 +150,27 @@ def test_the_stream_example_streams_a_folder(served: ServeProcess, tmp_path: Pat
     lines = result.stdout.splitlines()
     assert lines[0].startswith("cat.png: ") and lines[1].startswith("coffee.png: 浓缩咖啡")
     assert lines[2].startswith("zz-broken.png: error")
+
+
+def test_the_video_example_streams_a_video_with_latencies(
+    served: ServeProcess, tmp_path: Path
+) -> None:
+    photo = np.asarray(open_image(PHOTOS["coffee"].read_bytes()).convert("RGB"))
+    clip = write_video(tmp_path / "coffee.mp4", [photo] * 5, fps=20, codec="h264")
+    result = run(
+        sys.executable,
+        "clients/stream_video.py",
+        str(clip),
+        "--server",
+        served.address,
+        "--language",
+        "en",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5
+    for index, line in enumerate(lines):
+        assert re.fullmatch(rf"frame {index}: espresso \(0\.\d\d\), [\d.]+ ms", line), line
 
 
 def test_settings_come_from_the_environment() -> None:

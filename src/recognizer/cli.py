@@ -1,4 +1,4 @@
-"""The `recognizer` command: `serve` the models, `classify` images against a server.
+"""The `recognizer` command: `serve` the models, `classify` or `stream` images to a server.
 
 Every `serve` flag can also be set by an environment variable, named after the flag:
 --max-batch-size is RECOGNIZER_MAX_BATCH_SIZE. Flags win over the environment.
@@ -11,7 +11,6 @@ import asyncio
 import logging
 import os
 import sys
-import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -22,6 +21,8 @@ from recognizer.client.clients import DEFAULT_TARGET
 from recognizer.config import Config, MiB, ServerSettings
 from recognizer.engine.settings import BACKEND_KINDS, EngineSettings
 from recognizer.errors import StartupError
+from recognizer.stream_command import add_stream_parser
+from recognizer.terminal import pad
 
 T = TypeVar("T")
 ENV_PREFIX = "RECOGNIZER_"
@@ -135,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--language", default="zh", help="label language: zh or en")
     classify.add_argument("--model", default="", help="model name (default: the server's)")
     classify.add_argument("--min-score", type=float, default=0.0, help="drop labels below this")
+
+    stream = add_stream_parser(commands)
+    _flag(stream, "--server", str, DEFAULT_TARGET, "server address, HOST:PORT")
     return parser
 
 
@@ -204,10 +208,10 @@ def run_classify(args: argparse.Namespace) -> int:
             timing = response.timing
             total_ms = (timing.queue_us + timing.preprocess_us + timing.inference_us) / 1000
             print(f"{path}  ({response.model}, {total_ms:.1f} ms on the server)")
-            print(f"  {'#':>2}  {'class':>5}  {_pad('label', 28)}  score")
+            print(f"  {'#':>2}  {'class':>5}  {pad('label', 28)}  score")
             for rank, label in enumerate(response.labels, start=1):
                 print(
-                    f"  {rank:>2}  {label.class_id:>5}  {_pad(label.label, 28)}  {label.score:.4f}"
+                    f"  {rank:>2}  {label.class_id:>5}  {pad(label.label, 28)}  {label.score:.4f}"
                 )
     return 1 if failed else 0
 
@@ -241,9 +245,3 @@ def _or_auto(kind: Callable[[str], T]) -> Callable[[str], T | None]:
 
 def _env_list(name: str) -> list[str]:
     return [item for item in os.environ.get(ENV_PREFIX + name, "").split(",") if item]
-
-
-def _pad(text: str, width: int) -> str:
-    """Left-align text in a terminal column, counting CJK characters as two cells."""
-    cells = sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
-    return text + " " * max(width - cells, 0)

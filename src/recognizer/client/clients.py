@@ -175,6 +175,18 @@ class AsyncClient:
         async for response in call:
             yield response
 
+    def open_stream(
+        self, *, timeout: float | None = None
+    ) -> grpc.aio.StreamStreamCall[pb.ClassifyRequest, pb.ClassifyResponse]:
+        """Open a ClassifyStream to write requests to and read responses from concurrently.
+
+        The call gives what classify_stream hides: `write` (which waits for flow control),
+        `done_writing`, the final status and the trailing frame counts.
+        """
+        call: grpc.aio.StreamStreamCall[pb.ClassifyRequest, pb.ClassifyResponse]
+        call = self._stub.ClassifyStream(timeout=timeout)
+        return call
+
     async def list_models(self) -> pb.ListModelsResponse:
         response: pb.ListModelsResponse = await self._stub.ListModels(
             pb.ListModelsRequest(), timeout=self.timeout
