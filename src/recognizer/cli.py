@@ -1,4 +1,4 @@
-"""The `recognizer` command: `serve` the models, `classify` images against a server.
+"""The `recognizer` command: `serve` the models, `classify` images, `bench` a server.
 
 Every `serve` flag can also be set by an environment variable, named after the flag:
 --max-batch-size is RECOGNIZER_MAX_BATCH_SIZE. Flags win over the environment.
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from recognizer.bench.command import add_parser as add_bench_parser
 from recognizer.client import Client, error_status
 from recognizer.client.clients import DEFAULT_TARGET
 from recognizer.config import Config, MiB, ServerSettings
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--language", default="zh", help="label language: zh or en")
     classify.add_argument("--model", default="", help="model name (default: the server's)")
     classify.add_argument("--min-score", type=float, default=0.0, help="drop labels below this")
+
+    add_bench_parser(commands)
     return parser
 
 
