@@ -55,7 +55,7 @@ def test_json_goes_to_a_file_beside_the_report(
     server: ServerThread, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "run.json"
-    args = ("--rate", "200", "--duration", "0.3", "--warmup", "0.1", "--unique", "--top-k", "2")
+    args = ("--rate", "200", "--duration", "0.3", "--warmup", "0.0975", "--unique", "--top-k", "2")
     assert bench(server, folder, *args, "--json", str(path)) == 0
     assert "throughput" in capsys.readouterr().out
     summary = json.loads(path.read_text())
@@ -93,7 +93,7 @@ def test_json_goes_to_a_file_beside_the_report(
 def test_json_to_stdout_moves_the_report_to_stderr(
     server: ServerThread, folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    args = ("--streams", "2", "--fps", "40", "--policy", "latest", "--duration", "0.25")
+    args = ("--streams", "2", "--fps", "40", "--policy", "latest", "--duration", "0.245")
     assert bench(server, folder, *args, "--warmup", "0", "--json", "-") == 0
     out, err = capsys.readouterr()
     summary = json.loads(out)

@@ -52,10 +52,12 @@ def test_a_closed_loop_measures_exactly_the_requests_asked_for(
 def test_an_open_loop_keeps_its_schedule_and_leaves_out_the_warmup(
     server: ServerThread, images: tuple[str, ...]
 ) -> None:
-    results = run_load(a_load(server.address, images, rate=100, warmup_s=0.2, duration_s=0.5))
-    assert results.codes == {"OK": 50}  # 0.5 s at 100/s; the 20 warm-up requests are not counted
+    # Sends at 0, 10, 20 ... ms: 20 in the warm-up, then 50 measured (the bounds fall between).
+    load = a_load(server.address, images, rate=100, warmup_s=0.195, duration_s=0.5)
+    results = run_load(load)
+    assert results.codes == {"OK": 50}
     assert results.last_done is not None
-    assert results.last_done - results.measure_from == pytest.approx(0.5, abs=0.15)
+    assert 0.45 < results.last_done - results.measure_from < 2.0
 
 
 def test_open_loop_latency_counts_queueing_when_the_server_falls_behind(
@@ -63,7 +65,7 @@ def test_open_loop_latency_counts_queueing_when_the_server_falls_behind(
 ) -> None:
     slow = colour_model(network=ColourNet(delay_s=0.05))  # at most 20 answers a second
     with ServerThread([slow], max_batch_size=1, inference_threads=1) as running:
-        results = run_load(a_load(running.address, images, rate=40, duration_s=0.5))
+        results = run_load(a_load(running.address, images, rate=40, duration_s=0.49))
     assert results.codes == {"OK": 20}
     # The 20th request, scheduled at 0.475 s, waits for the 19 before it: about 1 s in all.
     assert max(results.latencies_s) > 0.4
@@ -72,9 +74,9 @@ def test_open_loop_latency_counts_queueing_when_the_server_falls_behind(
 def test_streams_send_their_frames_on_schedule(
     server: ServerThread, images: tuple[str, ...]
 ) -> None:
-    load = a_load(server.address, images, streams=2, fps=50, duration_s=0.4, policy="latest")
+    load = a_load(server.address, images, streams=2, fps=50, duration_s=0.395, policy="latest")
     results = run_load(load)
-    assert results.codes == {"OK": 40}  # 2 streams x 0.4 s x 50 frames/s
+    assert results.codes == {"OK": 40}  # 2 streams x 20 frames, 10 ms apart
     assert len(results.latencies_s) == 40
 
 
@@ -138,9 +140,12 @@ def test_a_stream_sets_its_policy_on_the_first_frame_and_counts_each_kind_of_ans
     assert all(not frame.HasField("stream_options") for frame in rest)
     # Frames 0-9 answered (4 classified, 3 skipped, 3 failed), then the stream fails:
     # frame 10 and any others already sent fail with it.
-    assert results.codes["OK"] == 7 and results.skipped == 3
-    assert results.codes["INVALID_ARGUMENT"] == 3
-    assert results.codes["UNAVAILABLE"] >= 1
+    assert results.codes.pop("OK") == 7 and results.skipped == 3
+    assert results.codes.pop("INVALID_ARGUMENT") == 3
+    ((stream_code, unanswered),) = results.codes.items()
+    # grpc.aio reports INTERNAL instead of the server's status when the stream ends while
+    # the client is still writing (grpc/grpc#36066).
+    assert stream_code in ("UNAVAILABLE", "INTERNAL") and unanswered >= 1
     assert len(results.latencies_s) == 4 and results.batch_sizes == {2: 4}
 
 

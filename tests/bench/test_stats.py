@@ -86,3 +86,12 @@ def test_the_report_points_out_cache_hits() -> None:
     report = render(summarize(results, setup=SETUP))
     assert "cache hits   1 (100%)" in report and "--unique" in report
     assert "bottleneck" not in report
+
+
+def test_a_timed_run_lasts_at_least_its_sending_window() -> None:
+    results = Results(measure_from=1.0, sending_ends=3.0)
+    for index in range(4):  # an open loop at 2/s, answered at once
+        results.record(0.001, 1.0 + index / 2, Outcome())
+    assert summarize(results, setup=SETUP)["throughput_rps"] == 2.0
+    merged = Results.merge([results, Results(measure_from=1.0, sending_ends=3.5)])
+    assert merged.sending_ends == 3.5

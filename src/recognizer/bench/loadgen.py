@@ -119,8 +119,8 @@ class Progress:
 class Recorder:
     """One process's timeline (warm-up, end, request quota) and what it measured.
 
-    `requests` (measured requests) wins over `duration_s`; without it the run still stops
-    after MAX_REQUESTS, and with it after MAX_DURATION_S.
+    `requests` (measured requests) wins over `duration_s`; either way, a run measures
+    MAX_DURATION_S and MAX_REQUESTS at most.
     """
 
     def __init__(
@@ -134,10 +134,14 @@ class Recorder:
     ) -> None:
         self.start = start
         self.measure_from = start + warmup_s
-        self.stop_at = self.measure_from + (MAX_DURATION_S if requests is not None else duration_s)
+        duration_s = MAX_DURATION_S if requests is not None else min(duration_s, MAX_DURATION_S)
+        self.stop_at = self.measure_from + duration_s
         self._quota = MAX_REQUESTS if requests is None else requests
         self._progress = progress
-        self.results = Results(measure_from=self.measure_from)
+        self.results = Results(
+            measure_from=self.measure_from,
+            sending_ends=self.stop_at if requests is None else None,
+        )
 
     def admit(self, at: float) -> bool:
         """Whether a request may be sent at `at`: before the end, and within the quota."""

@@ -4,7 +4,7 @@ The summary is a plain dict (the `--json` document) and the text report is rende
 it, so the two can never disagree. Latency percentiles are nearest-rank over the answered
 requests (errors and skipped frames are counted, not timed); throughput is answered
 classifications (answers with labels) per second from the end of the warm-up to the
-last answer.
+last answer, or to the end of a timed run if that is later.
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ class Results:
     """The requests one client process measured (sent after the warm-up); picklable.
 
     Times are time.monotonic() instants, which are comparable across processes.
+    `sending_ends` is when a timed run stopped sending: its elapsed time is at least that.
     """
 
     measure_from: float
+    sending_ends: float | None = None
     latencies_s: list[float] = field(default_factory=list)
     codes: Counter[str] = field(default_factory=Counter)
     batch_sizes: Counter[int] = field(default_factory=Counter)
@@ -73,7 +75,10 @@ class Results:
     @classmethod
     def merge(cls, parts: Iterable[Results]) -> Results:
         parts = list(parts)
-        merged = cls(measure_from=min(part.measure_from for part in parts))
+        merged = cls(
+            measure_from=min(part.measure_from for part in parts),
+            sending_ends=max((p.sending_ends for p in parts if p.sending_ends), default=None),
+        )
         for part in parts:
             merged.latencies_s.extend(part.latencies_s)
             merged.codes.update(part.codes)
@@ -91,7 +96,8 @@ def summarize(
     """The run as a JSON-ready dict: setup, counts, throughput, latency, batches, client CPU."""
     answered = sum(results.codes.values())
     ok = results.codes["OK"]
-    elapsed = (results.last_done - results.measure_from) if results.last_done else 0.0
+    ends = [time for time in (results.last_done, results.sending_ends) if time is not None]
+    elapsed = max(ends) - results.measure_from if results.last_done else 0.0
     timed = len(results.latencies_s)
     cpu_s = sum(usage.cpu_s for usage in results.usage)
     wall_s = max((usage.wall_s for usage in results.usage), default=0.0)
