@@ -164,6 +164,8 @@ def measure_service(bench: Callable[[str, str], dict[str, Any]], plan: Plan) -> 
 def bench_service(
     address: str, images: Path, plan: Plan, processes: int, flag: str, value: str
 ) -> dict[str, Any]:
+    if flag == "--concurrency":  # each client process needs a caller of its own
+        processes = min(processes, int(value))
     command = [PYTHON, "-m", "recognizer", "bench", "--server", address, "--unique"]
     command += ["--processes", str(processes)]
     return run_json(command, images, plan, flag, value)
@@ -182,7 +184,10 @@ def run_json(command: list[str], images: Path, plan: Plan, flag: str, value: str
         command = [*command, "--images", str(images), flag, value, "--json", str(output)]
         command += ["--warmup", str(plan.warmup_s), "--duration", str(plan.duration_s)]
         print("$ python", " ".join(command[1:]), file=sys.stderr)
+        # A run where every request failed exits 1 but still writes its document.
         subprocess.run(command, check=False, stdout=sys.stderr)
+        if not output.exists():
+            raise RuntimeError(f"no results from: {' '.join(command)}")
         summary: dict[str, Any] = json.loads(output.read_text())
     return summary
 
@@ -330,6 +335,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": versions,

@@ -8,7 +8,8 @@ preprocess pool), and inference runs the backend the server builds
 (create_backend(kind="auto"): ONNX Runtime on the CPU) in one worker thread per core,
 each with its share of the cores (the server's default). Each worker has its next batch
 prepared while it runs the current one. Every batch size asked for is measured; the
-best is the limit a server on this machine could approach.
+best is the limit a server on this machine could approach. --backend torch measures
+eager PyTorch the same way, to compare the backends.
 
 It also measures the two halves alone, so the report shows which one sets the limit:
 preprocessing on the whole pool with no model, and the model on stacked pixels with no
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from recognizer.bench.workload import find_images
+from recognizer.engine.settings import BackendKind
 
 TOP_K = 5  # the server's default answer
 
@@ -51,10 +53,17 @@ def main() -> None:
         default=[1, 2, 4, 8, 16],
         help="batch sizes to measure (default: 1 2 4 8 16)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "onnxruntime", "torch"),
+        default="auto",
+        help="as `recognizer serve --backend` (default: auto, what the server runs)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     args = parser.parse_args()
     result = measure_limit(
         [Path(path).read_bytes() for path in find_images(args.images)],
+        backend_kind=args.backend,
         batch_sizes=args.batch_sizes,
         warmup_s=args.warmup,
         duration_s=args.duration,
@@ -65,7 +74,12 @@ def main() -> None:
 
 
 def measure_limit(
-    images: Sequence[bytes], *, batch_sizes: Sequence[int], warmup_s: float, duration_s: float
+    images: Sequence[bytes],
+    *,
+    backend_kind: BackendKind = "auto",
+    batch_sizes: Sequence[int],
+    warmup_s: float,
+    duration_s: float,
 ) -> dict[str, Any]:
     """Images per second end to end at each batch size, and of each half alone."""
     import torch
@@ -81,7 +95,7 @@ def measure_limit(
     settings = EngineSettings()
     workers = settings.workers_for(device.type)
     threads = max(1, (os.cpu_count() or 1) // workers)  # as recognizer.app.build_engine
-    backend = create_backend(model, device=device, kind="auto", threads=threads)
+    backend = create_backend(model, device=device, kind=backend_kind, threads=threads)
     preprocessing = model.spec.preprocessing
 
     def prepare(data: bytes) -> np.ndarray:

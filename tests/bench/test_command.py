@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,3 +151,9 @@ def test_an_unreachable_server_or_missing_images_are_errors(
     assert "cannot reach 127.0.0.1:1: UNAVAILABLE" in capsys.readouterr().err
     assert main(["bench", "--images", str(tmp_path / "none")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_the_load_generator_never_imports_torch() -> None:
+    check = "import sys, recognizer.cli, recognizer.bench.processes; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
