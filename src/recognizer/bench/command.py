@@ -176,6 +176,9 @@ def run_bench(args: argparse.Namespace) -> int:
     except BenchError as error:
         print(f"recognizer bench: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("recognizer bench: interrupted; nothing reported", file=sys.stderr)
+        return 130
     summary = summarize(results, setup=describe_load(load, args.processes), server=server)
     report = render(summary)
     if args.json == "-":

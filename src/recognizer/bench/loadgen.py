@@ -7,7 +7,9 @@ Three shapes of load:
   server keeps up; latency is measured from the scheduled send time, so queueing on
   either side shows in it rather than silently lowering the load (coordinated omission).
 - streams: `streams` ClassifyStream calls, each sending `fps` frames per second on a
-  fixed schedule (or, at 0 fps, as fast as answered, a few frames ahead).
+  fixed schedule (or, at 0 fps, as fast as answered, a few frames ahead). A frame's
+  error is counted by its code; a stream that fails ends, and its unanswered frames
+  are counted as failed with the stream's status.
 
 Requests sent during the warm-up are answered but not measured. Every run is bounded:
 it stops sending after its duration (MAX_DURATION_S at most) or request count

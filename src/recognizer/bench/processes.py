@@ -62,9 +62,13 @@ def run_load(load: Load, *, processes: int = 1) -> Results:
         budget = load.warmup_s + (MAX_DURATION_S if load.requests is not None else load.duration_s)
         with ProgressBar(load, shared_counters):
             parts = _receive(messages, "done", children, budget + load.timeout_s)
+    except BaseException:
+        for child in children:  # a failed or interrupted run stops sending at once
+            child.terminate()
+        raise
     finally:
         for child in children:
-            child.join(timeout=FINISH_SLACK_S if go.is_set() else 0)
+            child.join(timeout=FINISH_SLACK_S)
             if child.is_alive():
                 child.terminate()
                 child.join()
