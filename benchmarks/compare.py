@@ -320,7 +320,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def machine() -> dict[str, Any]:
     """Where the numbers came from: the CPU, the system, the versions, the commit."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in VERSIONS:
         try:
             versions[package] = metadata.version(package)
