@@ -31,14 +31,13 @@ class Workload:
     unique: bool = False
     model: str = ""
     top_k: int = 0
-    language: str = ""
 
     def requests(self) -> list[pb.ClassifyRequest]:
         """One request per image, in the order the images were given."""
         return [self.request(Path(path).read_bytes()) for path in self.images]
 
     def request(self, data: bytes) -> pb.ClassifyRequest:
-        request = pb.ClassifyRequest(model=self.model, top_k=self.top_k, language=self.language)
+        request = pb.ClassifyRequest(model=self.model, top_k=self.top_k)
         if self.raw:
             request.raw_image.CopyFrom(raw_rgb8(data))
         else:
