@@ -30,15 +30,15 @@ test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests clients hatch_build.py
-	$(BIN)/ruff format --check src tests clients hatch_build.py
+	$(BIN)/ruff check src tests clients benchmarks hatch_build.py
+	$(BIN)/ruff format --check src tests clients benchmarks hatch_build.py
 	$(BIN)/mypy
 	$(BIN)/python hatch_build.py --image $(VENV)/proto.binpb
 	$(BIN)/buf lint $(VENV)/proto.binpb --path recognizer/v1/recognizer.proto
 
 format: install
-	$(BIN)/ruff check --fix src tests clients hatch_build.py
-	$(BIN)/ruff format src tests clients hatch_build.py
+	$(BIN)/ruff check --fix src tests clients benchmarks hatch_build.py
+	$(BIN)/ruff format src tests clients benchmarks hatch_build.py
 
 clean:
 	rm -rf $(VENV) src/recognizer/v1/*_pb2*.py* .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ The package is laid out by concern, and data flows one way through it:
     engine/     admission, batching, worker threads, backends    (no grpc)
     models/     model specs, loading, preprocessing, labels      (no grpc)
     client/     Python clients over the generated stubs
+    bench/      the `recognizer bench` load generator            (no torch)
     v1/         stubs generated from proto/recognizer/v1 by the build
 
 Subpackages do not re-export their modules, so importing the client never imports torch.

@@ -1,4 +1,4 @@
-"""The `recognizer` command: `serve` the models, `classify` or `stream` images to a server.
+"""The `recognizer` command: `serve` the models; `classify`, `stream` or `bench` against a server.
 
 Every `serve` flag can also be set by an environment variable, named after the flag:
 --max-batch-size is RECOGNIZER_MAX_BATCH_SIZE. Flags win over the environment.
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from recognizer.bench.command import add_parser as add_bench_parser
 from recognizer.client import Client, error_status
 from recognizer.client.clients import DEFAULT_TARGET
 from recognizer.config import Config, MiB, ServerSettings
@@ -139,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = add_stream_parser(commands)
     _flag(stream, "--server", str, DEFAULT_TARGET, "server address, HOST:PORT")
+    add_bench_parser(commands)
     return parser
 
 

@@ -1,0 +1,374 @@
+"""Measure recognizer against the in-process limit and the seed baseline, in one run.
+
+    python benchmarks/compare.py [--out bench-results/] [--quick]
+
+On the same machine and the same images, back to back:
+1. the limit: benchmarks/limit.py, the model and preprocessing in one process, no RPC;
+2. recognizer: `python -m recognizer serve` with its default settings on a free loopback
+   port, loaded by `recognizer bench` (closed loop, every image sent once so no cache
+   answers) at each concurrency of the sweep;
+3. the seed baseline: benchmarks/seed_baseline.py served and loaded the same way.
+For the two services it also measures the latency of requests sent one at a time to an
+idle server (concurrency 1) against the p99 of an open loop at half the best throughput
+of the sweep. It prints one table with the ratios, and writes compare.json (every
+document the runs produced, with the machine and versions) and compare.png (throughput
+and p99 latency against concurrency) into --out. --quick shortens every phase, for a
+smoke test; its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+SERVICE_READY = re.compile(r"serving recognizer\.v1\.Recognizer on ([\d.]+:\d+)")
+BASELINE_READY = re.compile(r"listening on (http://[\d.]+:\d+)")
+START_TIMEOUT_S = 600.0
+SERVICES = (
+    ("recognizer", "recognizer"),
+    ("seed baseline", "baseline"),
+)  # (name, results key)  # recognizer exports the model and measures batch sizes at start-up
+VERSIONS = (
+    "recognizer",
+    "torch",
+    "torchvision",
+    "onnxruntime",
+    "numpy",
+    "pillow",
+    "grpcio",
+    "protobuf",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long each phase runs; --quick shortens everything."""
+
+    concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    warmup_s: float = 3.0
+    duration_s: float = 10.0
+    limit_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16)
+    limit_warmup_s: float = 1.0
+    limit_duration_s: float = 5.0
+
+
+QUICK = Plan(
+    concurrencies=(1, 4),
+    warmup_s=0.5,
+    duration_s=1.0,
+    limit_batch_sizes=(1, 4),
+    limit_warmup_s=0.3,
+    limit_duration_s=1.0,
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
+    parser.add_argument(
+        "--images", type=Path, help="folder of images (default: make the set in --out/images)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        help="the sweep (default: 1 2 4 8 16 32; 1 is always added)",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="client processes for recognizer bench (default: 1)",
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke test: every phase short")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else Plan()
+    if args.concurrency:
+        plan = Plan(**{**asdict(plan), "concurrencies": tuple(args.concurrency)})
+    plan = Plan(**{**asdict(plan), "concurrencies": tuple(sorted({1, *plan.concurrencies}))})
+    args.out.mkdir(parents=True, exist_ok=True)
+    images = args.images or args.out / "images"
+    if not args.images:
+        subprocess.run(
+            [PYTHON, str(HERE / "images.py"), str(images)], check=True, stdout=sys.stderr
+        )
+
+    print("1/3 the limit", file=sys.stderr)
+    limit = run_limit(images, plan)
+    print("2/3 recognizer", file=sys.stderr)
+    with started([PYTHON, "-m", "recognizer", "serve", "--port", "0"], SERVICE_READY) as address:
+        service = measure_service(
+            lambda *load: bench_service(address, images, plan, args.processes, *load), plan
+        )
+    print("3/3 the seed baseline", file=sys.stderr)
+    baseline_command = [PYTHON, str(HERE / "seed_baseline.py"), "serve", "--port", "0"]
+    with started(baseline_command, BASELINE_READY) as url:
+        baseline = measure_service(
+            lambda *load: bench_baseline(f"{url}/predict", images, plan, *load), plan
+        )
+
+    results = {
+        "machine": machine(),
+        "plan": asdict(plan),
+        "quick": args.quick,
+        "limit": limit,
+        "recognizer": service,
+        "baseline": baseline,
+    }
+    results["ratios"] = ratios(results)
+    (args.out / "compare.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    print(report(results))
+    plot(results, args.out / "compare.png")
+    print(f"\nwrote {args.out / 'compare.json'} and {args.out / 'compare.png'}")
+
+
+def run_limit(images: Path, plan: Plan) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch:
+        output = Path(scratch) / "limit.json"
+        command = [PYTHON, str(HERE / "limit.py"), "--images", str(images), "--json", str(output)]
+        command += ["--warmup", str(plan.limit_warmup_s), "--duration", str(plan.limit_duration_s)]
+        command += ["--batch-sizes", *map(str, plan.limit_batch_sizes)]
+        subprocess.run(command, check=True, stdout=sys.stderr)
+        result: dict[str, Any] = json.loads(output.read_text())
+    return result
+
+
+def measure_service(bench: Callable[[str, str], dict[str, Any]], plan: Plan) -> dict[str, Any]:
+    """The sweep, then an open loop at half the best throughput; `bench(flag, value)` runs one."""
+    sweep = {str(c): bench("--concurrency", str(c)) for c in plan.concurrencies}
+    best = max(sweep.values(), key=lambda summary: summary["throughput_rps"])
+    half_rate = best["throughput_rps"] / 2
+    half_load = bench("--rate", f"{half_rate:.3f}") if half_rate > 0 else None
+    return {"sweep": sweep, "half_load": half_load}
+
+
+def bench_service(
+    address: str, images: Path, plan: Plan, processes: int, flag: str, value: str
+) -> dict[str, Any]:
+    if flag == "--concurrency":  # each client process needs a caller of its own
+        processes = min(processes, int(value))
+    command = [PYTHON, "-m", "recognizer", "bench", "--server", address, "--unique"]
+    command += ["--processes", str(processes)]
+    return run_json(command, images, plan, flag, value)
+
+
+def bench_baseline(url: str, images: Path, plan: Plan, flag: str, value: str) -> dict[str, Any]:
+    return run_json(
+        [PYTHON, str(HERE / "seed_baseline.py"), "load", "--url", url], images, plan, flag, value
+    )
+
+
+def run_json(command: list[str], images: Path, plan: Plan, flag: str, value: str) -> dict[str, Any]:
+    """Run one load generator with its JSON on stdout; its report goes to our stderr."""
+    with tempfile.TemporaryDirectory() as scratch:
+        output = Path(scratch) / "run.json"
+        command = [*command, "--images", str(images), flag, value, "--json", str(output)]
+        command += ["--warmup", str(plan.warmup_s), "--duration", str(plan.duration_s)]
+        print("$ python", " ".join(command[1:]), file=sys.stderr)
+        # A run where every request failed exits 1 but still writes its document.
+        subprocess.run(command, check=False, stdout=sys.stderr)
+        if not output.exists():
+            raise RuntimeError(f"no results from: {' '.join(command)}")
+        summary: dict[str, Any] = json.loads(output.read_text())
+    return summary
+
+
+@contextmanager
+def started(command: Sequence[str], ready: re.Pattern[str]) -> Iterator[str]:
+    """Start a server process, yield the address its log announces, then SIGTERM it."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    announced: list[str] = []
+    found = threading.Event()
+
+    def read_log() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            sys.stderr.write(f"  | {line}")
+            if not announced and (match := ready.search(line)):
+                announced.append(match.group(1))
+                found.set()
+        found.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    try:
+        if not found.wait(START_TIMEOUT_S) or not announced:
+            raise RuntimeError(f"{' '.join(command)} did not start")
+        yield announced[0]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        reader.join(timeout=10)
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float | None]:
+    """The claims, as ratios of numbers measured in this run."""
+    ours, theirs = _best(results["recognizer"]), _best(results["baseline"])
+    return {
+        "recognizer_over_limit": _ratio(ours["throughput_rps"], results["limit"]["images_per_s"]),
+        "recognizer_over_baseline": _ratio(ours["throughput_rps"], theirs["throughput_rps"]),
+        **{
+            f"{key}_half_load_p99_over_idle_p50": _ratio(
+                _p99(results[key]["half_load"]), results[key]["sweep"]["1"]["latency_ms"]["p50"]
+            )
+            for _, key in SERVICES
+        },
+    }
+
+
+def report(results: dict[str, Any]) -> str:
+    limit, ratio = results["limit"], results["ratios"]
+    lines = [
+        f"{'best throughput':<28}{'img/s':>8}{'p50 ms':>8}{'p99 ms':>8}  at",
+        f"{'limit (in-process, no RPC)':<28}{_num(limit['images_per_s']):>8}{'':>16}"
+        f"  batch {limit['best_batch_size']}",
+    ]
+    for name, key in SERVICES:
+        best = _best(results[key])
+        lines.append(
+            f"{name:<28}{_num(best['throughput_rps']):>8}{_num(best['latency_ms']['p50']):>8}"
+            f"{_num(best['latency_ms']['p99']):>8}  concurrency {best['setup']['concurrency']}"
+        )
+    lines += [
+        "",
+        f"recognizer / limit     {_num(ratio['recognizer_over_limit'], 2)}",
+        f"recognizer / baseline  {_num(ratio['recognizer_over_baseline'], 2)}",
+        "",
+        f"{'latency (ms)':<28}{'idle p50':>10}{'p99 at half load':>18}{'ratio':>8}  (rate)",
+    ]
+    for name, key in SERVICES:
+        idle, half = results[key]["sweep"]["1"], results[key]["half_load"]
+        lines.append(
+            f"{name:<28}{_num(idle['latency_ms']['p50']):>10}{_num(_p99(half)):>18}"
+            f"{_num(ratio[f'{key}_half_load_p99_over_idle_p50'], 2):>8}"
+            f"  ({_num(half and half['setup']['rate'])}/s)"
+        )
+    lines += [
+        "",
+        f"{'concurrency':<12}"
+        + "".join(f"{name + ' img/s':>22}{'p99 ms':>8}" for name, _ in SERVICES),
+    ]
+    for level in results["recognizer"]["sweep"]:
+        cells = [results[key]["sweep"][level] for _, key in SERVICES]
+        lines.append(
+            f"{level:<12}"
+            + "".join(f"{_num(c['throughput_rps']):>22}{_num(_p99(c)):>8}" for c in cells)
+        )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Throughput and p99 latency against concurrency, the limit drawn across."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    figure, (throughput, latency) = plt.subplots(1, 2, figsize=(11, 4.2))
+    levels = [int(level) for level in results["recognizer"]["sweep"]]
+    for name, key in SERVICES:
+        sweep = results[key]["sweep"]
+        throughput.plot(levels, [s["throughput_rps"] for s in sweep.values()], "o-", label=name)
+        latency.plot(levels, [_p99(s) for s in sweep.values()], "o-", label=name)
+    limit = results["limit"]["images_per_s"]
+    throughput.axhline(limit, color="grey", linestyle="--", label="in-process limit")
+    throughput.set_ylim(bottom=0)
+    latency.set_yscale("log")
+    latency.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    latency.yaxis.set_major_formatter(ScalarFormatter())
+    latency.yaxis.set_minor_formatter(NullFormatter())
+    for axes, title, unit in (
+        (throughput, "throughput", "images/s"),
+        (latency, "p99 latency", "ms"),
+    ):
+        axes.set_xscale("log", base=2)
+        axes.set_xticks(levels, [str(level) for level in levels])
+        axes.set_xlabel("concurrency (closed loop)")
+        axes.set_ylabel(unit)
+        axes.set_title(title)
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    where = results["machine"]
+    title = f"{where['cpu']}, {where['cpu_count']} CPUs, recognizer {where['commit']}"
+    figure.suptitle(
+        title + (" (--quick: a smoke test, not a measurement)" if results["quick"] else "")
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers came from: the CPU, the system, the versions, the commit."""
+    versions: dict[str, str | None] = {}
+    for package in VERSIONS:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    commit = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "commit": commit or None,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _best(service: dict[str, Any]) -> dict[str, Any]:
+    best: dict[str, Any] = max(service["sweep"].values(), key=lambda s: s["throughput_rps"])
+    return best
+
+
+def _p99(summary: dict[str, Any] | None) -> float | None:
+    return None if summary is None else summary["latency_ms"]["p99"]
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    return round(top / bottom, 3) if top is not None and bottom else None
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+if __name__ == "__main__":
+    main()

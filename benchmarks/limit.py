@@ -1,0 +1,237 @@
+"""The in-process limit: recognizer's model, images and preprocessing with nothing in the way.
+
+    python benchmarks/limit.py --images bench-images/ [--duration 5] [--json limit.json]
+
+No RPC, no serialisation, no event loop: decoding and preprocessing run recognizer's own
+decode_image and prepare_input in a pool of one thread per CPU (as the server's
+preprocess pool), and inference runs the backend the server builds
+(create_backend(kind="auto"): ONNX Runtime on the CPU) in one worker thread per core,
+each with its share of the cores (the server's default). Each worker has its next batch
+prepared while it runs the current one. Every batch size asked for is measured; the
+best is the limit a server on this machine could approach. --backend torch measures
+eager PyTorch the same way, to compare the backends.
+
+It also measures the two halves alone, so the report shows which one sets the limit:
+preprocessing on the whole pool with no model, and the model on stacked pixels with no
+decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recognizer.bench.workload import find_images
+from recognizer.engine.settings import BackendKind
+
+TOP_K = 5  # the server's default answer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", nargs="+", required=True, help="image files or folders")
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds measured per batch size (default: 5)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="seconds run before measuring (default: 1)"
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[1, 2, 4, 8, 16],
+        help="batch sizes to measure (default: 1 2 4 8 16)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "onnxruntime", "torch"),
+        default="auto",
+        help="as `recognizer serve --backend` (default: auto, what the server runs)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    args = parser.parse_args()
+    result = measure_limit(
+        [Path(path).read_bytes() for path in find_images(args.images)],
+        backend_kind=args.backend,
+        batch_sizes=args.batch_sizes,
+        warmup_s=args.warmup,
+        duration_s=args.duration,
+    )
+    print(render(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+def measure_limit(
+    images: Sequence[bytes],
+    *,
+    backend_kind: BackendKind = "auto",
+    batch_sizes: Sequence[int],
+    warmup_s: float,
+    duration_s: float,
+) -> dict[str, Any]:
+    """Images per second end to end at each batch size, and of each half alone."""
+    import torch
+
+    from recognizer.engine.backends import create_backend, resolve_device
+    from recognizer.engine.settings import EngineSettings
+    from recognizer.engine.tuning import measure_throughput
+    from recognizer.models.loading import DEFAULT_MODEL, load_model
+    from recognizer.models.preprocessing import decode_image, prepare_input
+
+    model = load_model(DEFAULT_MODEL)
+    device = resolve_device("auto")
+    settings = EngineSettings()
+    workers = settings.workers_for(device.type)
+    threads = max(1, (os.cpu_count() or 1) // workers)  # as recognizer.app.build_engine
+    backend = create_backend(model, device=device, kind=backend_kind, threads=threads)
+    preprocessing = model.spec.preprocessing
+
+    def prepare(data: bytes) -> np.ndarray:
+        return prepare_input(decode_image(data), preprocessing)
+
+    with ThreadPoolExecutor(settings.preprocess_threads) as pool:
+        rates = {
+            size: pipeline_rate(
+                prepare,
+                backend,
+                images,
+                pool,
+                batch_size=size,
+                workers=workers,
+                warmup_s=warmup_s,
+                duration_s=duration_s,
+            )
+            for size in batch_sizes
+        }
+        best = max(rates, key=lambda size: rates[size])
+        preprocess_only = preprocess_rate(
+            prepare, images, pool, settings.preprocess_threads, warmup_s, duration_s
+        )
+    model_only = measure_throughput(
+        backend, preprocessing.crop, best, workers=workers, seconds=duration_s
+    )
+    return {
+        "schema": "recognizer-limit/1",
+        "model": model.spec.name,
+        "backend": backend.name,
+        "device": backend.device,
+        "inference_workers": workers,
+        "threads_per_worker": threads,
+        "preprocess_threads": settings.preprocess_threads,
+        "torch": torch.__version__,
+        "images": len(images),
+        "warmup_s": warmup_s,
+        "duration_s": duration_s,
+        "images_per_s_by_batch_size": {str(size): round(rate, 2) for size, rate in rates.items()},
+        "best_batch_size": best,
+        "images_per_s": round(rates[best], 2),
+        "preprocess_only_images_per_s": round(preprocess_only, 2),
+        "model_only_images_per_s": round(model_only, 2),
+    }
+
+
+def pipeline_rate(
+    prepare: Callable[[bytes], np.ndarray],
+    backend: Callable[[np.ndarray, int], object],
+    images: Sequence[bytes],
+    pool: ThreadPoolExecutor,
+    *,
+    batch_size: int,
+    workers: int,
+    warmup_s: float,
+    duration_s: float,
+) -> float:
+    """Images per second decoded, prepared and classified by `workers` inference threads."""
+    done = [0] * workers
+    stop = threading.Event()
+
+    def worker(index: int) -> None:
+        source = itertools.islice(itertools.cycle(images), index, None)
+
+        def submit() -> list[Future[np.ndarray]]:
+            return [pool.submit(prepare, next(source)) for _ in range(batch_size)]
+
+        pending = submit()
+        while not stop.is_set():
+            pixels = np.stack([future.result() for future in pending])
+            pending = submit()  # the next batch is prepared while this one runs
+            backend(pixels, TOP_K)
+            done[index] += batch_size
+        for future in pending:
+            future.result()
+
+    return _rate(worker, workers, done, stop, warmup_s, duration_s)
+
+
+def preprocess_rate(
+    prepare: Callable[[bytes], np.ndarray],
+    images: Sequence[bytes],
+    pool: ThreadPoolExecutor,
+    threads: int,
+    warmup_s: float,
+    duration_s: float,
+) -> float:
+    """Images per second decoded and prepared by the pool's `threads` threads, with no model."""
+    done = [0] * threads
+    stop = threading.Event()
+
+    def worker(index: int) -> None:
+        source = itertools.islice(itertools.cycle(images), index, None)
+        while not stop.is_set():
+            pool.submit(prepare, next(source)).result()
+            done[index] += 1
+
+    return _rate(worker, threads, done, stop, warmup_s, duration_s)
+
+
+def _rate(
+    worker: Callable[[int], None],
+    count: int,
+    done: list[int],
+    stop: threading.Event,
+    warmup_s: float,
+    duration_s: float,
+) -> float:
+    """Run `count` workers; the items they finish per second after the warm-up."""
+    with ThreadPoolExecutor(count) as runner:
+        running = [runner.submit(worker, index) for index in range(count)]
+        time.sleep(warmup_s)
+        before, started = sum(done), time.perf_counter()
+        time.sleep(duration_s)
+        after, ended = sum(done), time.perf_counter()
+        stop.set()
+        for future in running:
+            future.result()  # a worker's failure fails the measurement
+    return (after - before) / (ended - started)
+
+
+def render(result: dict[str, Any]) -> str:
+    rates = result["images_per_s_by_batch_size"]
+    lines = [
+        f"limit: {result['model']} on {result['device']} with {result['backend']},"
+        f" {result['inference_workers']} inference workers x {result['threads_per_worker']}"
+        f" thread(s), {result['preprocess_threads']} preprocess threads,"
+        f" {result['images']} images",
+        "batch  images/s",
+        *(f"{size:>5}  {rate:8.1f}" for size, rate in rates.items()),
+        f"limit        {result['images_per_s']:.1f} images/s at batch {result['best_batch_size']}",
+        f"  preprocessing alone  {result['preprocess_only_images_per_s']:.1f} images/s",
+        f"  model alone          {result['model_only_images_per_s']:.1f} images/s",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,12 @@
+"""`recognizer bench`: a load generator for the recognizer.v1 contract.
+
+workload.py   the images, as encoded bytes or raw RGB8 frames, and the requests
+loadgen.py    the client loops: closed, open (fixed schedule) and streams
+processes.py  the load shared across client processes, with a progress bar
+stats.py      percentiles, the report and the --json document
+command.py    the command line
+"""
+
+
+class BenchError(Exception):
+    """The load cannot be run (no images, no server); nothing was measured."""

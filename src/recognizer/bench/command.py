@@ -1,0 +1,258 @@
+"""The `recognizer bench` command line: parse the load, run it, report it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from recognizer.bench import BenchError
+from recognizer.bench.loadgen import CONNECT_TIMEOUT_S, MAX_DURATION_S, MAX_REQUESTS, Load
+from recognizer.bench.stats import render, summarize
+from recognizer.bench.workload import Workload, find_images
+from recognizer.client import Client
+from recognizer.client.clients import DEFAULT_TARGET
+
+N = TypeVar("N", int, float)
+MAX_CONCURRENCY = 1024
+MAX_STREAMS = 1024
+MAX_RATE = 100_000.0
+MAX_FPS = 1000.0
+MAX_PROCESSES = 64
+MAX_WARMUP_S = 600.0
+MAX_TIMEOUT_S = 600.0
+DEFAULT_CONCURRENCY = 16
+DEFAULT_FPS = 30.0
+
+DESCRIPTION = """\
+Load a recognizer server and report throughput, latency percentiles, errors by status
+code, batch sizes and cache hits. A closed loop (--concurrency) by default; an open
+loop at a fixed rate (--rate) or camera-like streams (--streams) on request.
+"""
+EPILOG = f"""\
+It sends only to --server (default {DEFAULT_TARGET}, this machine). Every run is bounded:
+at most {MAX_DURATION_S:.0f} s of measurement and {MAX_REQUESTS:,} measured requests per
+client process, and calls still in flight at the end get --timeout to finish.
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `bench` on the `recognizer` command's subparsers."""
+    parser = commands.add_parser(
+        "bench",
+        help="load a server and report throughput and latency",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+    )
+    parser.set_defaults(command=run_bench)
+    parser.add_argument(
+        "--images",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="image files, or folders of them, sent round-robin",
+    )
+    parser.add_argument(
+        "--server", default=DEFAULT_TARGET, help=f"HOST:PORT (default: {DEFAULT_TARGET})"
+    )
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--concurrency",
+        type=_bounded(int, 1, MAX_CONCURRENCY),
+        help=f"closed loop: callers, each waiting for its answer before sending again"
+        f" (default: {DEFAULT_CONCURRENCY}; at most {MAX_CONCURRENCY})",
+    )
+    shape.add_argument(
+        "--rate",
+        type=_bounded(float, 0.001, MAX_RATE),
+        help="open loop: requests per second on a fixed schedule; latency counts from the"
+        f" scheduled time (at most {MAX_RATE:.0f})",
+    )
+    shape.add_argument(
+        "--streams",
+        type=_bounded(int, 1, MAX_STREAMS),
+        help=f"ClassifyStream calls, each one camera (at most {MAX_STREAMS})",
+    )
+    parser.add_argument(
+        "--fps",
+        type=_bounded(float, 0, MAX_FPS),
+        help=f"with --streams: frames per second per stream; 0 sends as fast as answered"
+        f" (default: {DEFAULT_FPS:.0f})",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=("every", "latest"),
+        help="with --streams: classify every frame, or only the latest when behind"
+        " (default: every)",
+    )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="decode each image once here and send raw RGB8 frames instead of encoded bytes",
+    )
+    parser.add_argument(
+        "--unique",
+        action="store_true",
+        help="make every request's image distinct, so no result cache can answer it",
+    )
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument(
+        "--duration",
+        type=_bounded(float, 0.001, MAX_DURATION_S),
+        default=10.0,
+        help=f"seconds to measure, after the warm-up (default: 10; at most {MAX_DURATION_S:.0f})",
+    )
+    length.add_argument(
+        "--requests",
+        type=_bounded(int, 1, MAX_REQUESTS),
+        help=f"requests to measure, after the warm-up (at most {MAX_REQUESTS:,})",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=_bounded(float, 0, MAX_WARMUP_S),
+        default=2.0,
+        help=f"seconds of load before measuring, not counted (default: 2; at most"
+        f" {MAX_WARMUP_S:.0f})",
+    )
+    parser.add_argument(
+        "--processes",
+        type=_bounded(int, 1, MAX_PROCESSES),
+        default=1,
+        help="client processes sharing the load, so the client is not the bottleneck"
+        f" (default: 1; at most {MAX_PROCESSES})",
+    )
+    parser.add_argument("--model", default="", help="model name (default: the server's)")
+    parser.add_argument(
+        "--top-k", type=_bounded(int, 0, 1_000_000), default=0, help="labels per answer"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_bounded(float, 0.001, MAX_TIMEOUT_S),
+        default=30.0,
+        help="deadline of each request, in seconds (default: 30)",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        help="also write the results as JSON to FILE; '-' writes them to stdout and the"
+        " report to stderr",
+    )
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the load; exit status 0 when at least one request was answered successfully."""
+    if args.streams is None and (args.fps is not None or args.policy is not None):
+        print("recognizer bench: --fps and --policy need --streams", file=sys.stderr)
+        return 2
+    try:
+        load = Load(
+            target=args.server,
+            workload=Workload(
+                images=find_images(args.images),
+                raw=args.raw,
+                unique=args.unique,
+                model=args.model,
+                top_k=args.top_k,
+            ),
+            concurrency=args.concurrency or DEFAULT_CONCURRENCY,
+            rate=args.rate or 0.0,
+            streams=args.streams or 0,
+            fps=DEFAULT_FPS if args.fps is None else args.fps,
+            policy=args.policy or "every",
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            requests=args.requests,
+            timeout_s=args.timeout,
+        )
+        load.split(args.processes)  # refuse an impossible split before connecting
+        server = describe_server(load.target, load.workload.model)
+        from recognizer.bench.processes import run_load  # imports tqdm, only when running
+
+        results = run_load(load, processes=args.processes)
+    except BenchError as error:
+        print(f"recognizer bench: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("recognizer bench: interrupted; nothing reported", file=sys.stderr)
+        return 130
+    summary = summarize(results, setup=describe_load(load, args.processes), server=server)
+    report = render(summary)
+    if args.json == "-":
+        print(report, file=sys.stderr)
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
+    else:
+        print(report)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as file:
+                json.dump(summary, file, indent=2, ensure_ascii=False)
+    return 0 if summary["requests"]["ok"] else 1
+
+
+def describe_load(load: Load, processes: int) -> dict[str, Any]:
+    """The setup as the report and the JSON document state it."""
+    workload = load.workload
+    if load.kind == "stream":
+        pace = f"{load.fps:g} fps each" if load.fps else "as fast as answered"
+        shape = f"{load.streams} ClassifyStream calls, {pace}, policy {load.policy}"
+    elif load.kind == "open":
+        shape = f"Classify, open loop at {load.rate:g} requests/s"
+    else:
+        shape = f"Classify, closed loop, {load.concurrency} callers"
+    images = f"{len(workload.images)} {'raw RGB8' if workload.raw else 'encoded'} images"
+    return {
+        "target": load.target,
+        "load": f"{shape}; {images}" + (", each sent once" if workload.unique else ""),
+        "rpc": "ClassifyStream" if load.kind == "stream" else "Classify",
+        "loop": load.kind,
+        "concurrency": load.concurrency if load.kind == "closed" else None,
+        "rate": load.rate or None,
+        "streams": load.streams or None,
+        "fps": load.fps if load.kind == "stream" else None,
+        "policy": load.policy if load.kind == "stream" else None,
+        "images": list(workload.images),
+        "raw": workload.raw,
+        "unique": workload.unique,
+        "model": workload.model,
+        "top_k": workload.top_k,
+        "warmup_s": load.warmup_s,
+        "duration_s": None if load.requests else load.duration_s,
+        "requests": load.requests,
+        "timeout_s": load.timeout_s,
+        "processes": processes,
+    }
+
+
+def describe_server(target: str, model: str) -> dict[str, Any] | None:
+    """What the server says it serves for `model`, or None when it does not serve it."""
+    try:
+        with Client(target, timeout=CONNECT_TIMEOUT_S) as client:
+            models = client.list_models().models
+    except grpc.RpcError as error:
+        raise BenchError(f"cannot reach {target}: {error.code().name}") from error
+    for info in models:
+        if info.name == model or not model:
+            return {
+                "model": info.name,
+                "architecture": info.architecture,
+                "backend": info.backend,
+                "device": info.device,
+                "max_batch_size": info.max_batch_size,
+            }
+    return None
+
+
+def _bounded(kind: Callable[[str], N], low: N, high: N) -> Callable[[str], N]:
+    """An argparse type for a number in [low, high]."""
+
+    def parse(text: str) -> N:
+        value = kind(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse

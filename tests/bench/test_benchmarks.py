@@ -1,0 +1,186 @@
+"""The scripts in benchmarks/: each starts, the seed baseline answers, the pieces add up.
+
+The benchmarks themselves take minutes; here each script's --help runs, the seed
+baseline serves one real upload and is loaded briefly, and the limit's pipeline and the
+comparison's arithmetic run on stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from recognizer.bench.stats import Outcome, ProcessUsage, Results, summarize
+from support import ESPRESSO, PHOTOS
+
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
+SCRIPTS = ("images.py", "limit.py", "seed_baseline.py", "compare.py")
+
+
+def load_script(name: str) -> ModuleType:
+    """Import benchmarks/<name>.py under a name of its own (tests/images.py exists too)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_script_explains_itself(script: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: ")
+
+
+def test_the_image_set_is_six_photos_as_640x480_jpegs(tmp_path: Path) -> None:
+    paths = load_script("images").make_images(tmp_path / "set")
+    assert [path.name for path in paths] == [
+        "chelsea.jpg",
+        "coffee.jpg",
+        "astronaut.jpg",
+        "motorcycle_left.jpg",
+        "rocket.jpg",
+        "grace_hopper.jpg",
+    ]
+    for path in paths:
+        with Image.open(path) as image:
+            assert (image.format, image.size, image.mode) == ("JPEG", (640, 480), "RGB")
+
+
+@pytest.fixture(scope="module")
+def seed_url() -> Iterator[str]:
+    """The seed baseline app served by uvicorn on a free loopback port, in a thread."""
+    import uvicorn
+
+    app = load_script("seed_baseline").create_app(workers=2)
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/predict"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        listener.close()
+
+
+def test_the_seed_baseline_classifies_a_multipart_upload(seed_url: str) -> None:
+    seed = load_script("seed_baseline")
+    content_type, body = seed.multipart(PHOTOS["coffee"])
+    response = httpx.post(seed_url, content=body, headers={"content-type": content_type})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert len(predictions) == 5
+    assert (predictions[0]["class_id"], predictions[0]["label"]) == (ESPRESSO, "espresso")
+    assert predictions[0]["score"] > 0.9
+    scores = [prediction["score"] for prediction in predictions]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_the_http_load_generator_measures_the_seed_baseline(seed_url: str) -> None:
+    seed = load_script("seed_baseline")
+    images = (str(PHOTOS["coffee"]), str(PHOTOS["cat"]))
+    results = asyncio.run(seed.run_http_load(seed_url, images, concurrency=2, requests=4))
+    assert results.codes == {"OK": 4} and len(results.latencies_s) == 4
+    missing = asyncio.run(seed.run_http_load(seed_url + "/nothing", images, requests=2))
+    assert missing.codes == {"HTTP 404": 2}
+
+
+def test_the_limit_pipeline_runs_whole_batches_with_the_next_one_prepared() -> None:
+    limit = load_script("limit")
+    batches: list[tuple[int, ...]] = []
+
+    def backend(pixels: np.ndarray, top_k: int) -> None:
+        batches.append(pixels.shape)
+        time.sleep(0.001)
+
+    def prepare(data: bytes) -> np.ndarray:
+        return np.full((4, 4, 3), data[0], dtype=np.uint8)
+
+    with ThreadPoolExecutor(2) as pool:
+        rate = limit.pipeline_rate(
+            prepare,
+            backend,
+            [b"\1", b"\2"],
+            pool,
+            batch_size=3,
+            workers=2,
+            warmup_s=0.05,
+            duration_s=0.2,
+        )
+        alone = limit.preprocess_rate(prepare, [b"\1"], pool, 2, 0.02, 0.1)
+    assert rate > 0 and alone > 0
+    assert set(batches) == {(3, 4, 4, 3)}
+
+
+def summary(throughput: float, p50: float, p99: float, **setup: Any) -> dict[str, Any]:
+    """A `recognizer bench` document with the given throughput and latencies."""
+    results = Results(measure_from=0.0)
+    count = round(throughput)
+    for index in range(count):
+        latency = p99 if index == count - 1 else p50
+        results.record(latency / 1000, (index + 1) / count, Outcome())
+    results.usage.append(ProcessUsage(0.1, 1.0))
+    return summarize(results, setup={"target": "t", "load": "l", **setup})
+
+
+def test_the_comparison_states_its_claims_as_ratios(tmp_path: Path) -> None:
+    compare = load_script("compare")
+    results: dict[str, Any] = {
+        "machine": {"cpu": "test CPU", "cpu_count": 2, "commit": "abc"},
+        "quick": True,
+        "limit": {"images_per_s": 200.0, "best_batch_size": 4},
+        "recognizer": {
+            "sweep": {
+                "1": summary(100, 10, 12, concurrency=1),
+                "4": summary(160, 20, 40, concurrency=4),
+            },
+            "half_load": summary(80, 11, 30, rate=80.0),
+        },
+        "baseline": {
+            "sweep": {
+                "1": summary(20, 50, 60, concurrency=1),
+                "4": summary(40, 100, 200, concurrency=4),
+            },
+            "half_load": summary(20, 60, 150, rate=20.0),
+        },
+    }
+    results["ratios"] = compare.ratios(results)
+    assert results["ratios"] == {
+        "recognizer_over_limit": 0.8,
+        "recognizer_over_baseline": 4.0,
+        "recognizer_half_load_p99_over_idle_p50": 3.0,
+        "baseline_half_load_p99_over_idle_p50": 3.0,
+    }
+    table = compare.report(results)
+    assert "recognizer / limit     0.80" in table
+    assert "recognizer / baseline  4.00" in table
+    compare.plot(results, tmp_path / "compare.png")
+    assert (tmp_path / "compare.png").stat().st_size > 10_000
