@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -16,7 +17,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from checkpoints import SEED_NAMES, Built
+from recognizer.cli import build_parser, serve_config
 from recognizer.client import Client, error_status
+from recognizer.config import MiB
+from recognizer.errors import ConfigError
+from recognizer.models.model_config import ModelConfig
 from support import PHOTOS
 
 ROOT = Path(__file__).parents[1]
@@ -232,3 +238,143 @@ def test_a_busy_port_is_a_start_up_error() -> None:
         )
     assert process.returncode == 1
     assert "cannot start" in process.stderr
+
+
+# Where settings come from: flags, then the environment, then the config file
+
+
+def serve_args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["serve", *argv])
+
+
+SETTINGS_FILE = """
+port = 7000
+max_batch_size = 6
+max_batch_delay_ms = 3
+max_message_mb = 8
+log_level = "debug"
+
+[[models]]
+name = "from-file"
+path = "efficientnet-lite0"
+"""
+
+
+def test_flags_win_over_the_environment_which_wins_over_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "recognizer.toml").write_text(SETTINGS_FILE, encoding="utf-8")
+    env = {
+        "RECOGNIZER_CONFIG": str(tmp_path / "recognizer.toml"),
+        "RECOGNIZER_MAX_BATCH_SIZE": "5",
+        "RECOGNIZER_MAX_BATCH_DELAY_MS": "auto",
+    }
+    config = serve_config(serve_args("--max-batch-size", "4"), env)
+    assert config.engine.max_batch_size == 4  # the flag
+    assert config.engine.max_batch_delay_ms is None  # the environment's "auto"
+    assert (config.server.port, config.server.max_message_bytes, config.log_level) == (
+        7000,
+        8 * MiB,
+        "debug",
+    )  # the file
+    assert config.engine.inference_threads is None  # the default
+    assert [model.name for model in config.models] == ["from-file"]
+    env["RECOGNIZER_MODEL"] = "a=efficientnet-lite0; name=b,path=efficientnet-lite0"
+    assert [model.name for model in serve_config(serve_args(), env).models] == ["a", "b"]
+    flagged = serve_config(serve_args("--model", "c=efficientnet-lite0"), env)
+    assert [model.name for model in flagged.models] == ["c"]
+
+
+def test_an_explicit_auto_flag_overrides_a_configured_size(tmp_path: Path) -> None:
+    (tmp_path / "recognizer.toml").write_text(SETTINGS_FILE, encoding="utf-8")
+    args = serve_args("--config", str(tmp_path / "recognizer.toml"), "--max-batch-size", "auto")
+    assert serve_config(args, {}).engine.max_batch_size is None
+
+
+def test_with_no_model_named_anywhere_the_built_in_one_is_served() -> None:
+    assert serve_config(serve_args(), {}).models == (ModelConfig(source="efficientnet-lite0"),)
+
+
+@pytest.mark.parametrize(
+    ("env", "file", "message"),
+    [
+        ({"RECOGNIZER_PORT": "http"}, "", "RECOGNIZER_PORT: expected int, not 'http'"),
+        ({"RECOGNIZER_BACKEND": "tensorrt"}, "", "'tensorrt' is not one of auto, torch, onnx"),
+        ({}, "prot = 1", "unknown setting 'prot'; the settings are backend, device"),
+        ({}, "port = true", "port: expected a number or a string, not True"),
+        ({}, 'max_batch_size = "lots"', "max_batch_size: expected int, not 'lots'"),
+        ({"RECOGNIZER_MODEL": "path=m.pt,colour=red"}, "", "unknown key 'colour'"),
+    ],
+)
+def test_bad_settings_name_their_source(
+    tmp_path: Path, env: dict[str, str], file: str, message: str
+) -> None:
+    (tmp_path / "recognizer.toml").write_text(file, encoding="utf-8")
+    args = serve_args("--config", str(tmp_path / "recognizer.toml"))
+    with pytest.raises(ConfigError, match=message):
+        serve_config(args, env)
+
+
+# Each start-up error as `recognizer serve` reports it: (arguments, message), all run at once.
+UNSERVABLE = [
+    (("--model", "{tmp}/missing.onnx"), "unknown model '{tmp}/missing.onnx': no such file"),
+    (("--model", "{tmp}/weights.h5"), "cannot tell the format of {tmp}/weights.h5"),
+    (
+        ("--model", "path={r18},architecture=resnet34"),
+        "resnet18.pth does not fit torchvision/resnet34: missing layer1.2.conv1.weight",
+    ),
+    (
+        ("--model", "path={r18},architecture=resnet18,labels.en={tmp}/two.txt"),
+        "{tmp}/two.txt has 2 en labels but resnet18.pth (torchvision/resnet18) has 7 classes",
+    ),
+    (("--model", "path={r18}"), "{r18} is not TorchScript, so it is taken for a state dict"),
+    (("--model", "path={r18},colour=red"), "--model 'path={r18},colour=red': unknown key 'colour'"),
+    (("--model", "a/model.pt", "--model", "b/model.onnx"), "more than one model is named 'model'"),
+    (("--config", "{tmp}/none.toml"), "cannot read config file {tmp}/none.toml"),
+]
+
+
+def test_models_that_cannot_be_served_stop_start_up_with_a_clear_message(
+    torchvision_state_dict: Built, tmp_path: Path
+) -> None:
+    (tmp_path / "weights.h5").write_bytes(b"HDF")
+    (tmp_path / "two.txt").write_text("one\ntwo\n", encoding="utf-8")
+    paths = {"tmp": str(tmp_path), "r18": str(torchvision_state_dict.path)}
+    processes = [ServeProcess(*(arg.format(**paths) for arg in argv)) for argv, _ in UNSERVABLE]
+    outcomes = [(process.wait(), "".join(process.log)) for process in processes]
+    for (status, log), (argv, message) in zip(outcomes, UNSERVABLE, strict=True):
+        assert status == 1, (argv, log)
+        assert f"cannot start: {message.format(**paths)}" in log, (argv, log)
+
+
+def test_a_config_file_serves_its_models(
+    torchscript_model: Built, onnx_model: Built, tmp_path: Path
+) -> None:
+    (tmp_path / "recognizer.toml").write_text(
+        f"""
+max_batch_size = 3
+max_batch_delay_ms = 0
+
+[[models]]
+name = "vit"
+path = "{onnx_model.path}"
+
+[[models]]
+name = "seed"
+path = "{torchscript_model.path}"
+max_batch_size = 2
+""",
+        encoding="utf-8",
+    )
+    process = ServeProcess(
+        "--config", str(tmp_path / "recognizer.toml"), env={"RECOGNIZER_MAX_BATCH_SIZE": "4"}
+    )
+    try:
+        with Client(process.address) as client:
+            models = client.list_models().models
+            assert [(m.name, m.max_batch_size, m.source_format) for m in models] == [
+                ("vit", 4, "onnx"),
+                ("seed", 2, "torchscript"),
+            ]
+            response = client.classify(PHOTOS["cat"], model="seed", language="en")
+            assert response.labels[0].label in SEED_NAMES["en"]
+    finally:
+        assert process.stop() == 0
