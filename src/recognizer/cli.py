@@ -26,7 +26,7 @@ from recognizer.client.clients import DEFAULT_TARGET
 from recognizer.config import Config, MiB, ServerSettings, read_config_file
 from recognizer.engine.settings import BACKEND_KINDS, EngineSettings
 from recognizer.errors import ConfigError, StartupError
-from recognizer.models.model_config import ModelConfig, parse_model_flag
+from recognizer.models.model_config import KEYS, ModelConfig, parse_model_flag
 
 T = TypeVar("T")
 ENV_PREFIX = "RECOGNIZER_"
@@ -205,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODEL",
         help="model to serve, repeatable, the first being the default: a built-in name, a"
         " file or directory, NAME=SOURCE, or key=value pairs such as"
-        " name=seed,path=model.pt,labels.zh=labels_zh.txt,crop=224 (keys: see README;"
+        f" name=seed,path=model.pt,labels.zh=labels_zh.txt,crop=224 (keys: {', '.join(KEYS)};"
         f" default: the built-in efficientnet-lite0; env {ENV_PREFIX}MODEL, models separated"
         f" by {MODEL_SEPARATOR!r})",
     )

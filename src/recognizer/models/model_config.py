@@ -157,10 +157,10 @@ def parse_model_flag(text: str) -> ModelConfig:
     text = text.strip()
     if "=" not in text:
         return ModelConfig(source=text)
-    head = text.split("=", 1)[0]
-    if "," not in text and head not in KEYS and not head.startswith("labels."):
-        return ModelConfig(name=head, source=text.split("=", 1)[1])
     where = f"--model {text!r}"
+    head, source = (part.strip() for part in text.split("=", 1))
+    if "," not in text and head not in KEYS and not head.startswith("labels."):
+        return ModelConfig(**_fields({"name": head, "path": source}, KEYS, Path(), where=where))
     values: dict[str, Any] = {}
     languages: dict[str, str] = {}
     for item in text.split(","):
@@ -210,7 +210,7 @@ def _text(value: object) -> str:
 def _name(value: object) -> str:
     text = _text(value)
     if any(char.isspace() for char in text):
-        raise ConfigError(f"model name {text!r} has spaces; choose one without with name=NAME")
+        raise ConfigError(f"model name {text!r} has spaces; name the model with name=NAME")
     return text
 
 
