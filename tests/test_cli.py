@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from checkpoints import SEED_NAMES, Built
+from model_files import SEED_NAMES, Built
 from recognizer.cli import build_parser, serve_config
 from recognizer.client import Client, error_status
 from recognizer.config import MiB

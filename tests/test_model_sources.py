@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from checkpoints import GENERAL_NAMES, SEED, SEED_NAMES, TIMM_SMALL, Built, reference_top_k
+from model_files import GENERAL_NAMES, SEED, SEED_NAMES, TIMM_SMALL, Built, reference_top_k
 from recognizer.app import load_served_models
 from recognizer.client import Client
 from recognizer.config import Config

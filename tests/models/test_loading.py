@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoints import SEED, Built
+from model_files import SEED, Built
 from recognizer.errors import ConfigError, ModelLoadError
 from recognizer.models import loading
 from recognizer.models.loading import detect_format, load_model

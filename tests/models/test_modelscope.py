@@ -9,7 +9,7 @@ import pytest
 import timm
 import torch
 
-from checkpoints import GENERAL_NAMES, Built, reference_scores
+from model_files import GENERAL_NAMES, Built, reference_scores
 from recognizer.errors import ModelLoadError
 from recognizer.models.model_config import ModelConfig
 from recognizer.models.modelscope import PREPROCESSING, is_modelscope_directory, load_modelscope

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoints import TIMM_SMALL, Built
+from model_files import TIMM_SMALL, Built
 from recognizer.errors import ModelLoadError
 from recognizer.models.model_config import ModelConfig
 from recognizer.models.onnx_file import load_onnx

@@ -8,7 +8,7 @@ import pytest
 import timm
 import torch
 
-from checkpoints import Built, reference_scores
+from model_files import Built, reference_scores
 from recognizer.errors import ConfigError, ModelLoadError
 from recognizer.models.model_config import ModelConfig, parse_model_flag
 from recognizer.models.state_dict import load_state_dict_model

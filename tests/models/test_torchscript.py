@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoints import SEED, SEED_NAMES, Built, reference_scores
+from model_files import SEED, SEED_NAMES, Built, reference_scores
 from recognizer.errors import ModelLoadError
 from recognizer.models.model_config import ModelConfig
 from recognizer.models.torchscript import is_torchscript, load_torchscript
