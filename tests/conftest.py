@@ -1,12 +1,16 @@
-"""Shared fixtures: the real default model, real photos, and a shared real server."""
+"""Shared fixtures: the real default model, real photos, a shared real server, and
+checkpoints of every format the service loads (built once per session)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
 
+import model_files
+from model_files import Built
 from recognizer.engine.backends import create_backend
 from recognizer.engine.backends.torch_backend import TorchBackend
 from recognizer.engine.engine import ServedModel
@@ -40,3 +44,37 @@ def default_server(default_loaded: LoadedModel) -> Iterator[ServerThread]:
     model = ServedModel(default_loaded.spec, backend)
     with ServerThread([model], max_batch_size=8, max_batch_delay_ms=5) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def modelscope_model(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """A 万物识别 directory: ResNeSt-101 (12 classes) as ModelScope ships it, ~180 MB."""
+    root = tmp_path_factory.mktemp("modelscope") / "cv_resnest101_general_recognition"
+    return model_files.modelscope_directory(root)
+
+
+@pytest.fixture(scope="session")
+def modelscope_wrapped(modelscope_model: Built, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same weights under "state_dict" with "module." keys, labels in label_mapping.txt."""
+    root = tmp_path_factory.mktemp("modelscope") / "cv_resnest101_animal_recognition"
+    return model_files.wrapped_modelscope_directory(modelscope_model, root)
+
+
+@pytest.fixture(scope="session")
+def torchscript_model(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return model_files.torchscript_model(tmp_path_factory.mktemp("torchscript") / "seed")
+
+
+@pytest.fixture(scope="session")
+def torchvision_state_dict(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return model_files.torchvision_state_dict(tmp_path_factory.mktemp("state_dict") / "r18")
+
+
+@pytest.fixture(scope="session")
+def timm_safetensors(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return model_files.timm_safetensors(tmp_path_factory.mktemp("state_dict") / "convnext")
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return model_files.onnx_model(tmp_path_factory.mktemp("onnx") / "vit")

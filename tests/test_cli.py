@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from images import open_image
+from model_files import SEED_NAMES, Built
 from recognizer.client import Client, error_status
 from support import PHOTOS
 from videos import write_video
@@ -256,3 +257,70 @@ def test_a_busy_port_is_a_start_up_error() -> None:
         )
     assert process.returncode == 1
     assert "cannot start" in process.stderr
+
+
+# Each start-up error as `recognizer serve` reports it: (arguments, message), all run at once.
+UNSERVABLE = [
+    (("--model", "{tmp}/missing.onnx"), "unknown model '{tmp}/missing.onnx': no such file"),
+    (("--model", "{tmp}/weights.h5"), "cannot tell the format of {tmp}/weights.h5"),
+    (
+        ("--model", "path={r18},architecture=resnet34"),
+        "resnet18.pth does not fit torchvision/resnet34: missing layer1.2.conv1.weight",
+    ),
+    (
+        ("--model", "path={r18},architecture=resnet18,labels.en={tmp}/two.txt"),
+        "{tmp}/two.txt has 2 en labels but resnet18.pth (torchvision/resnet18) has 7 classes",
+    ),
+    (("--model", "path={r18}"), "{r18} is not TorchScript, so it is taken for a state dict"),
+    (("--model", "path={r18},colour=red"), "--model 'path={r18},colour=red': unknown key 'colour'"),
+    (("--model", "a/model.pt", "--model", "b/model.onnx"), "more than one model is named 'model'"),
+    (("--config", "{tmp}/none.toml"), "cannot read config file {tmp}/none.toml"),
+]
+
+
+def test_models_that_cannot_be_served_stop_start_up_with_a_clear_message(
+    torchvision_state_dict: Built, tmp_path: Path
+) -> None:
+    (tmp_path / "weights.h5").write_bytes(b"HDF")
+    (tmp_path / "two.txt").write_text("one\ntwo\n", encoding="utf-8")
+    paths = {"tmp": str(tmp_path), "r18": str(torchvision_state_dict.path)}
+    processes = [ServeProcess(*(arg.format(**paths) for arg in argv)) for argv, _ in UNSERVABLE]
+    outcomes = [(process.wait(), "".join(process.log)) for process in processes]
+    for (status, log), (argv, message) in zip(outcomes, UNSERVABLE, strict=True):
+        assert status == 1, (argv, log)
+        assert f"cannot start: {message.format(**paths)}" in log, (argv, log)
+
+
+def test_a_config_file_serves_its_models(
+    torchscript_model: Built, onnx_model: Built, tmp_path: Path
+) -> None:
+    (tmp_path / "recognizer.toml").write_text(
+        f"""
+max_batch_size = 3
+max_batch_delay_ms = 0
+
+[[models]]
+name = "vit"
+path = "{onnx_model.path}"
+
+[[models]]
+name = "seed"
+path = "{torchscript_model.path}"
+max_batch_size = 2
+""",
+        encoding="utf-8",
+    )
+    process = ServeProcess(
+        "--config", str(tmp_path / "recognizer.toml"), env={"RECOGNIZER_MAX_BATCH_SIZE": "4"}
+    )
+    try:
+        with Client(process.address) as client:
+            models = client.list_models().models
+            assert [(m.name, m.max_batch_size, m.source_format) for m in models] == [
+                ("vit", 4, "onnx"),
+                ("seed", 2, "torchscript"),
+            ]
+            response = client.classify(PHOTOS["cat"], model="seed", language="en")
+            assert response.labels[0].label in SEED_NAMES["en"]
+    finally:
+        assert process.stop() == 0

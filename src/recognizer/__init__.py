@@ -4,7 +4,7 @@ The package is laid out by concern, and data flows one way through it:
 
     transport/  gRPC servicer, status mapping, server assembly   (grpc)
     engine/     admission, batching, worker threads, backends    (no grpc)
-    models/     model specs, loading, preprocessing, labels      (no grpc)
+    models/     specs, sources, loading, preprocessing, labels   (no grpc)
     client/     Python clients over the generated stubs
     bench/      the `recognizer bench` load generator            (no torch)
     v1/         stubs generated from proto/recognizer/v1 by the build

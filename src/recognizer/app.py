@@ -18,24 +18,36 @@ logger = logging.getLogger(__name__)
 
 def build_engine(config: Config) -> Engine:
     """Load every configured model onto its backend and device (blocking, at start-up)."""
+    return Engine(load_served_models(config), config.engine)
+
+
+def load_served_models(config: Config) -> list[ServedModel]:
+    """Each configured model, loaded and on the backend that will run it, default first.
+
+    A model's own max_batch_size travels in its spec, and caps the engine's batch for it.
+    """
     settings = config.engine
     device = resolve_device(settings.device)
     # Each worker's calls get an equal share of the cores (ONNX Runtime, PyTorch on the CPU).
     threads = max(1, (os.cpu_count() or 1) // settings.workers_for(device.type))
     served = []
-    for source in config.models:
-        model = load_model(source)
+    for model_config in config.models:
+        model = load_model(model_config)
         backend = create_backend(model, device=device, kind=settings.backend, threads=threads)
+        spec = model.spec
         logger.info(
-            "loaded %s (%s, %d classes) on %s with %s",
-            model.spec.name,
-            model.spec.architecture,
-            model.spec.num_classes,
+            "loaded %s (%s %s, %d classes, labels in %s, %s) on %s with %s",
+            spec.name,
+            spec.source_format,
+            spec.architecture or "model",
+            spec.num_classes,
+            "/".join(spec.labels.languages),
+            spec.preprocessing,
             backend.device,
             backend.name,
         )
-        served.append(ServedModel(model.spec, backend))
-    return Engine(served, settings)
+        served.append(ServedModel(spec, backend))
+    return served
 
 
 async def serve(config: Config) -> None:

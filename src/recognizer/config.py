@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import tomllib
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from recognizer.engine.settings import EngineSettings
+from recognizer.errors import ConfigError
+from recognizer.models.model_config import ModelConfig
 
 MiB = 1 << 20
 
@@ -28,7 +34,41 @@ class ServerSettings:
 class Config:
     """Everything `recognizer serve` needs; the first model is the default one."""
 
-    models: tuple[str, ...]
+    models: tuple[ModelConfig, ...]
     server: ServerSettings = field(default_factory=ServerSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("no model to serve")
+        repeated = [
+            name for name, count in Counter(m.name for m in self.models).items() if count > 1
+        ]
+        if repeated:
+            raise ConfigError(
+                f"more than one model is named {repeated[0]!r}: model names must be unique;"
+                " give each model its own with name=NAME"
+            )
+
+
+def read_config_file(path: Path) -> tuple[dict[str, Any], tuple[ModelConfig, ...]]:
+    """The settings and the [[models]] of a TOML config file.
+
+    The settings are as the file spells them (keys named after the `serve` flags); the
+    models' relative paths start from the file's directory.
+    """
+    try:
+        settings = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from error
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+    tables = settings.pop("models", [])
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise ConfigError(f"{path}: models must be tables, each headed [[models]]")
+    models = tuple(
+        ModelConfig.from_toml(table, base_dir=path.parent, where=f"{path}: [[models]] #{number}")
+        for number, table in enumerate(tables, start=1)
+    )
+    return settings, models

@@ -16,6 +16,7 @@ to one canonical status code.
 Raised at start-up, when the server must not start:
 
     StartupError
+    ├── ConfigError              the configuration is malformed: an unknown key, a bad value
     ├── ModelLoadError           a configured model cannot be loaded
     └── BackendError             a model cannot run on the backend or device asked for
 """
@@ -97,6 +98,10 @@ class ShuttingDownError(RecognizerError):
 
 class StartupError(Exception):
     """The configuration cannot be served; the message says what to fix."""
+
+
+class ConfigError(StartupError):
+    """A flag, environment variable or config file says something that cannot be meant."""
 
 
 class ModelLoadError(StartupError):

@@ -104,6 +104,44 @@ def test_a_model_that_will_not_export_falls_back_to_torch_under_auto_only() -> N
         create_backend(model, device=CPU, kind="onnxruntime", threads=1)
 
 
+class MeanColour(torch.nn.Module):
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.mean(dim=(2, 3))
+
+
+def test_torchscript_models_run_on_torch_unless_onnxruntime_is_demanded() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript is deprecated
+        scripted = torch.jit.trace(MeanColour(), torch.zeros(1, 3, 8, 8))
+    model = LoadedModel(colour_model().spec, scripted)
+    backend = create_backend(model, device=CPU, kind="auto", threads=1)
+    assert backend.name == "torch"
+    pixels = np.zeros((2, 32, 32, 3), dtype=np.uint8)
+    pixels[1, ..., 2] = 255
+    assert backend(pixels, 1)[1][:, 0].tolist() == [0, 2]
+    with pytest.raises(BackendError, match="cannot be exported to ONNX"):
+        create_backend(model, device=CPU, kind="onnxruntime", threads=1)
+
+
+def test_a_model_too_large_for_the_device_is_a_start_up_error_that_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def out_of_memory(self: TorchBackend, model: LoadedModel, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 600.00 MiB (GPU 0; 7.79 GiB total)\nmore"
+        )
+
+    model = LoadedModel(colour_model().spec, MeanColour())
+    monkeypatch.setattr(TorchBackend, "__init__", out_of_memory)
+    with pytest.raises(BackendError) as raised:
+        create_backend(model, device=CPU, kind="torch", threads=1)
+    assert str(raised.value) == (
+        "colours does not fit in the memory of cpu (CUDA out of memory. Tried to allocate"
+        " 600.00 MiB (GPU 0; 7.79 GiB total)): serve it on another device, or fewer models"
+        " beside it"
+    )
+
+
 @pytest.mark.parametrize("device", ["cuda:0", "tpu", "cuda:99"])
 def test_devices_that_are_not_there_are_start_up_errors(device: str) -> None:
     if device == "cuda:0" and torch.cuda.is_available():

@@ -131,3 +131,25 @@ def test_the_pixel_limit_is_configurable() -> None:
     with pytest.raises(InvalidImageError, match="over the limit"):
         decode_image(data, max_pixels=9_999)
     assert decode_image(data, max_pixels=10_000).size == (100, 100)
+
+
+def test_bgr_models_get_their_channels_reversed(cat: Image.Image) -> None:
+    data = encode(cat, "PNG")
+    rgb = prepare_input(decode_image(data), PREPROCESSING)
+    bgr = prepare_input(decode_image(data), Preprocessing(channel_order="BGR"))
+    assert (bgr == rgb[..., ::-1]).all()
+    assert bgr.flags.c_contiguous and bgr.flags.writeable
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"crop": 300}, "at most resize"),
+        ({"std": (0.2, 0.0, 0.2)}, "std values must be positive"),
+        ({"mean": (0.5, 0.5)}, "three each"),
+        ({"channel_order": "GBR"}, "channel_order must be RGB or BGR"),
+    ],
+)
+def test_impossible_preprocessing_is_refused(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Preprocessing(**settings)  # type: ignore[arg-type]

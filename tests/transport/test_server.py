@@ -112,6 +112,18 @@ def test_list_models_describes_the_default_model(client: Client) -> None:
     )
     assert (model.device, list(model.languages), model.max_batch_size) == ("cpu", ["zh", "en"], 8)
     assert model.backend == "onnxruntime"
+    assert (model.source_format, model.architecture, model.activation) == (
+        "builtin",
+        "tf_efficientnet_lite0",
+        pb.ACTIVATION_SOFTMAX,
+    )
+    preprocessing = model.preprocessing
+    assert (preprocessing.resize, preprocessing.crop, preprocessing.interpolation) == (
+        256,
+        224,
+        "bilinear",
+    )
+    assert (list(preprocessing.mean), preprocessing.channel_order) == ([0.5, 0.5, 0.5], "RGB")
 
 
 # Streams and concurrency

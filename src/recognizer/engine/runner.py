@@ -33,6 +33,9 @@ class ModelRunner:
     Admission counts every request from the moment it is accepted until it is answered
     (decoding, queued or in the model); over `max_queued_requests`, new requests are
     refused at once with OverloadedError.
+
+    The batch size, whether set or measured, never exceeds the model's own
+    `spec.max_batch_size`.
     """
 
     def __init__(self, spec: ModelSpec, backend: Backend, settings: EngineSettings) -> None:
@@ -41,7 +44,7 @@ class ModelRunner:
         self.settings = settings
         self.workers = settings.workers_for(backend.device)
         self._queue: BatchQueue[WorkItem] = BatchQueue(
-            max_batch_size=settings.max_batch_size or 1,
+            max_batch_size=self._capped(settings.max_batch_size or 1),
             max_delay_s=settings.batch_delay_for(backend.device),
             keep=self._keep,
         )
@@ -89,7 +92,7 @@ class ModelRunner:
             throughput = functools.partial(
                 measure_throughput, self.backend, size, workers=self.workers, seconds=0.4
             )
-            limit = batch_size_limit(self.backend.device)
+            limit = self._capped(batch_size_limit(self.backend.device))
             chosen, rates = tune_batch_size(throughput, limit=limit)
             logger.info(
                 "%s: batch size %d chosen; images/s by batch size: %s",
@@ -144,6 +147,10 @@ class ModelRunner:
         item = WorkItem(pixels, top_k, deadline, self._loop.create_future())
         self._queue.put(item, item if flow is None else flow)
         return await item.future
+
+    def _capped(self, batch_size: int) -> int:
+        cap = self.spec.max_batch_size
+        return batch_size if cap is None else min(batch_size, cap)
 
     def _retry_after(self) -> float:
         """How long the current queue should take to drain, given recent model speed."""

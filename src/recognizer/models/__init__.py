@@ -1,1 +1,2 @@
-"""Models: what a served model is (spec, labels, preprocessing) and how it is loaded."""
+"""Models: what a served model is (spec, labels, preprocessing), the sources it comes from
+(built in, ModelScope, TorchScript, state dicts, ONNX) and how it is configured and loaded."""

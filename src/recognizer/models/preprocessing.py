@@ -21,6 +21,9 @@ SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 DEFAULT_MAX_PIXELS = 64_000_000
 
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
+INTERPOLATIONS: tuple[Interpolation, ...] = ("bilinear", "bicubic", "nearest")
+ChannelOrder = Literal["RGB", "BGR"]
+CHANNEL_ORDERS: tuple[ChannelOrder, ...] = ("RGB", "BGR")
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -32,7 +35,9 @@ _RESAMPLE = {
 class Preprocessing:
     """How a model wants its input: resize the shorter side, centre-crop, normalise.
 
-    Normalisation (`mean`, `std`, on the 0-1 scale) is applied by the inference backend.
+    `channel_order` is the order the network takes its colour channels in (models from
+    OpenCV pipelines take BGR); `mean` and `std` (on the 0-1 scale) are in that order too,
+    and are applied by the inference backend.
     """
 
     resize: int = 256
@@ -40,6 +45,7 @@ class Preprocessing:
     interpolation: Interpolation = "bilinear"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: ChannelOrder = "RGB"
 
     def __post_init__(self) -> None:
         if not 0 < self.crop <= self.resize:
@@ -48,6 +54,12 @@ class Preprocessing:
             )
         if self.interpolation not in _RESAMPLE:
             raise ValueError(f"interpolation must be one of {sorted(_RESAMPLE)}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError("mean and std need one value per colour channel, three each")
+        if min(self.std) <= 0:
+            raise ValueError(f"std values must be positive, not {self.std}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be RGB or BGR, not {self.channel_order!r}")
 
 
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -74,7 +86,9 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
 
 
 def prepare_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
-    """Resize the shorter side, centre-crop and return (crop, crop, 3) uint8 RGB pixels.
+    """Resize the shorter side, centre-crop and return (crop, crop, 3) uint8 pixels.
+
+    The channels come in the model's `channel_order`, so backends need not know it.
 
     Equivalent to torchvision's Resize(resize) + CenterCrop(crop), but only the crop is
     resampled (Pillow's `box`), and large JPEGs are decoded at reduced scale (`draft`),
@@ -95,7 +109,10 @@ def prepare_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarra
     scale_x, scale_y = width / resized_w, height / resized_h
     box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
     cropped = image.resize((crop, crop), _RESAMPLE[preprocessing.interpolation], box=box)
-    return np.array(cropped, dtype=np.uint8)  # writable, so torch can wrap it without a copy
+    pixels = np.array(cropped, dtype=np.uint8)  # writable, so torch can wrap it without a copy
+    if preprocessing.channel_order == "BGR":
+        return np.ascontiguousarray(pixels[..., ::-1])
+    return pixels
 
 
 def _resized_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:

@@ -88,15 +88,30 @@ def to_frame_response(result: FrameResult) -> pb.ClassifyResponse:
     return pb.ClassifyResponse(request_id=result.request_id, error=to_status(result.error))
 
 
+_ACTIVATIONS = {"softmax": pb.ACTIVATION_SOFTMAX, "sigmoid": pb.ACTIVATION_SIGMOID}
+
+
 def to_model_info(model: ModelStatus) -> pb.ModelInfo:
     spec = model.spec
+    preprocessing = spec.preprocessing
     return pb.ModelInfo(
         name=spec.name,
         num_classes=spec.num_classes,
-        input_width=spec.preprocessing.crop,
-        input_height=spec.preprocessing.crop,
+        input_width=preprocessing.crop,
+        input_height=preprocessing.crop,
         device=model.device,
         languages=spec.labels.languages,
         max_batch_size=model.max_batch_size,
         backend=model.backend,
+        source_format=spec.source_format,
+        architecture=spec.architecture,
+        preprocessing=pb.Preprocessing(
+            resize=preprocessing.resize,
+            crop=preprocessing.crop,
+            interpolation=preprocessing.interpolation,
+            mean=preprocessing.mean,
+            std=preprocessing.std,
+            channel_order=preprocessing.channel_order,
+        ),
+        activation=_ACTIVATIONS[spec.activation],
     )

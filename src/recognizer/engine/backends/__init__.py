@@ -61,8 +61,23 @@ def create_backend(
 
     "auto" means ONNX Runtime on the CPU (the model is exported at start-up and its
     outputs checked against PyTorch) and PyTorch on CUDA; a model that will not export
-    falls back to PyTorch with a warning. ONNX files always run on ONNX Runtime.
+    falls back to PyTorch with a warning. ONNX files always run on ONNX Runtime, and
+    TorchScript models on PyTorch under "auto" (the exporter cannot trace into them).
+    A model too large for the device is a BackendError that says so.
     """
+    try:
+        return _create_backend(model, device=device, kind=kind, threads=threads)
+    except torch.OutOfMemoryError as error:
+        raise BackendError(
+            f"{model.spec.name} does not fit in the memory of {device}"
+            f" ({str(error).splitlines()[0]}): serve it on another device, or fewer models"
+            " beside it"
+        ) from error
+
+
+def _create_backend(
+    model: LoadedModel, *, device: torch.device, kind: BackendKind, threads: int
+) -> Backend:
     from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend, export_to_onnx
     from recognizer.engine.backends.torch_backend import TorchBackend
 
@@ -70,7 +85,8 @@ def create_backend(
         if kind == "torch":
             raise BackendError(f"{model.spec.name} is an ONNX model; it runs on onnxruntime")
         return OnnxRuntimeBackend(model.network, model.spec, device=device, threads=threads)
-    if kind == "torch" or (kind == "auto" and device.type == "cuda"):
+    scripted = isinstance(model.network, torch.jit.ScriptModule)
+    if kind == "torch" or (kind == "auto" and (device.type == "cuda" or scripted)):
         if device.type == "cpu":
             torch.set_num_threads(threads)
         return TorchBackend(model, device=device, half=device.type == "cuda")

@@ -1,0 +1,109 @@
+"""Loading any model source: the format told from the files, and start-up errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model_files import SEED, Built
+from recognizer.errors import ConfigError, ModelLoadError
+from recognizer.models import loading
+from recognizer.models.loading import detect_format, load_model
+from recognizer.models.model_config import ModelConfig, parse_model_flag
+from recognizer.models.spec import LoadedModel
+
+
+def test_formats_are_told_from_the_files(
+    modelscope_model: Built,
+    torchscript_model: Built,
+    torchvision_state_dict: Built,
+    timm_safetensors: Built,
+    onnx_model: Built,
+) -> None:
+    def detected(built: Built) -> str:
+        return detect_format(ModelConfig(source=str(built.path)))
+
+    assert detect_format(ModelConfig(source="efficientnet-lite0")) == "builtin"
+    assert detected(modelscope_model) == "modelscope"
+    assert detected(torchscript_model) == "torchscript"
+    assert detected(torchvision_state_dict) == "state_dict"
+    assert detected(timm_safetensors) == "state_dict"
+    assert detected(onnx_model) == "onnx"
+
+
+def test_the_sidecar_beside_a_model_file_is_applied(torchscript_model: Built) -> None:
+    spec = load_model(parse_model_flag(f"seed={torchscript_model.path}")).spec
+    assert (spec.name, spec.preprocessing) == ("seed", SEED)
+
+
+def test_the_builtin_model_takes_a_name_and_a_batch_limit() -> None:
+    spec = load_model(parse_model_flag("name=lite,path=efficientnet-lite0,max_batch_size=2")).spec
+    assert (spec.name, spec.source_format, spec.architecture) == (
+        "lite",
+        "builtin",
+        "tf_efficientnet_lite0",
+    )
+    assert (spec.max_batch_size, spec.num_classes, spec.labels.languages) == (2, 1000, ("zh", "en"))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: "no-such-model", "unknown model 'no-such-model': no such file or directory"),
+        (lambda root: root, "is a directory but not a ModelScope model"),
+        (lambda root: root / "model.h5", "cannot tell the format of .*model.h5"),
+        (lambda root: root / "model.pt", "is not TorchScript, so it is taken for a state dict"),
+    ],
+)
+def test_sources_that_cannot_be_served_are_start_up_errors(
+    tmp_path: Path, make: object, message: str
+) -> None:
+    (tmp_path / "model.h5").write_bytes(b"HDF")
+    torch.save({"w": torch.zeros(1)}, tmp_path / "model.pt")
+    source = str(make(tmp_path))  # type: ignore[operator]
+    with pytest.raises((ModelLoadError, ConfigError), match=message):
+        load_model(ModelConfig(source=source))
+
+
+def test_a_named_format_is_trusted_and_a_missing_file_named(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"model 'gone': .*gone\.onnx does not exist"):
+        load_model(parse_model_flag(f"path={tmp_path / 'gone.onnx'},format=onnx"))
+    (tmp_path / "model.bin").write_bytes(b"junk")
+    with pytest.raises(ModelLoadError, match="cannot load TorchScript model"):
+        load_model(parse_model_flag(f"path={tmp_path / 'model.bin'},format=torchscript"))
+    with pytest.raises(ModelLoadError, match="'nope' is not a built-in model"):
+        load_model(parse_model_flag("path=nope,format=builtin"))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        MemoryError(),
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory"
+        ),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 600.00 MiB"),
+    ],
+)
+def test_running_out_of_memory_while_loading_is_explained(
+    monkeypatch: pytest.MonkeyPatch, onnx_model: Built, error: BaseException
+) -> None:
+    def exhausted(config: ModelConfig) -> LoadedModel:
+        raise error
+
+    monkeypatch.setitem(loading.LOADERS, "onnx", exhausted)
+    with pytest.raises(ModelLoadError, match="model 'vit' does not fit in memory while loading"):
+        load_model(ModelConfig(source=str(onnx_model.path)))
+
+
+def test_other_runtime_errors_are_not_taken_for_memory(
+    monkeypatch: pytest.MonkeyPatch, onnx_model: Built
+) -> None:
+    def broken(config: ModelConfig) -> LoadedModel:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(loading.LOADERS, "onnx", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        load_model(ModelConfig(source=str(onnx_model.path)))

@@ -1,0 +1,175 @@
+"""Model configs from --model flags, [[models]] tables and sidecar files, and their errors."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from recognizer.errors import ConfigError
+from recognizer.models.label_files import LabelFile
+from recognizer.models.labels import Labels
+from recognizer.models.model_config import ModelConfig, parse_model_flag
+from recognizer.models.preprocessing import Preprocessing
+
+
+def test_a_bare_source_names_the_model_after_it(tmp_path: Path) -> None:
+    assert parse_model_flag("efficientnet-lite0") == ModelConfig(
+        source="efficientnet-lite0", name="efficientnet-lite0"
+    )
+    assert parse_model_flag("models/seed/model.pt").name == "model"
+    directory = tmp_path / "cv_resnest101_general_recognition"
+    directory.mkdir()
+    assert parse_model_flag(f"{directory}/").name == "cv_resnest101_general_recognition"
+
+
+def test_name_equals_source() -> None:
+    config = parse_model_flag("万物=/models/cv_resnest101_general_recognition")
+    assert (config.name, config.source) == ("万物", "/models/cv_resnest101_general_recognition")
+
+
+def test_key_value_flags_set_every_key() -> None:
+    config = parse_model_flag(
+        "name=seed,path=model.pt,labels.zh=labels_zh.txt,labels.en=labels_en.txt,resize=256,"
+        "crop=224,mean=0.485:0.456:0.406,std=0.229:0.224:0.225,channel_order=bgr,"
+        "interpolation=bicubic,activation=sigmoid,max_batch_size=16,format=torchscript"
+    )
+    assert config == ModelConfig(
+        source="model.pt",
+        name="seed",
+        format="torchscript",
+        labels=(
+            LabelFile(Path("labels_zh.txt"), "zh"),
+            LabelFile(Path("labels_en.txt"), "en"),
+        ),
+        resize=256,
+        crop=224,
+        interpolation="bicubic",
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        channel_order="BGR",
+        activation="sigmoid",
+        max_batch_size=16,
+    )
+
+
+def test_a_state_dict_flag_names_its_architecture() -> None:
+    config = parse_model_flag("name=r50,path=r50.safetensors,architecture=resnet50,labels=l.tsv")
+    assert (config.name, config.architecture, config.labels) == (
+        "r50",
+        "resnet50",
+        (LabelFile(Path("l.tsv")),),
+    )
+
+
+TOML = """
+[[models]]
+name = "seed"
+path = "seed/model.pt"
+labels.zh = "seed/labels_zh.txt"
+mean = [0.5, 0.5, 0.5]
+crop = 200
+channel_order = "BGR"
+max_batch_size = 4
+
+[[models]]
+path = "/abs/r50.pth"
+architecture = "timm/resnet50"
+labels = "/abs/labels.tsv"
+"""
+
+
+def test_toml_tables_use_the_same_keys_and_resolve_paths_from_the_file(tmp_path: Path) -> None:
+    tables = tomllib.loads(TOML)["models"]
+    seed, r50 = (ModelConfig.from_toml(table, base_dir=tmp_path) for table in tables)
+    assert seed.path == tmp_path / "seed" / "model.pt"
+    assert seed.labels == (LabelFile(tmp_path / "seed" / "labels_zh.txt", "zh"),)
+    assert (seed.mean, seed.crop, seed.channel_order, seed.max_batch_size) == (
+        (0.5, 0.5, 0.5),
+        200,
+        "BGR",
+        4,
+    )
+    assert (r50.name, r50.path, r50.labels) == (
+        "r50",
+        Path("/abs/r50.pth"),
+        (LabelFile(Path("/abs/labels.tsv")),),
+    )
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("name=x,path=m.pt,colour=red", "unknown key 'colour'; the keys are name, path, format"),
+        ("name=x,crop=224", "needs path=FILE"),
+        ("path=m.pt,crop=big", "crop: expected a whole number, not 'big'"),
+        ("path=m.pt,crop=0", "crop: must be at least 1, not 0"),
+        ("path=m.pt,mean=0.5:0.5", "mean: expected three numbers"),
+        ("path=m.pt,mean=a:b:c", "mean: expected three numbers"),
+        ("path=m.pt,activation=relu", "activation: 'relu' is not one of softmax, sigmoid"),
+        ("path=m.pt,channel_order=RGBA", "'RGBA' is not one of RGB, BGR"),
+        ("path=m.pt,format=keras", "'keras' is not one of auto, builtin, modelscope"),
+        ("path=m.pt,path=n.pt", "path is given twice"),
+        ("path=m.pt,crop", "'crop' is not key=value"),
+        ("path=m.pt,labels=a.txt,labels.en=b.txt", "not both"),
+        ("name=my model,path=m.pt", "name: model name 'my model' has spaces"),
+    ],
+)
+def test_bad_flags_say_what_is_wrong(flag: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="--model") as raised:
+        parse_model_flag(flag)
+    assert message in str(raised.value)
+
+
+def test_bad_toml_tables_say_which_table() -> None:
+    with pytest.raises(ConfigError, match=r"#2: unknown key 'size'"):
+        ModelConfig.from_toml({"path": "m.pt", "size": 3}, where="#2")
+    with pytest.raises(ConfigError, match="needs a path"):
+        ModelConfig.from_toml({"name": "x"})
+    with pytest.raises(ConfigError, match="max_batch_size: expected a whole number"):
+        ModelConfig.from_toml({"path": "m.pt", "max_batch_size": True})
+
+
+def test_the_sidecar_fills_what_the_config_leaves_unset(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"")
+    (tmp_path / "model.toml").write_text(
+        'crop = 128\nresize = 160\nchannel_order = "BGR"\nlabels.en = "names.txt"\n',
+        encoding="utf-8",
+    )
+    config = parse_model_flag(f"path={tmp_path / 'model.pt'},crop=144").with_sidecar()
+    assert (config.crop, config.resize, config.channel_order) == (144, 160, "BGR")
+    assert config.labels == (LabelFile(tmp_path / "names.txt", "en"),)
+
+
+def test_a_sidecar_describes_the_file_not_how_it_is_served(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"")
+    (tmp_path / "model.toml").write_text('name = "other"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"model\.toml: unknown key 'name'"):
+        ModelConfig(source=str(tmp_path / "model.pt")).with_sidecar()
+
+
+def test_overrides_apply_over_the_format_defaults() -> None:
+    config = ModelConfig(source="m.pt", crop=200, channel_order="BGR")
+    assert config.preprocessing_over(Preprocessing()) == Preprocessing(
+        resize=256, crop=200, channel_order="BGR"
+    )
+    with pytest.raises(ConfigError, match=r"model 'm': crop \(300\) must be .* at most resize"):
+        ModelConfig(source="m.pt", crop=300).preprocessing_over(Preprocessing())
+
+
+def test_the_spec_takes_the_smaller_batch_limit() -> None:
+    labels = Labels({"zh": ["猫"]})
+    config = ModelConfig(source="m.onnx", max_batch_size=8, activation="sigmoid")
+    spec = config.spec(
+        architecture="", source_format="onnx", labels=labels, preprocessing=Preprocessing()
+    )
+    assert (spec.name, spec.max_batch_size, spec.activation) == ("m", 8, "sigmoid")
+    fixed = config.spec(
+        architecture="",
+        source_format="onnx",
+        labels=labels,
+        preprocessing=Preprocessing(),
+        max_batch_size=1,
+    )
+    assert fixed.max_batch_size == 1
