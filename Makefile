@@ -33,6 +33,7 @@ lint: install
 	$(BIN)/ruff check src tests clients benchmarks hatch_build.py
 	$(BIN)/ruff format --check src tests clients benchmarks hatch_build.py
 	$(BIN)/mypy
+	$(BIN)/mypy benchmarks
 	$(BIN)/python hatch_build.py --image $(VENV)/proto.binpb
 	$(BIN)/buf lint $(VENV)/proto.binpb --path recognizer/v1/recognizer.proto
 

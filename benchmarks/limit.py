@@ -5,7 +5,7 @@
 No RPC, no serialisation, no event loop: decoding and preprocessing run recognizer's own
 decode_image and prepare_input in a pool of one thread per CPU (as the server's
 preprocess pool), and inference runs the backend the server builds
-(create_backend(kind="auto"): ONNX Runtime on the CPU) in one worker thread per core,
+(create_backend(kind="auto"): OpenVINO on the CPU) in one worker thread per core,
 each with its share of the cores (the server's default). Each worker has its next batch
 prepared while it runs the current one. Every batch size asked for is measured; the
 best is the limit a server on this machine could approach. --backend torch measures
@@ -55,7 +55,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("auto", "onnxruntime", "torch"),
+        choices=("auto", "openvino", "onnxruntime", "torch"),
         default="auto",
         help="as `recognizer serve --backend` (default: auto, what the server runs)",
     )
@@ -88,14 +88,17 @@ def measure_limit(
     from recognizer.engine.settings import EngineSettings
     from recognizer.engine.tuning import measure_throughput
     from recognizer.models.loading import DEFAULT_MODEL, load_model
+    from recognizer.models.model_config import ModelConfig
     from recognizer.models.preprocessing import decode_image, prepare_input
 
-    model = load_model(DEFAULT_MODEL)
+    model = load_model(ModelConfig(source=DEFAULT_MODEL))
     device = resolve_device("auto")
     settings = EngineSettings()
     workers = settings.workers_for(device.type)
     threads = max(1, (os.cpu_count() or 1) // workers)  # as recognizer.app.build_engine
-    backend = create_backend(model, device=device, kind=backend_kind, threads=threads)
+    backend = create_backend(
+        model, device=device, kind=backend_kind, workers=workers, threads=threads
+    )
     preprocessing = model.spec.preprocessing
 
     def prepare(data: bytes) -> np.ndarray:

@@ -128,11 +128,11 @@ def test_list_models_describes_where_each_model_came_from(client: Client) -> Non
     }
     softmax, sigmoid = pb.ACTIVATION_SOFTMAX, pb.ACTIVATION_SIGMOID
     assert described == {
-        "wanwu": ("modelscope", "timm/resnest101e", 12, ["zh"], 4, "onnxruntime", softmax),
+        "wanwu": ("modelscope", "timm/resnest101e", 12, ["zh"], 4, "openvino", softmax),
         "seed": ("torchscript", "MobileNetV3", 6, ["zh", "en"], 4, "torch", softmax),
-        "r18": ("state_dict", "torchvision/resnet18", 7, ["zh"], 2, "onnxruntime", softmax),
-        "tiny": ("state_dict", "timm/test_convnext", 5, ["zh", "en"], 4, "onnxruntime", sigmoid),
-        "vit": ("onnx", "", 4, ["en"], 4, "onnxruntime", softmax),
+        "r18": ("state_dict", "torchvision/resnet18", 7, ["zh"], 2, "openvino", softmax),
+        "tiny": ("state_dict", "timm/test_convnext", 5, ["zh", "en"], 4, "openvino", sigmoid),
+        "vit": ("onnx", "", 4, ["en"], 4, "openvino", softmax),
     }
     wanwu, seed, tiny = models["wanwu"].preprocessing, models["seed"].preprocessing, models["tiny"]
     assert (wanwu.resize, wanwu.crop, wanwu.interpolation, wanwu.channel_order) == (

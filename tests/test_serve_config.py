@@ -68,7 +68,7 @@ def test_with_no_model_named_anywhere_the_built_in_one_is_served() -> None:
     ("env", "file", "message"),
     [
         ({"RECOGNIZER_PORT": "http"}, "", "RECOGNIZER_PORT: expected int, not 'http'"),
-        ({"RECOGNIZER_BACKEND": "tensorrt"}, "", "'tensorrt' is not one of auto, torch, onnx"),
+        ({"RECOGNIZER_BACKEND": "tensorrt"}, "", "'tensorrt' is not one of auto, openvino, onnx"),
         (
             {},
             "prot = 1",

@@ -28,12 +28,20 @@ def load_served_models(config: Config) -> list[ServedModel]:
     """
     settings = config.engine
     device = resolve_device(settings.device)
-    # Each worker's calls get an equal share of the cores (ONNX Runtime, PyTorch on the CPU).
-    threads = max(1, (os.cpu_count() or 1) // settings.workers_for(device.type))
+    workers = settings.workers_for(device.type)
+    # Each worker's calls get an equal share of the cores (on the CPU).
+    threads = max(1, (os.cpu_count() or 1) // workers)
     served = []
     for model_config in config.models:
         model = load_model(model_config)
-        backend = create_backend(model, device=device, kind=settings.backend, threads=threads)
+        backend = create_backend(
+            model,
+            device=device,
+            kind=settings.backend,
+            workers=workers,
+            threads=threads,
+            precision=settings.precision,
+        )
         spec = model.spec
         logger.info(
             "loaded %s (%s %s, %d classes, labels in %s, %s) on %s with %s",

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from recognizer.config import Config, MiB, ServerSettings, read_config_file
-from recognizer.engine.settings import BACKEND_KINDS, EngineSettings
+from recognizer.engine.settings import BACKEND_KINDS, PRECISIONS, EngineSettings
 from recognizer.errors import ConfigError
 from recognizer.models.model_config import KEYS, ModelConfig, parse_model_flag
 
@@ -97,8 +97,19 @@ SERVE_SETTINGS = (
         "engine",
         "backend",
         _ENGINE.backend,
-        "auto (onnxruntime on the CPU, torch on CUDA), torch or onnxruntime",
+        "auto (openvino, else onnxruntime, on the CPU; torch on CUDA), openvino, onnxruntime"
+        " or torch",
         choices=BACKEND_KINDS,
+    ),
+    Setting(
+        "--precision",
+        str,
+        "engine",
+        "precision",
+        _ENGINE.precision,
+        "auto (fp32 on the CPU, fp16 on CUDA), fp32, bf16 (OpenVINO on CPUs with AMX or"
+        " AVX512-BF16: faster, probabilities within 0.05) or fp16 (CUDA)",
+        choices=PRECISIONS,
     ),
     Setting(
         "--max-batch-size",

@@ -29,7 +29,7 @@ from recognizer.bench.stats import Outcome, ProcessUsage, Results, summarize
 from support import ESPRESSO, PHOTOS
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
-SCRIPTS = ("images.py", "limit.py", "seed_baseline.py", "compare.py")
+SCRIPTS = ("images.py", "limit.py", "seed_baseline.py", "compare.py", "streams.py")
 
 
 def load_script(name: str) -> ModuleType:
@@ -171,11 +171,20 @@ def test_the_comparison_states_its_claims_as_ratios(tmp_path: Path) -> None:
             },
             "half_load": summary(20, 60, 150, rate=20.0),
         },
+        "plan": {"round_concurrency": 4},
+        "rounds": [
+            {
+                "limit": {"images_per_s": limit},
+                "recognizer": summary(ours, 20, 40, concurrency=4),
+                "baseline": summary(theirs, 100, 200, concurrency=4),
+            }
+            for limit, ours, theirs in ((200, 160, 40), (180, 171, 30), (100, 60, 20))
+        ],
     }
     results["ratios"] = compare.ratios(results)
     assert results["ratios"] == {
-        "recognizer_over_limit": 0.8,
-        "recognizer_over_baseline": 4.0,
+        "recognizer_over_limit": 0.8,  # the rounds' ratios are 0.8, 0.95 and 0.6
+        "recognizer_over_baseline": 4.0,  # 4.0, 5.7 and 3.0
         "recognizer_half_load_p99_over_idle_p50": 3.0,
         "baseline_half_load_p99_over_idle_p50": 3.0,
     }

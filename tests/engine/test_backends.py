@@ -1,4 +1,4 @@
-"""Backends: ONNX Runtime gives PyTorch's answers, and the choice per device and kind."""
+"""Backends: each gives PyTorch's answers, and each device and kind gets the right one."""
 
 from __future__ import annotations
 
@@ -6,17 +6,15 @@ import io
 import warnings
 
 import numpy as np
+import openvino as ov
 import pytest
 import torch
 
 from fakes import colour_model
-from recognizer.engine.backends import create_backend, resolve_device
-from recognizer.engine.backends.onnx_backend import (
-    OnnxRuntimeBackend,
-    activate,
-    export_to_onnx,
-    top_k_scores,
-)
+from recognizer.engine.backends import Backend, create_backend, resolve_device
+from recognizer.engine.backends.graphs import activate, export_to_onnx, top_k_scores
+from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend
+from recognizer.engine.backends.openvino_backend import OpenVinoBackend
 from recognizer.engine.backends.torch_backend import TorchBackend
 from recognizer.engine.engine import ServedModel
 from recognizer.errors import BackendError
@@ -25,27 +23,49 @@ from recognizer.models.preprocessing import decode_image, prepare_input
 from recognizer.models.spec import LoadedModel, OnnxGraph
 
 CPU = torch.device("cpu")
+HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def exported(model: LoadedModel) -> OnnxRuntimeBackend:
-    return OnnxRuntimeBackend(export_to_onnx(model), model.spec, device=CPU, threads=1)
+def backend(model: LoadedModel, kind: str, **options: object) -> Backend:
+    return create_backend(model, device=CPU, kind=kind, workers=2, threads=1, **options)  # type: ignore[arg-type]
 
 
-def test_the_onnx_export_ranks_real_photos_as_pytorch_does(
+def photo_batch(photos: dict[str, bytes]) -> np.ndarray:
+    return np.stack([prepare_input(decode_image(p), PREPROCESSING) for p in photos.values()])
+
+
+@pytest.mark.parametrize("kind", ["openvino", "onnxruntime"])
+def test_graph_backends_rank_real_photos_as_pytorch_does(
+    default_loaded: LoadedModel,
+    default_model: ServedModel,
+    photos: dict[str, bytes],
+    kind: str,
+) -> None:
+    batch = photo_batch(photos)
+    scores, class_ids = backend(default_loaded, kind)(batch, 5)
+    torch_scores, torch_ids = default_model.backend(batch, 5)
+    assert (class_ids == torch_ids).all()
+    assert np.abs(scores - torch_scores).max() < 1e-4
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="this CPU has no bfloat16 (AMX or AVX512-BF16)")
+def test_bfloat16_on_openvino_stays_close_to_pytorch(
     default_loaded: LoadedModel, default_model: ServedModel, photos: dict[str, bytes]
 ) -> None:
-    onnx = OnnxRuntimeBackend(
-        export_to_onnx(default_loaded), default_loaded.spec, device=CPU, threads=1
-    )
-    batch = np.stack([prepare_input(decode_image(p), PREPROCESSING) for p in photos.values()])
-    onnx_scores, onnx_ids = onnx(batch, 5)
-    torch_scores, torch_ids = default_model.backend(batch, 5)
-    assert (onnx_ids == torch_ids).all()
-    assert np.abs(onnx_scores - torch_scores).max() < 1e-4
+    batch = photo_batch(photos)
+    fast = backend(default_loaded, "openvino", precision="bf16")
+    scores, class_ids = fast(batch, 1000)
+    reference = np.zeros_like(scores)
+    torch_scores, torch_ids = default_model.backend(batch, 1000)
+    np.put_along_axis(reference, torch_ids, torch_scores, axis=1)
+    got = np.zeros_like(scores)
+    np.put_along_axis(got, class_ids, scores, axis=1)
+    assert np.abs(got - reference).max() < 0.05
 
 
+@pytest.mark.parametrize("kind", ["openvino", "onnxruntime"])
 def test_a_user_onnx_file_with_float_input_is_normalised_for_it(
-    default_loaded: LoadedModel,
+    default_loaded: LoadedModel, kind: str
 ) -> None:
     network = default_loaded.network
     assert isinstance(network, torch.nn.Module)
@@ -60,9 +80,9 @@ def test_a_user_onnx_file_with_float_input_is_normalised_for_it(
             dynamic_axes={"x": {0: "n"}},
             dynamo=False,
         )
-    graph = OnnxGraph(stream.getvalue())
-    float_input = OnnxRuntimeBackend(graph, default_loaded.spec, device=CPU, threads=1)
+    user_file = LoadedModel(default_loaded.spec, OnnxGraph(stream.getvalue()))
     pixels = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    float_input = backend(user_file, kind)
     exported = OnnxRuntimeBackend(
         export_to_onnx(default_loaded), default_loaded.spec, device=CPU, threads=1
     )
@@ -81,10 +101,26 @@ def test_activations_and_top_k() -> None:
     assert order.shape == (2, 3) and order[0].tolist() == [1, 2, 0]
 
 
-def test_auto_picks_onnxruntime_on_the_cpu(default_loaded: LoadedModel) -> None:
-    backend = create_backend(default_loaded, device=CPU, kind="auto", threads=1)
-    assert (backend.name, backend.device) == ("onnxruntime", "cpu")
-    assert create_backend(default_loaded, device=CPU, kind="torch", threads=1).name == "torch"
+def test_auto_picks_openvino_on_the_cpu(default_loaded: LoadedModel) -> None:
+    chosen = backend(default_loaded, "auto")
+    assert isinstance(chosen, OpenVinoBackend) and chosen.device == "cpu"
+    assert backend(default_loaded, "torch").name == "torch"
+    assert backend(default_loaded, "onnxruntime").name == "onnxruntime"
+
+
+@pytest.mark.parametrize(
+    ("kind", "precision", "message"),
+    [
+        ("onnxruntime", "bf16", "ONNX Runtime runs efficientnet-lite0 in fp32"),
+        ("torch", "fp16", "PyTorch runs efficientnet-lite0 in fp32 on the CPU"),
+        ("openvino", "fp16", "OpenVINO runs fp32 or bf16"),
+    ],
+)
+def test_precisions_a_backend_cannot_run_are_start_up_errors(
+    default_loaded: LoadedModel, kind: str, precision: str, message: str
+) -> None:
+    with pytest.raises(BackendError, match=message):
+        backend(default_loaded, kind, precision=precision)
 
 
 class Unexportable(torch.nn.Module):
@@ -98,10 +134,10 @@ class Unexportable(torch.nn.Module):
 def test_a_model_that_will_not_export_falls_back_to_torch_under_auto_only() -> None:
     spec = colour_model().spec
     model = LoadedModel(spec, Unexportable())
-    fallback = create_backend(model, device=CPU, kind="auto", threads=1)
-    assert isinstance(fallback, TorchBackend)
-    with pytest.raises(BackendError, match="ONNX"):
-        create_backend(model, device=CPU, kind="onnxruntime", threads=1)
+    assert isinstance(backend(model, "auto"), TorchBackend)
+    for kind in ("openvino", "onnxruntime"):
+        with pytest.raises(BackendError, match="ONNX"):
+            backend(model, kind)
 
 
 class MeanColour(torch.nn.Module):
@@ -114,13 +150,13 @@ def test_torchscript_models_run_on_torch_unless_onnxruntime_is_demanded() -> Non
         warnings.simplefilter("ignore")  # TorchScript is deprecated
         scripted = torch.jit.trace(MeanColour(), torch.zeros(1, 3, 8, 8))
     model = LoadedModel(colour_model().spec, scripted)
-    backend = create_backend(model, device=CPU, kind="auto", threads=1)
-    assert backend.name == "torch"
+    chosen = backend(model, "auto")
+    assert chosen.name == "torch"
     pixels = np.zeros((2, 32, 32, 3), dtype=np.uint8)
     pixels[1, ..., 2] = 255
-    assert backend(pixels, 1)[1][:, 0].tolist() == [0, 2]
+    assert chosen(pixels, 1)[1][:, 0].tolist() == [0, 2]
     with pytest.raises(BackendError, match="cannot be exported to ONNX"):
-        create_backend(model, device=CPU, kind="onnxruntime", threads=1)
+        backend(model, "onnxruntime")
 
 
 def test_a_model_too_large_for_the_device_is_a_start_up_error_that_says_so(
@@ -134,7 +170,7 @@ def test_a_model_too_large_for_the_device_is_a_start_up_error_that_says_so(
     model = LoadedModel(colour_model().spec, MeanColour())
     monkeypatch.setattr(TorchBackend, "__init__", out_of_memory)
     with pytest.raises(BackendError) as raised:
-        create_backend(model, device=CPU, kind="torch", threads=1)
+        backend(model, "torch")
     assert str(raised.value) == (
         "colours does not fit in the memory of cpu (CUDA out of memory. Tried to allocate"
         " 600.00 MiB (GPU 0; 7.79 GiB total)): serve it on another device, or fewer models"

@@ -111,7 +111,7 @@ def test_list_models_describes_the_default_model(client: Client) -> None:
         224,
     )
     assert (model.device, list(model.languages), model.max_batch_size) == ("cpu", ["zh", "en"], 8)
-    assert model.backend == "onnxruntime"
+    assert model.backend == "openvino"
     assert (model.source_format, model.architecture, model.activation) == (
         "builtin",
         "tf_efficientnet_lite0",

@@ -11,7 +11,6 @@ classify(image, options)
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from recognizer.engine.runner import ModelRunner
 from recognizer.engine.settings import EngineSettings
 from recognizer.engine.types import Classification, Label, ModelStatus, Options, Timing
 from recognizer.errors import (
-    DeadlineExceededError,
     InvalidRequestError,
     ModelNotFoundError,
     ShuttingDownError,
@@ -88,7 +86,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         for runner in self._runners.values():
             await loop.run_in_executor(self._preprocess_pool, runner.warm_up)
-            runner.start(loop)
+            runner.start(loop, self._preprocess_pool)
 
     def drain(self) -> None:
         """Refuse new requests from now on; requests already accepted are still answered."""
@@ -166,18 +164,13 @@ class Engine:
             if cached is not None:
                 return self._answer(spec, language, options, cached, Timing(cache_hit=True))
         with runner.admission():
-            started = time.monotonic()
-            pixels = await loop.run_in_executor(self._preprocess_pool, runner.preprocess, image)
-            preprocess_s = time.monotonic() - started
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DeadlineExceededError("the deadline passed while the image was decoded")
-            output = await runner.infer(pixels, top_k, deadline=deadline, flow=flow)
+            output = await runner.classify(image, top_k, deadline=deadline, flow=flow)
         scores = CachedScores(output.scores, output.class_ids)
         if self._cache is not None and digest is not None:
             self._cache.put(spec.name, digest, scores)
         timing = Timing(
             queue_s=output.queue_s,
-            preprocess_s=preprocess_s,
+            preprocess_s=output.preprocess_s,
             inference_s=output.inference_s,
             batch_size=output.batch_size,
         )

@@ -9,6 +9,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from concurrent.futures import Executor
 from contextlib import contextmanager
 
 import numpy as np
@@ -58,6 +59,7 @@ class ModelRunner:
             for index in range(self.workers)
         ]
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._preprocess_pool: Executor | None = None
         self._pending = 0
         self._seconds_per_item = 0.01
         self._batch_sizes: Counter[int] = Counter()
@@ -104,8 +106,9 @@ class ModelRunner:
         for batch_size in sorted({1, self.max_batch_size}):
             self.backend(np.zeros((batch_size, size, size, 3), dtype=np.uint8), 1)
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop, preprocess_pool: Executor) -> None:
         self._loop = loop
+        self._preprocess_pool = preprocess_pool
         for thread in self._threads:
             thread.start()
 
@@ -138,15 +141,43 @@ class ModelRunner:
             decoded = decode_image(image, max_pixels=limit)
         return prepare_input(decoded, self.spec.preprocessing)
 
-    async def infer(
-        self, pixels: np.ndarray, top_k: int, *, deadline: float | None, flow: Hashable | None
+    async def classify(
+        self,
+        image: bytes | RawFrame,
+        top_k: int,
+        *,
+        deadline: float | None,
+        flow: Hashable | None,
     ) -> BatchOutput:
-        """Queue prepared pixels and wait for the model's top-k answer."""
-        if self._loop is None:
+        """Decode the image in the preprocess pool, batch it, and wait for the top-k answer.
+
+        The decoding thread queues the pixels itself, so the event loop is woken once per
+        request, with the answer; a caller that gives up first takes its job back.
+        """
+        if self._loop is None or self._preprocess_pool is None:
             raise RuntimeError("the runner has not been started")
-        item = WorkItem(pixels, top_k, deadline, self._loop.create_future())
+        answer: asyncio.Future[BatchOutput] = self._loop.create_future()
+        job = self._preprocess_pool.submit(self._prepare, image, top_k, deadline, flow, answer)
+        answer.add_done_callback(lambda done: job.cancel() if done.cancelled() else None)
+        return await answer
+
+    def _prepare(
+        self,
+        image: bytes | RawFrame,
+        top_k: int,
+        deadline: float | None,
+        flow: Hashable | None,
+        answer: asyncio.Future[BatchOutput],
+    ) -> None:
+        """In the preprocess pool: decode, then queue for the model (or report the error)."""
+        started = time.monotonic()
+        try:
+            pixels = self.preprocess(image)
+        except Exception as error:
+            self._call_on_loop(_fail, answer, error)
+            return
+        item = WorkItem(pixels, top_k, deadline, answer, time.monotonic() - started)
         self._queue.put(item, item if flow is None else flow)
-        return await item.future
 
     def _capped(self, batch_size: int) -> int:
         cap = self.spec.max_batch_size
@@ -196,8 +227,10 @@ class ModelRunner:
                 item.future.set_result(output)
 
 
-def _fail_expired(future: asyncio.Future[BatchOutput]) -> None:
+def _fail(future: asyncio.Future[BatchOutput], error: BaseException) -> None:
     if not future.done():
-        future.set_exception(
-            DeadlineExceededError("the deadline passed while the request waited in the queue")
-        )
+        future.set_exception(error)
+
+
+def _fail_expired(future: asyncio.Future[BatchOutput]) -> None:
+    _fail(future, DeadlineExceededError("the deadline passed before the model was free"))

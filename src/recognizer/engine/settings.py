@@ -8,8 +8,10 @@ from typing import Literal
 
 from recognizer.models.preprocessing import DEFAULT_MAX_PIXELS
 
-BackendKind = Literal["auto", "torch", "onnxruntime"]
-BACKEND_KINDS: tuple[BackendKind, ...] = ("auto", "torch", "onnxruntime")
+BackendKind = Literal["auto", "openvino", "onnxruntime", "torch"]
+BACKEND_KINDS: tuple[BackendKind, ...] = ("auto", "openvino", "onnxruntime", "torch")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +30,7 @@ class EngineSettings:
 
     device: str = "auto"
     backend: BackendKind = "auto"
+    precision: Precision = "auto"
     max_batch_size: int | None = None
     max_batch_delay_ms: float | None = None
     inference_threads: int | None = None
@@ -56,6 +59,8 @@ class EngineSettings:
             raise ValueError("max_batch_delay_ms must not be negative")
         if self.backend not in BACKEND_KINDS:
             raise ValueError(f"backend must be one of {', '.join(BACKEND_KINDS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
 
     def workers_for(self, device: str) -> int:
         """Inference worker threads per model: as set, else one per core on the CPU, one on CUDA."""

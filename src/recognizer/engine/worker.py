@@ -23,6 +23,7 @@ class BatchOutput:
 
     scores: np.ndarray
     class_ids: np.ndarray
+    preprocess_s: float
     queue_s: float
     inference_s: float
     batch_size: int
@@ -40,6 +41,7 @@ class WorkItem:
     top_k: int
     deadline: float | None
     future: asyncio.Future[BatchOutput]
+    preprocess_s: float
     enqueued_at: float = field(default_factory=time.monotonic)
 
 
@@ -86,6 +88,7 @@ class InferenceWorker(threading.Thread):
             BatchOutput(
                 scores=scores[row, : item.top_k],
                 class_ids=class_ids[row, : item.top_k],
+                preprocess_s=item.preprocess_s,
                 queue_s=started - item.enqueued_at,
                 inference_s=inference_s,
                 batch_size=len(batch),

@@ -3,23 +3,30 @@
 A backend owns everything device-specific (placement, precision, memory layout,
 normalisation, activation), so workers stay the same whatever runs the model.
 Which backend serves a model is chosen per device by measurement (BENCHMARKS.md):
-ONNX Runtime on the CPU, where it is about three times faster than eager PyTorch,
-and PyTorch on CUDA.
+OpenVINO on the CPU, then ONNX Runtime, both several times faster than eager PyTorch
+there, and PyTorch on CUDA.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from recognizer.engine.settings import BackendKind
+from recognizer.engine.settings import BackendKind, Precision
 from recognizer.errors import BackendError
 from recognizer.models.spec import LoadedModel, OnnxGraph
 
 logger = logging.getLogger(__name__)
+
+# Largest difference in any class probability tolerated between a backend and PyTorch:
+# in float32, and in bfloat16 (whose 8-bit mantissa moves probabilities by a few 0.01).
+EXPORT_TOLERANCE = 1e-4
+REDUCED_PRECISION_TOLERANCE = 0.05
 
 
 class Backend(Protocol):
@@ -55,47 +62,102 @@ def resolve_device(device: str) -> torch.device:
 
 
 def create_backend(
-    model: LoadedModel, *, device: torch.device, kind: BackendKind, threads: int
+    model: LoadedModel,
+    *,
+    device: torch.device,
+    kind: BackendKind,
+    workers: int,
+    threads: int,
+    precision: Precision = "auto",
 ) -> Backend:
-    """Pick and build the backend for a model: `threads` is each call's intra-op thread count.
+    """Pick and build the backend for a model on `workers` threads of `threads` threads each.
 
-    "auto" means ONNX Runtime on the CPU (the model is exported at start-up and its
-    outputs checked against PyTorch) and PyTorch on CUDA; a model that will not export
-    falls back to PyTorch with a warning. ONNX files always run on ONNX Runtime, and
-    TorchScript models on PyTorch under "auto" (the exporter cannot trace into them).
-    A model too large for the device is a BackendError that says so.
+    "auto" tries, in order of measured speed, OpenVINO then ONNX Runtime on the CPU
+    (PyTorch models are exported to ONNX at start-up) and PyTorch on CUDA, falling back
+    with a warning when one cannot run the model; TorchScript runs on PyTorch (the
+    exporter cannot trace into it), ONNX files on the graph backends. Every export is
+    checked against PyTorch before it serves. "auto" precision is fp32 on the CPU and
+    fp16 on CUDA. A model too large for the device is a BackendError that says so.
     """
-    try:
-        return _create_backend(model, device=device, kind=kind, threads=threads)
-    except torch.OutOfMemoryError as error:
-        raise BackendError(
-            f"{model.spec.name} does not fit in the memory of {device}"
-            f" ({str(error).splitlines()[0]}): serve it on another device, or fewer models"
-            " beside it"
-        ) from error
+    precision = resolve_precision(precision, device)
+    candidates = [kind] if kind != "auto" else _auto_candidates(model, device)
+    graph = functools.cache(lambda: _graph(model))  # exported once, whichever backend runs it
+    failures: list[str] = []
+    for index, candidate in enumerate(candidates):
+        try:
+            return _build(model, graph, candidate, device, workers, threads, precision)
+        except BackendError as error:
+            failures.append(str(error))
+            if index + 1 < len(candidates):
+                logger.warning("%s; trying %s next", error, candidates[index + 1])
+        except torch.OutOfMemoryError as error:
+            raise BackendError(
+                f"{model.spec.name} does not fit in the memory of {device}"
+                f" ({str(error).splitlines()[0]}): serve it on another device, or fewer models"
+                " beside it"
+            ) from error
+    raise BackendError("; ".join(failures))
 
 
-def _create_backend(
-    model: LoadedModel, *, device: torch.device, kind: BackendKind, threads: int
+def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def _auto_candidates(model: LoadedModel, device: torch.device) -> list[BackendKind]:
+    """The backends "auto" tries for a model, fastest first."""
+    if device.type == "cuda":
+        return ["onnxruntime"] if isinstance(model.network, OnnxGraph) else ["torch"]
+    if isinstance(model.network, torch.jit.ScriptModule):
+        return ["torch"]
+    if isinstance(model.network, OnnxGraph):
+        return ["openvino", "onnxruntime"]
+    return ["openvino", "onnxruntime", "torch"]
+
+
+def _graph(model: LoadedModel) -> OnnxGraph:
+    from recognizer.engine.backends.graphs import export_to_onnx
+
+    return model.network if isinstance(model.network, OnnxGraph) else export_to_onnx(model)
+
+
+def _build(
+    model: LoadedModel,
+    graph: Callable[[], OnnxGraph],
+    kind: BackendKind,
+    device: torch.device,
+    workers: int,
+    threads: int,
+    precision: Precision,
 ) -> Backend:
-    from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend, export_to_onnx
+    from recognizer.engine.backends.graphs import check_against_torch
+    from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend
+    from recognizer.engine.backends.openvino_backend import OpenVinoBackend
     from recognizer.engine.backends.torch_backend import TorchBackend
 
-    if isinstance(model.network, OnnxGraph):
-        if kind == "torch":
-            raise BackendError(f"{model.spec.name} is an ONNX model; it runs on onnxruntime")
-        return OnnxRuntimeBackend(model.network, model.spec, device=device, threads=threads)
-    scripted = isinstance(model.network, torch.jit.ScriptModule)
-    if kind == "torch" or (kind == "auto" and (device.type == "cuda" or scripted)):
+    name = model.spec.name
+    if kind == "torch":
+        if isinstance(model.network, OnnxGraph):
+            raise BackendError(f"{name} is an ONNX model; it runs on onnxruntime or openvino")
         if device.type == "cpu":
+            if precision != "fp32":
+                raise BackendError(f"PyTorch runs {name} in fp32 on the CPU, not {precision}")
             torch.set_num_threads(threads)
-        return TorchBackend(model, device=device, half=device.type == "cuda")
-    try:
-        graph = export_to_onnx(model)
-        return OnnxRuntimeBackend(graph, model.spec, device=device, threads=threads)
-    except BackendError as error:
-        if kind == "onnxruntime":
-            raise
-        logger.warning("%s; serving %s with PyTorch instead", error, model.spec.name)
-        torch.set_num_threads(threads)
-        return TorchBackend(model, device=device)
+        return TorchBackend(model, device=device, half=precision == "fp16")
+    if kind == "openvino" and device.type != "cpu":
+        raise BackendError(f"OpenVINO runs {name} on the CPU only, not on {device}")
+    if kind == "onnxruntime" and precision != "fp32":
+        raise BackendError(f"ONNX Runtime runs {name} in fp32, not {precision}")
+    backend: Backend
+    if kind == "openvino":
+        backend = OpenVinoBackend(
+            graph(), model.spec, workers=workers, threads=threads, precision=precision
+        )
+    else:
+        backend = OnnxRuntimeBackend(graph(), model.spec, device=device, threads=threads)
+    if not isinstance(model.network, OnnxGraph):
+        exact = precision == "fp32"
+        tolerance = EXPORT_TOLERANCE if exact else REDUCED_PRECISION_TOLERANCE
+        check_against_torch(backend, model, name=kind, tolerance=tolerance, same_top1=exact)
+    return backend
