@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from recognizer.bench.workload import find_images
-from recognizer.engine.settings import BackendKind
+from recognizer.engine.settings import BackendKind, Precision
 
 TOP_K = 5  # the server's default answer
 
@@ -59,11 +59,18 @@ def main() -> None:
         default="auto",
         help="as `recognizer serve --backend` (default: auto, what the server runs)",
     )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="as `recognizer serve --precision` (default: auto, fp32 on the CPU)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     args = parser.parse_args()
     result = measure_limit(
         [Path(path).read_bytes() for path in find_images(args.images)],
         backend_kind=args.backend,
+        precision=args.precision,
         batch_sizes=args.batch_sizes,
         warmup_s=args.warmup,
         duration_s=args.duration,
@@ -77,6 +84,7 @@ def measure_limit(
     images: Sequence[bytes],
     *,
     backend_kind: BackendKind = "auto",
+    precision: Precision = "auto",
     batch_sizes: Sequence[int],
     warmup_s: float,
     duration_s: float,
@@ -97,7 +105,12 @@ def measure_limit(
     workers = settings.workers_for(device.type)
     threads = max(1, (os.cpu_count() or 1) // workers)  # as recognizer.app.build_engine
     backend = create_backend(
-        model, device=device, kind=backend_kind, workers=workers, threads=threads
+        model,
+        device=device,
+        kind=backend_kind,
+        workers=workers,
+        threads=threads,
+        precision=precision,
     )
     preprocessing = model.spec.preprocessing
 
@@ -129,6 +142,7 @@ def measure_limit(
         "schema": "recognizer-limit/1",
         "model": model.spec.name,
         "backend": backend.name,
+        "precision": precision,
         "device": backend.device,
         "inference_workers": workers,
         "threads_per_worker": threads,
