@@ -48,6 +48,7 @@ VERSIONS = (
     "recognizer",
     "torch",
     "torchvision",
+    "openvino",
     "onnxruntime",
     "numpy",
     "pillow",
