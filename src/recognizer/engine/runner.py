@@ -80,8 +80,6 @@ class ModelRunner:
             backend=self.backend.name,
             device=self.backend.device,
             max_batch_size=self.max_batch_size,
-            max_batch_delay_s=self._queue.max_delay_s,
-            inference_threads=self.workers,
             pending=self._pending,
             batch_sizes=dict(self._batch_sizes),
             inference_s=self._inference_s,
@@ -111,6 +109,13 @@ class ModelRunner:
         self._preprocess_pool = preprocess_pool
         for thread in self._threads:
             thread.start()
+        logger.info(
+            "%s: batches of up to %d, waiting at most %.1f ms to fill, on %d worker(s)",
+            self.spec.name,
+            self.max_batch_size,
+            self._queue.max_delay_s * 1000,
+            self.workers,
+        )
 
     def stop(self) -> None:
         """Finish what is queued, then stop the workers."""

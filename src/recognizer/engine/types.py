@@ -50,7 +50,7 @@ class Classification:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelStatus:
-    """How a served model runs (spec, backend, device, batching) and what it has done.
+    """How a served model runs (spec, backend, device, batch limit) and what it has done.
 
     `batch_sizes` counts the batches run by size; `inference_s` is their total model time.
     """
@@ -59,8 +59,6 @@ class ModelStatus:
     backend: str
     device: str
     max_batch_size: int
-    max_batch_delay_s: float
-    inference_threads: int
     pending: int = 0
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
     inference_s: float = 0.0

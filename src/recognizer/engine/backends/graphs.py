@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from recognizer.engine.backends import Backend
 from recognizer.errors import BackendError
 from recognizer.models.spec import LoadedModel, ModelSpec, OnnxGraph
-
-Backend = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 class GraphInputs:
