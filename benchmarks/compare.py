@@ -103,9 +103,14 @@ def main() -> None:
         default=1,
         help="client processes for recognizer bench (default: 1)",
     )
+    parser.add_argument(
+        "--rounds", type=int, help="interleaved rounds the ratios are the median of (default: 3)"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke test: every phase short")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
+    if args.rounds:
+        plan = Plan(**{**asdict(plan), "rounds": args.rounds})
     if args.concurrency:
         plan = Plan(**{**asdict(plan), "concurrencies": tuple(args.concurrency)})
     plan = Plan(**{**asdict(plan), "concurrencies": tuple(sorted({1, *plan.concurrencies}))})

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fakes import POISON, ColourNet, colour_model, solid_png
-from recognizer.engine.engine import Engine, ServedModel
+from recognizer.engine.engine import DRAIN_QUIET_S, Engine, ServedModel
 from recognizer.engine.settings import EngineSettings
 from recognizer.engine.types import Options
 from recognizer.errors import (
@@ -194,3 +194,15 @@ async def test_draining_refuses_new_requests_and_finishes_accepted_ones() -> Non
         await engine.classify(solid_png(RED), Options())
     await engine.close()
     assert (await accepted).labels[0].class_id == 2
+
+
+async def test_draining_waits_until_refused_callers_go_quiet() -> None:
+    engine = await started([colour_model()], max_batch_size=1)
+    engine.drain()
+    assert await engine.wait_idle(timeout=1)  # nobody is calling: idle at once
+    with pytest.raises(ShuttingDownError):
+        await engine.classify(solid_png(RED), Options())
+    # A caller was just refused: its next call may be on the wire, so wait for quiet.
+    assert not await engine.wait_idle(timeout=DRAIN_QUIET_S / 3)
+    assert await engine.wait_idle(timeout=DRAIN_QUIET_S * 3)
+    await engine.close()

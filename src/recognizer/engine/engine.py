@@ -11,6 +11,8 @@ classify(image, options)
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from recognizer.models.raw import RawFrame
 from recognizer.models.spec import ModelSpec
 
 DEFAULT_LANGUAGE = "zh"
+DRAIN_QUIET_S = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,7 @@ class Engine:
             else None
         )
         self._draining = False
+        self._last_refusal = -math.inf
         self._streams: set[Callable[[], object]] = set()
 
     def describe(self) -> tuple[ModelStatus, ...]:
@@ -111,10 +115,19 @@ class Engine:
         self._preprocess_pool.shutdown()
 
     async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no accepted request or stream is left, or `timeout` passes."""
+        """Wait until no accepted request or stream is left, or `timeout` passes.
+
+        While callers are still being refused, it waits for them to stop too (a quiet
+        `DRAIN_QUIET_S`), so that the server closes once they have seen UNAVAILABLE, and
+        not while their next call is on the wire (which gRPC would cancel).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self._streams or any(r.pending for r in self._runners.values()):
+        while (
+            self._streams
+            or any(r.pending for r in self._runners.values())
+            or time.monotonic() - self._last_refusal < DRAIN_QUIET_S
+        ):
             if loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.01)
@@ -147,6 +160,7 @@ class Engine:
         `flow` groups requests for fair batching (one stream's frames, say).
         """
         if self._draining:
+            self._last_refusal = time.monotonic()
             raise ShuttingDownError()
         runner = self._runner(options.model)
         spec = runner.spec
