@@ -117,8 +117,8 @@ SERVE_SETTINGS = (
         "engine",
         "max_batch_size",
         "auto",
-        "largest batch formed (a model's own max_batch_size may lower it); auto measures the"
-        " best at start-up",
+        "largest batch formed (a model's own max_batch_size may lower it); auto is 4 on the"
+        " CPU and measured at start-up on a GPU",
     ),
     Setting(
         "--max-batch-delay-ms",

@@ -5,18 +5,34 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 
 from fakes import colour_model
 from recognizer.engine import runner as runner_module
+from recognizer.engine.backends import Backend
 from recognizer.engine.runner import ModelRunner
 from recognizer.engine.settings import EngineSettings
+from recognizer.engine.tuning import CPU_BATCH_SIZE, GPU_BATCH_LIMIT
 
 
-def runner(model_limit: int | None, **settings: object) -> ModelRunner:
+class OnDevice:
+    """The colour model's backend, reporting another device (the runner's choices follow it)."""
+
+    name = "torch"
+
+    def __init__(self, backend: Backend, device: str) -> None:
+        self._backend, self.device = backend, device
+
+    def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._backend(pixels, top_k)
+
+
+def runner(model_limit: int | None, *, device: str = "cpu", **settings: object) -> ModelRunner:
     model = colour_model()
     spec = dataclasses.replace(model.spec, max_batch_size=model_limit)
-    return ModelRunner(spec, model.backend, EngineSettings(**settings))  # type: ignore[arg-type]
+    backend = model.backend if device == "cpu" else OnDevice(model.backend, device)
+    return ModelRunner(spec, backend, EngineSettings(**settings))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("model_limit", "expected"), [(2, 2), (16, 8), (None, 8)])
@@ -36,9 +52,19 @@ def test_the_models_limit_caps_the_measured_batch_size(monkeypatch: pytest.Monke
         return limit, {limit: 1.0}
 
     monkeypatch.setattr(runner_module, "tune_batch_size", measure)
-    capped = runner(3)
+    capped = runner(3, device="cuda:0")
     capped.warm_up()
     assert (limits, capped.max_batch_size) == ([3], 3)
-    uncapped = runner(None)
+    uncapped = runner(None, device="cuda:0")
     uncapped.warm_up()
-    assert limits[1] == uncapped.max_batch_size == 16  # the CPU's own limit
+    assert limits[1] == uncapped.max_batch_size == GPU_BATCH_LIMIT
+
+
+@pytest.mark.parametrize(("model_limit", "expected"), [(None, CPU_BATCH_SIZE), (2, 2)])
+def test_the_cpu_batches_up_to_its_measured_default_without_tuning(
+    monkeypatch: pytest.MonkeyPatch, model_limit: int | None, expected: int
+) -> None:
+    monkeypatch.setattr(runner_module, "tune_batch_size", None)  # must not be called
+    cpu = runner(model_limit)
+    cpu.warm_up()
+    assert cpu.max_batch_size == expected

@@ -17,7 +17,12 @@ import numpy as np
 from recognizer.engine.backends import Backend
 from recognizer.engine.batching import BatchQueue
 from recognizer.engine.settings import EngineSettings
-from recognizer.engine.tuning import batch_size_limit, measure_throughput, tune_batch_size
+from recognizer.engine.tuning import (
+    CPU_BATCH_SIZE,
+    GPU_BATCH_LIMIT,
+    measure_throughput,
+    tune_batch_size,
+)
 from recognizer.engine.types import ModelStatus
 from recognizer.engine.worker import BatchOutput, InferenceWorker, WorkItem
 from recognizer.errors import DeadlineExceededError, OverloadedError
@@ -87,22 +92,30 @@ class ModelRunner:
 
     def warm_up(self) -> None:
         """Run the model once at every batch size it will see, choosing the size if unset."""
-        size = self.spec.preprocessing.crop
         if self.settings.max_batch_size is None:
-            throughput = functools.partial(
-                measure_throughput, self.backend, size, workers=self.workers, seconds=0.4
-            )
-            limit = self._capped(batch_size_limit(self.backend.device))
-            chosen, rates = tune_batch_size(throughput, limit=limit)
-            logger.info(
-                "%s: batch size %d chosen; images/s by batch size: %s",
-                self.spec.name,
-                chosen,
-                ", ".join(f"{batch}: {rate:.0f}" for batch, rate in rates.items()),
-            )
-            self._queue.max_batch_size = chosen
+            on_cpu = self.backend.device == "cpu"
+            self._queue.max_batch_size = self._capped(CPU_BATCH_SIZE) if on_cpu else self._tuned()
+        size = self.spec.preprocessing.crop
         for batch_size in sorted({1, self.max_batch_size}):
             self.backend(np.zeros((batch_size, size, size, 3), dtype=np.uint8), 1)
+
+    def _tuned(self) -> int:
+        """The batch size measured best on this device (engine/tuning.py)."""
+        throughput = functools.partial(
+            measure_throughput,
+            self.backend,
+            self.spec.preprocessing.crop,
+            workers=self.workers,
+            seconds=0.4,
+        )
+        chosen, rates = tune_batch_size(throughput, limit=self._capped(GPU_BATCH_LIMIT))
+        logger.info(
+            "%s: batch size %d chosen; images/s by batch size: %s",
+            self.spec.name,
+            chosen,
+            ", ".join(f"{batch}: {rate:.0f}" for batch, rate in rates.items()),
+        )
+        return chosen
 
     def start(self, loop: asyncio.AbstractEventLoop, preprocess_pool: Executor) -> None:
         self._loop = loop

@@ -18,9 +18,10 @@ PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 class EngineSettings:
     """Tuning knobs of the inference engine, the same for every served model.
 
-    None means "choose for the device": the batch size is measured at start-up
-    (engine/tuning.py), the batching delay is 0 on the CPU (waiting would idle the
-    cores) and 2 ms on CUDA, and the CPU gets one inference worker per core.
+    None means "choose for the device": the batch size is 4 on the CPU and measured
+    at start-up on a GPU (engine/tuning.py), the batching delay is 0 on the CPU
+    (waiting would idle the cores) and 2 ms on CUDA, and the CPU gets one inference
+    worker per core.
     The result cache is off unless `cache_entries` is set.
 
     Usage:

@@ -1,11 +1,16 @@
-"""Choose a model's batch size on this machine by measuring it, at start-up.
+"""How large a model's batches may grow when it is left to the engine, per device.
 
-Batching is not free everywhere: on a 2-core CPU a batch of 8 runs no faster per image
-than a batch of 1, while a GPU gains up to batches of a hundred or more. So the engine
-measures throughput at batch sizes 1, 2, 4, ... with all its workers busy, and keeps
-the smallest size within 10 % of the best: a larger batch costs every request in it
-latency, so it must pay clearly, beyond the noise of a short measurement on a shared
-machine (which is about 10 %).
+On the CPU the engine never waits to fill a batch (the delay is 0), so the limit only
+matters under load, when requests are already queued. Measured end to end on a 2-core
+CPU (BENCHMARKS.md), a limit of 4 served 10-20 % more than 1 at the same median and p99
+latency (each batch also pays the hand-offs between threads, which the model alone does
+not show), and 8 was no faster, with a worse p99; the model alone showed no difference
+beyond the noise of a start-up measurement. So the CPU gets 4.
+
+On a GPU, throughput grows with the batch up to a hundred or more, by how much depends
+on the card and the model, so the engine measures it at start-up: batch sizes 1, 2, 4,
+... with all its workers busy, keeping the smallest size within 10 % of the best (a
+larger batch costs every request in it latency, so it must pay clearly).
 """
 
 from __future__ import annotations
@@ -24,9 +29,8 @@ logger = logging.getLogger(__name__)
 NEAR_BEST = 0.9
 
 
-def batch_size_limit(device: str) -> int:
-    """The largest batch size worth trying: CPUs stop gaining early, GPUs late."""
-    return 16 if device == "cpu" else 256
+CPU_BATCH_SIZE = 4
+GPU_BATCH_LIMIT = 256
 
 
 def measure_throughput(
