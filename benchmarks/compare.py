@@ -10,8 +10,9 @@ On the same machine and the same images, back to back:
 3. the seed baseline: benchmarks/seed_baseline.py served and loaded the same way.
 For the two services it also measures the latency of requests sent one at a time to an
 idle server (concurrency 1) against the p99 of an open loop at half the best throughput
-of the sweep. Last, it runs the three back to back in a few interleaved rounds and
-quotes the throughput ratios as the median of the rounds' ratios, since a shared
+of the sweep. Last, it runs the three back to back in a few interleaved rounds (the
+limit at each of its batch sizes, keeping the best; every other round in reverse order)
+and quotes the throughput ratios as the median of the rounds' ratios, since a shared
 machine's speed drifts between minutes. It prints one table with the ratios, and writes
 compare.json (every document the runs produced, with the machine and versions) and
 compare.png (throughput and p99 latency against concurrency) into --out. --quick
@@ -142,14 +143,12 @@ def main() -> None:
         baseline = measure_service(theirs, plan)
         print("4/4 interleaved rounds: limit, recognizer, baseline", file=sys.stderr)
         concurrency = str(plan.round_concurrency)
-        rounds = [
-            {
-                "limit": run_limit(images, plan, (limit["best_batch_size"],)),
-                "recognizer": ours("--concurrency", concurrency),
-                "baseline": theirs("--concurrency", concurrency),
-            }
-            for _ in range(plan.rounds)
-        ]
+        measures: dict[str, Callable[[], dict[str, Any]]] = {
+            "limit": lambda: run_limit(images, plan, plan.limit_batch_sizes),
+            "recognizer": lambda: ours("--concurrency", concurrency),
+            "baseline": lambda: theirs("--concurrency", concurrency),
+        }
+        rounds = [interleaved_round(measures, index) for index in range(plan.rounds)]
 
     results = {
         "machine": machine(),
@@ -165,6 +164,14 @@ def main() -> None:
     print(report(results))
     plot(results, args.out / "compare.png")
     print(f"\nwrote {args.out / 'compare.json'} and {args.out / 'compare.png'}")
+
+
+def interleaved_round(
+    measures: dict[str, Callable[[], dict[str, Any]]], index: int
+) -> dict[str, dict[str, Any]]:
+    """One round of every measure, in reverse order every other round so drift evens out."""
+    names = list(measures) if index % 2 == 0 else list(reversed(measures))
+    return {name: measures[name]() for name in names}
 
 
 def run_limit(images: Path, plan: Plan, batch_sizes: Sequence[int]) -> dict[str, Any]:
