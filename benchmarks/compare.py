@@ -306,12 +306,14 @@ def report(results: dict[str, Any]) -> str:
         f"recognizer / limit     {_num(ratio['recognizer_over_limit'], 2)}  (median of rounds)",
         f"recognizer / baseline  {_num(ratio['recognizer_over_baseline'], 2)}  (median of rounds)",
         "",
-        f"{'latency (ms)':<28}{'idle p50':>10}{'p99 at half load':>18}{'ratio':>8}  (rate)",
+        f"{'latency (ms)':<28}{'idle p50':>10}{'idle p99':>10}{'p99 at half load':>18}"
+        f"{'ratio':>8}  (rate)",
     ]
     for name, key in SERVICES:
         idle, half = results[key]["sweep"]["1"], results[key]["half_load"]
         lines.append(
-            f"{name:<28}{_num(idle['latency_ms']['p50']):>10}{_num(_p99(half)):>18}"
+            f"{name:<28}{_num(idle['latency_ms']['p50']):>10}{_num(_p99(idle)):>10}"
+            f"{_num(_p99(half)):>18}"
             f"{_num(ratio[f'{key}_half_load_p99_over_idle_p50'], 2):>8}"
             f"  ({_num(half and half['setup']['rate'])}/s)"
         )

@@ -26,11 +26,9 @@ from recognizer.engine.backends import Backend
 
 logger = logging.getLogger(__name__)
 
-NEAR_BEST = 0.9
-
-
 CPU_BATCH_SIZE = 4
-GPU_BATCH_LIMIT = 256
+GPU_BATCH_LIMIT = 256  # the largest batch the tuner tries
+NEAR_BEST = 0.9  # the tuner keeps the smallest batch this close to the best
 
 
 def measure_throughput(
