@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
 from fakes import ColourNet, colour_model, solid_png
@@ -87,4 +89,21 @@ async def test_the_cache_is_off_by_default() -> None:
     await engine.classify(image, Options())
     assert not (await engine.classify(image, Options())).timing.cache_hit
     assert engine.cache is None
+    await engine.close()
+
+
+async def test_entries_own_their_arrays_not_their_batchs() -> None:
+    engine = Engine(
+        [colour_model()], EngineSettings(max_batch_size=4, max_batch_delay_ms=50, cache_entries=8)
+    )
+    await engine.start()
+    images = [solid_png((0, 0, 200 + i)) for i in range(4)]
+    answers = await asyncio.gather(*(engine.classify(image, Options(top_k=2)) for image in images))
+    assert max(answer.timing.batch_size for answer in answers) > 1
+    assert engine.cache is not None
+    for image in images:
+        hit = engine.cache.get("colours", image_digest(image), 2)
+        assert hit is not None
+        entry_scores = hit.scores.base  # the cached entry, which `get` slices
+        assert entry_scores is not None and entry_scores.base is None and entry_scores.size == 2
     await engine.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -206,3 +207,28 @@ async def test_draining_waits_until_refused_callers_go_quiet() -> None:
     assert not await engine.wait_idle(timeout=DRAIN_QUIET_S / 3)
     assert await engine.wait_idle(timeout=DRAIN_QUIET_S * 3)
     await engine.close()
+
+
+async def test_no_language_means_chinese_or_else_the_models_first() -> None:
+    engine = await started([colour_model("en-only", languages=("en",))])
+    try:
+        result = await engine.classify(solid_png(RED), Options())
+        assert (result.language, result.labels[0].name) == ("en", "red")
+        with pytest.raises(InvalidRequestError, match="use one of: en"):
+            await engine.classify(solid_png(RED), Options(language="zh"))
+    finally:
+        await engine.close()
+
+
+async def test_closing_answers_a_request_still_waiting_to_be_decoded() -> None:
+    engine = await started([colour_model()], max_batch_size=1, preprocess_threads=1)
+    release = threading.Event()
+    engine._preprocess_pool.submit(release.wait)  # the only decoding thread is busy
+    accepted = asyncio.create_task(engine.classify(solid_png(BLUE), Options()))
+    await asyncio.sleep(0.05)
+    closing = asyncio.create_task(engine.close())
+    await asyncio.sleep(0.05)
+    release.set()
+    result = await asyncio.wait_for(accepted, timeout=5)
+    await closing
+    assert result.labels[0].class_id == 2

@@ -190,3 +190,24 @@ async def test_closing_a_stream_early_leaves_no_task_and_no_queued_work(
     assert engine.pending() == 0
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
     await engine.close()
+
+
+async def test_a_stream_opened_while_draining_is_refused() -> None:
+    engine = await make_engine()
+    engine.drain()
+    with pytest.raises(ShuttingDownError):
+        await anext(classify_stream(engine, frames_of([solid_png(COLOURS[0])])))
+    assert engine.pending() == 0
+    await engine.close()
+
+
+async def test_draining_before_the_stream_reads_its_first_frame_still_ends_it() -> None:
+    engine = await make_engine()
+    first = asyncio.ensure_future(
+        anext(classify_stream(engine, frames_of([solid_png(COLOURS[0])])))
+    )
+    # Runs after the stream starts its reader and before the reader's first step.
+    asyncio.get_running_loop().call_soon(engine.drain)
+    with pytest.raises(ShuttingDownError):
+        await asyncio.wait_for(first, timeout=5)
+    await engine.close()

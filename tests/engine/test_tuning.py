@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from recognizer.engine.settings import EngineSettings
 from recognizer.engine.tuning import measure_throughput, tune_batch_size
@@ -59,3 +60,20 @@ def test_unset_settings_follow_the_device() -> None:
     assert settings.workers_for("cuda:0") == 1 and settings.workers_for("cpu") >= 1
     fixed = EngineSettings(max_batch_delay_ms=5, inference_threads=3)
     assert (fixed.batch_delay_for("cpu"), fixed.workers_for("cpu")) == (0.005, 3)
+
+
+def test_a_batch_size_that_fails_ends_the_search_at_the_sizes_that_ran() -> None:
+    def out_of_memory_at_8(size: int) -> float:
+        if size >= 8:
+            raise RuntimeError("CUDA out of memory")
+        return 100.0 * size
+
+    assert tune_batch_size(out_of_memory_at_8, limit=64) == (4, {1: 100.0, 2: 200.0, 4: 400.0})
+
+
+def test_a_model_that_fails_at_batch_size_one_fails_start_up() -> None:
+    def broken(size: int) -> float:
+        raise RuntimeError("does not run")
+
+    with pytest.raises(RuntimeError, match="does not run"):
+        tune_batch_size(broken, limit=64)

@@ -34,6 +34,10 @@ class CachedScores:
     def nbytes(self) -> int:
         return int(self.scores.nbytes + self.class_ids.nbytes) + _ENTRY_OVERHEAD
 
+    def copy(self) -> CachedScores:
+        """Arrays of their own: a row of a batch's output would keep the whole batch alive."""
+        return CachedScores(self.scores.copy(), self.class_ids.copy())
+
 
 def image_digest(image: bytes | RawFrame) -> bytes:
     """A 128-bit content hash; blocking for large images, so it runs in a thread pool."""

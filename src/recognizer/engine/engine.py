@@ -3,8 +3,9 @@
 classify(image, options)
   -> validate options              (on the event loop, cheap)
   -> admission                     (the model's queue limit, refused at once)
+  -> result cache, if on           (the image's hash, in the preprocess thread pool)
   -> decode + preprocess           (preprocess thread pool)
-  -> batch queue -> worker thread  (the model, under torch.inference_mode)
+  -> batch queue -> worker thread  (the model's backend)
   -> labels in the asked language  (on the event loop)
 """
 
@@ -13,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from recognizer.engine.backends import Backend
@@ -98,21 +100,30 @@ class Engine:
         for on_drain in list(self._streams):
             on_drain()
 
-    def register_stream(self, on_drain: Callable[[], object]) -> Callable[[], None]:
-        """Count an open stream as busy until the returned function is called.
+    @contextmanager
+    def open_stream(self, on_drain: Callable[[], object]) -> Iterator[None]:
+        """Count an open stream as busy while inside; a new stream is refused when draining.
 
         `on_drain` runs when draining starts, so the stream stops reading new frames.
         """
+        if self._draining:
+            self._refuse()
         self._streams.add(on_drain)
-        return lambda: self._streams.discard(on_drain)
+        try:
+            yield
+        finally:
+            self._streams.discard(on_drain)
 
     async def close(self) -> None:
-        """Answer what was accepted, then stop the workers and the preprocess pool."""
+        """Answer what was accepted, then stop the preprocess pool and the workers.
+
+        The pool goes first: a request it is still decoding must reach its model's queue.
+        """
         self.drain()
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._preprocess_pool.shutdown)
         for runner in self._runners.values():
             await loop.run_in_executor(None, runner.stop)
-        self._preprocess_pool.shutdown()
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no accepted request or stream is left, or `timeout` passes.
@@ -160,8 +171,7 @@ class Engine:
         `flow` groups requests for fair batching (one stream's frames, say).
         """
         if self._draining:
-            self._last_refusal = time.monotonic()
-            raise ShuttingDownError()
+            self._refuse()
         runner = self._runner(options.model)
         spec = runner.spec
         top_k = min(options.top_k or self.settings.default_top_k, spec.num_classes)
@@ -170,18 +180,18 @@ class Engine:
             raise InvalidRequestError(
                 f"min_score must be within [0, 1], not {options.min_score}", field="min_score"
             )
-        loop = asyncio.get_running_loop()
-        digest = None
-        if self._cache is not None:
-            digest = await loop.run_in_executor(self._preprocess_pool, image_digest, image)
-            cached = self._cache.get(spec.name, digest, top_k)
-            if cached is not None:
-                return self._answer(spec, language, options, cached, Timing(cache_hit=True))
         with runner.admission():
+            digest = None
+            if self._cache is not None:
+                loop = asyncio.get_running_loop()
+                digest = await loop.run_in_executor(self._preprocess_pool, image_digest, image)
+                cached = self._cache.get(spec.name, digest, top_k)
+                if cached is not None:
+                    return self._answer(spec, language, options, cached, Timing(cache_hit=True))
             output = await runner.classify(image, top_k, deadline=deadline, flow=flow)
         scores = CachedScores(output.scores, output.class_ids)
         if self._cache is not None and digest is not None:
-            self._cache.put(spec.name, digest, scores)
+            self._cache.put(spec.name, digest, scores.copy())
         timing = Timing(
             queue_s=output.queue_s,
             preprocess_s=output.preprocess_s,
@@ -210,8 +220,15 @@ class Engine:
             raise ModelNotFoundError(name, list(self._runners))
         return runner
 
+    def _refuse(self) -> None:
+        self._last_refusal = time.monotonic()
+        raise ShuttingDownError()
+
     def _language(self, tag: str) -> str:
-        language = normalize_language(tag) if tag else DEFAULT_LANGUAGE
+        """The language asked for; no tag means DEFAULT_LANGUAGE, or a model's fallback."""
+        if not tag:
+            return DEFAULT_LANGUAGE
+        language = normalize_language(tag)
         if language not in self._languages:
             supported = ", ".join(sorted(self._languages))
             raise InvalidRequestError(

@@ -37,11 +37,12 @@ class ModelRunner:
     """Runs requests for one model, so a slow model never holds up another.
 
     Admission counts every request from the moment it is accepted until it is answered
-    (decoding, queued or in the model); over `max_queued_requests`, new requests are
-    refused at once with OverloadedError.
+    or its caller gives up (a request given up while queued is dropped when a worker
+    reaches it, not run); over `max_queued_requests`, new requests are refused at once
+    with OverloadedError.
 
-    The batch size, whether set or measured, never exceeds the model's own
-    `spec.max_batch_size`.
+    The batch size, whether set, the CPU's default or measured on a GPU, never exceeds
+    the model's own `spec.max_batch_size`.
     """
 
     def __init__(self, spec: ModelSpec, backend: Backend, settings: EngineSettings) -> None:

@@ -3,7 +3,7 @@
 Two policies decide what happens when frames arrive faster than they are classified:
 
 - EVERY_FRAME: every frame is classified. At most `EVERY_FRAME_WINDOW` frames are
-  read and not yet answered; beyond that the reader stops reading, so the transport's
+  read and their answers not yet written; beyond that the reader stops reading, so the transport's
   flow control slows the sender instead of memory growing.
 - LATEST_FRAME: the reader keeps reading. At most `LATEST_FRAME_IN_FLIGHT` frames are
   classified at once and one more waits its turn; a newer frame replaces the waiting
@@ -11,8 +11,9 @@ Two policies decide what happens when frames arrive faster than they are classif
   its turn comes. Answers are still written in order, and if the client stops reading
   them the reader stops too (at most `LATEST_FRAME_UNWRITTEN` answers wait).
 
-A frame that fails is answered with its error and the stream goes on. When the engine
-drains, reading stops, the frames already read are answered, then ShuttingDownError
+A frame that fails is answered with its error and the stream goes on. A stream opened
+while the engine drains is refused with ShuttingDownError; when the engine starts
+draining, an open stream stops reading, the frames already read are answered, then ShuttingDownError
 ends the stream. However the stream ends, its unfinished work is cancelled.
 """
 
@@ -83,17 +84,18 @@ async def classify_stream(
     settings = settings or StreamSettings()
     session = _Stream(engine, settings)
     reader = asyncio.create_task(session.read(frames))
-    unregister = engine.register_stream(on_drain=reader.cancel)
+    # The end marker comes from the task's end, which comes even if it never started.
+    reader.add_done_callback(lambda _: session.answers.put_nowait(None))
     try:
-        while (answer := await session.answers.get()) is not None:
-            result = await answer
-            yield result
-            session.unwritten.release()
-        if reader.cancelled():
-            raise ShuttingDownError()
-        await reader  # re-raises a failure to read the stream
+        with engine.open_stream(on_drain=reader.cancel):
+            while (answer := await session.answers.get()) is not None:
+                result = await answer
+                yield result
+                session.unwritten.release()
+            if reader.cancelled():
+                raise ShuttingDownError()
+            await reader  # re-raises a failure to read the stream
     finally:
-        unregister()
         reader.cancel()
         session.cancel()
 
@@ -132,8 +134,6 @@ class _Stream:
                 self._skip(*self._waiting)
                 self._waiting = None
             raise
-        finally:
-            self.answers.put_nowait(None)
 
     def cancel(self) -> None:
         for task in self._tasks:

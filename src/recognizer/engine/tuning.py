@@ -1,7 +1,7 @@
 """How large a model's batches may grow when it is left to the engine, per device.
 
-On the CPU the engine never waits to fill a batch (the delay is 0), so the limit only
-matters under load, when requests are already queued. Measured end to end on a 2-core
+On the CPU the engine by default never waits to fill a batch (the delay is 0), so the
+limit only matters under load, when requests are already queued. Measured end to end on a 2-core
 CPU (BENCHMARKS.md), a limit of 4 served 10-20 % more than 1 at the same median and p99
 latency (each batch also pays the hand-offs between threads, which the model alone does
 not show), and 8 was no faster, with a worse p99; the model alone showed no difference
@@ -10,7 +10,8 @@ beyond the noise of a start-up measurement. So the CPU gets 4.
 On a GPU, throughput grows with the batch up to a hundred or more, by how much depends
 on the card and the model, so the engine measures it at start-up: batch sizes 1, 2, 4,
 ... with all its workers busy, keeping the smallest size within 10 % of the best (a
-larger batch costs every request in it latency, so it must pay clearly).
+larger batch costs every request in it latency, so it must pay clearly). A size that
+fails, out of device memory say, ends the search.
 """
 
 from __future__ import annotations
@@ -61,7 +62,13 @@ def tune_batch_size(
     rates: dict[int, float] = {}
     batch_size = 1
     while batch_size <= limit:
-        rates[batch_size] = throughput(batch_size)
+        try:
+            rates[batch_size] = throughput(batch_size)
+        except RuntimeError as error:  # such as torch.OutOfMemoryError: this size does not fit
+            if batch_size == 1:
+                raise
+            logger.warning("batch size %d failed (%s); trying no larger", batch_size, error)
+            break
         if rates[batch_size] < 0.8 * max(rates.values()):
             break  # clearly past the best; larger batches will not come back
         batch_size *= 2
