@@ -17,6 +17,8 @@ from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 ROOT = Path(__file__).parent
 PROTO_ROOT = ROOT / "proto"
 PROTO_FILES = sorted(PROTO_ROOT.rglob("*.proto"))
+# What protoc writes, relative to its output folder (not the __pycache__/*.pyc beside it).
+GENERATED = ("recognizer/v1/*_pb2*.py", "recognizer/v1/*_pb2*.pyi")
 
 
 def proto_include_paths() -> list[str]:
@@ -47,7 +49,7 @@ def generate_stubs(out_dir: Path) -> list[Path]:
     """Write the Python message and gRPC stubs into out_dir; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run_protoc(f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}")
-    return sorted(path for path in out_dir.rglob("*_pb2*.py*"))
+    return sorted(path for pattern in GENERATED for path in out_dir.glob(pattern))
 
 
 def write_image(path: Path) -> None:

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import grpc
 
+from recognizer.client.sources import IMAGE_SUFFIXES
 from recognizer.v1 import recognizer_pb2, recognizer_pb2_grpc
 
 
 def frames(folder: Path, language: str) -> Iterator[recognizer_pb2.ClassifyRequest]:
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    images = (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    for path in sorted(images):
         yield recognizer_pb2.ClassifyRequest(
             image=path.read_bytes(), request_id=path.name, top_k=1, language=language
         )

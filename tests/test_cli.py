@@ -19,6 +19,7 @@ import pytest
 
 from images import open_image
 from model_files import SEED_NAMES, Built
+from recognizer.cli import build_parser
 from recognizer.client import Client, error_status
 from support import PHOTOS
 from videos import write_video
@@ -124,6 +125,22 @@ def test_classify_in_english_and_reports_a_bad_file(served: ServeProcess, tmp_pa
     assert "junk.jpg: INVALID_ARGUMENT: image is not a supported format" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["classify", "cat.jpg", "--top-k", "-1"], "--top-k: -1 is not between 0 and 1000000"),
+        (["stream", "clip.mp4", "--top-k", "-1"], "--top-k: must be above zero: -1"),
+    ],
+)
+def test_a_negative_top_k_is_a_usage_error(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_the_backend_example_classifies_through_the_generated_stubs(served: ServeProcess) -> None:
     result = run(
         sys.executable,
@@ -140,6 +157,8 @@ def test_the_stream_example_streams_a_folder(served: ServeProcess, tmp_path: Pat
     for name in ("cat", "coffee"):
         (tmp_path / f"{name}.png").write_bytes(PHOTOS[name].read_bytes())
     (tmp_path / "zz-broken.png").write_bytes(b"\x89PNG\r\n")
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # not an image: not sent
+    (tmp_path / "notes.txt").write_text("not an image either", encoding="utf-8")
     result = run(
         sys.executable,
         "clients/stream_folder.py",
@@ -150,7 +169,7 @@ def test_the_stream_example_streams_a_folder(served: ServeProcess, tmp_path: Pat
     assert result.returncode == 1  # one frame failed
     lines = result.stdout.splitlines()
     assert lines[0].startswith("cat.png: ") and lines[1].startswith("coffee.png: 浓缩咖啡")
-    assert lines[2].startswith("zz-broken.png: error")
+    assert lines[2].startswith("zz-broken.png: error") and len(lines) == 3
 
 
 def test_the_video_example_streams_a_video_with_latencies(

@@ -86,3 +86,23 @@ def test_bad_settings_name_their_source(
     args = serve_args("--config", str(tmp_path / "recognizer.toml"))
     with pytest.raises(ConfigError, match=message):
         serve_config(args, env)
+
+
+@pytest.mark.parametrize("size", ["inf", "nan", "0", "-1", "1e-9"])
+def test_a_size_in_mib_must_be_finite_and_positive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], size: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        serve_args("--max-message-mb", size)
+    assert exited.value.code == 2
+    assert f"--max-message-mb: invalid positive float value: '{size}'" in capsys.readouterr().err
+    with pytest.raises(
+        ConfigError, match=f"RECOGNIZER_CACHE_MB: expected positive float, not '{size}'"
+    ):
+        serve_config(serve_args(), {"RECOGNIZER_CACHE_MB": size})
+    (tmp_path / "recognizer.toml").write_text(f"max_message_mb = {size}", encoding="utf-8")
+    with pytest.raises(ConfigError, match="max_message_mb: expected positive float"):
+        serve_config(serve_args("--config", str(tmp_path / "recognizer.toml")), {})
+    assert (
+        serve_config(serve_args("--max-message-mb", "0.5"), {}).server.max_message_bytes == MiB // 2
+    )

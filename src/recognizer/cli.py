@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import grpc
 import uvloop
 
+from recognizer.bench.command import MAX_TOP_K, bounded
 from recognizer.bench.command import add_parser as add_bench_parser
 from recognizer.client import Client, error_status
 from recognizer.client.clients import DEFAULT_TARGET
@@ -42,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     classify.set_defaults(command=run_classify)
     classify.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     _add_server_flag(classify)
-    classify.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
+    classify.add_argument(
+        "--top-k",
+        type=bounded(int, 0, MAX_TOP_K),
+        default=5,
+        help="labels per image (default: 5)",
+    )
     classify.add_argument("--language", default="zh", help="label language: zh or en")
     classify.add_argument("--model", default="", help="model name (default: the server's)")
     classify.add_argument("--min-score", type=float, default=0.0, help="drop labels below this")

@@ -9,6 +9,7 @@ and its default.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +76,15 @@ def _or_auto(kind: Callable[[str], T]) -> Callable[[str], T | None]:
 
 
 def _mebibytes(text: str) -> int:
-    return int(float(text) * MiB)
+    """A size in MiB (fractions allowed) as bytes; ValueError unless finite and positive."""
+    value = float(text)
+    size = int(value * MiB) if math.isfinite(value) else 0  # inf and nan are refused
+    if size <= 0:
+        raise ValueError(f"not a positive number of MiB: {text!r}")
+    return size
 
 
-_mebibytes.__name__ = "float"  # as argparse and Setting.value name it in error messages
+_mebibytes.__name__ = "positive float"  # as argparse and Setting.value name it in messages
 _SERVER, _ENGINE = ServerSettings(), EngineSettings()
 SERVE_SETTINGS = (
     Setting(

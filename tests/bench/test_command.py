@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from fakes import colour_model, solid_png
+from recognizer.bench.loadgen import Load
+from recognizer.bench.stats import Outcome, Results
 from recognizer.cli import main
 from support import ServerThread
 
@@ -133,6 +135,23 @@ def test_flags_out_of_bounds_are_usage_errors(
         bench(server, folder, *args)
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_run_whose_every_frame_was_skipped_fails(
+    server: ServerThread,
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def all_skipped(load: Load, *, processes: int) -> Results:
+        results = Results(measure_from=0.0)
+        for _ in range(5):
+            results.record(0.01, 1.0, Outcome(skipped=True))
+        return results
+
+    monkeypatch.setattr("recognizer.bench.processes.run_load", all_skipped)
+    assert bench(server, folder, "--streams", "1", "--policy", "latest") == 1
+    assert "5 OK, 0 errors, 5 skipped" in capsys.readouterr().out
 
 
 def test_loads_that_cannot_run_are_refused_before_sending(

@@ -12,7 +12,7 @@ from PIL import Image
 from images import encode, with_exif_rotation
 from recognizer.bench import BenchError
 from recognizer.bench.workload import RequestCycle, Workload, find_images, raw_rgb8
-from recognizer.models.preprocessing import Preprocessing, decode_image, prepare_input
+from recognizer.models.preprocessing import Preprocessing, decode_image, prepare_input, to_rgb
 from recognizer.v1 import recognizer_pb2 as pb
 from support import PHOTOS
 
@@ -102,3 +102,9 @@ def test_unique_raw_frames_differ_only_in_their_first_bytes() -> None:
         frame.height,
         len(frame.data),
     )
+
+
+def test_a_raw_frame_has_the_pixels_the_server_decodes_from_a_transparent_file() -> None:
+    clear = encode(Image.new("RGBA", (8, 6), (255, 0, 0, 0)), "PNG")
+    frame = raw_rgb8(clear)
+    assert frame.data == to_rgb(decode_image(clear)).tobytes() == b"\xff" * 8 * 6 * 3

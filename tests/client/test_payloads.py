@@ -14,6 +14,7 @@ from fakes import solid_png
 from images import encode, open_image, with_exif_rotation
 from recognizer.client.payloads import encoded, raw_image, to_request
 from recognizer.client.sources import SourceFrame, open_source
+from recognizer.models.preprocessing import decode_image, to_rgb
 from recognizer.models.raw import PixelFormat, RawFrame, frame_to_image
 from recognizer.v1 import recognizer_pb2 as pb
 from videos import solid_video
@@ -120,3 +121,14 @@ def test_a_file_the_client_cannot_decode_goes_as_it_is_for_the_server_to_judge()
     for junk in (b"not an image", broken):
         request = to_request(SourceFrame(0, "junk.png", None, junk), raw_format="auto")
         assert request.image == junk
+
+
+def test_raw_rgb8_has_the_pixels_the_server_decodes_from_16_bit_and_transparent_files() -> None:
+    ramp = np.linspace(0, 65535, 40 * 30).astype(np.uint16).reshape(30, 40)
+    rgba = np.dstack([gradient(40, 30), np.tile(np.arange(0, 240, 6, dtype=np.uint8), (30, 1))])
+    for image in (Image.fromarray(ramp), Image.fromarray(rgba, "RGBA")):
+        data = encode(image, "PNG")
+        raw = raw_image(data, "rgb8")
+        expected = np.asarray(to_rgb(decode_image(data)))
+        sent = np.frombuffer(raw.data, np.uint8).reshape(raw.height, raw.width, 3)
+        assert np.array_equal(sent, expected), image.mode

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -229,3 +230,58 @@ def test_stop_ends_sending_and_the_frames_sent_are_still_answered(
     assert time.perf_counter() - started < 3
     assert 5 <= summary.sent < 100
     assert summary.counts["answered"] == summary.sent and summary.ok
+
+
+class _EchoCall:
+    """A ClassifyStream that answers each request once `on_write` has seen it."""
+
+    def __init__(self, on_write: Callable[[pb.ClassifyRequest], Awaitable[None]]) -> None:
+        self._on_write = on_write
+        self._answers: asyncio.Queue[pb.ClassifyResponse | None] = asyncio.Queue()
+
+    async def write(self, request: pb.ClassifyRequest) -> None:
+        await self._on_write(request)
+        self._answers.put_nowait(pb.ClassifyResponse(request_id=request.request_id))
+
+    async def done_writing(self) -> None:
+        self._answers.put_nowait(None)
+
+    async def __aiter__(self) -> AsyncIterator[pb.ClassifyResponse]:
+        while (answer := await self._answers.get()) is not None:
+            yield answer
+
+    def cancel(self) -> bool:
+        return False
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.OK
+
+    async def details(self) -> str:
+        return ""
+
+    async def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+def test_the_next_frame_is_produced_while_the_current_one_waits_and_is_written() -> None:
+    count = 4
+    producing = [threading.Event() for _ in range(count + 1)]  # the last: the source's end
+    overlapped: list[bool] = []
+
+    def frames() -> Iterator[OutgoingFrame]:
+        for index in range(count):
+            producing[index].set()
+            yield OutgoingFrame(pb.ClassifyRequest(request_id=str(index)), due=index / 100)
+        producing[count].set()
+
+    async def write(request: pb.ClassifyRequest) -> None:
+        following = producing[int(request.request_id) + 1]
+        overlapped.append(await asyncio.to_thread(following.wait, 2))
+
+    class Client:
+        def open_stream(self) -> _EchoCall:
+            return _EchoCall(write)
+
+    summary = asyncio.run(stream_frames(Client(), frames()))  # type: ignore[arg-type]
+    assert overlapped == [True] * count  # each write found the next frame under way
+    assert (summary.sent, summary.counts["answered"], summary.ok) == (count, count, True)

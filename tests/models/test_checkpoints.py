@@ -101,3 +101,14 @@ def test_a_checkpoint_that_does_not_fit_names_each_tensor() -> None:
 def test_long_lists_of_tensors_are_shortened() -> None:
     with pytest.raises(ModelLoadError, match=r"missing 0\.weight, 0\.bias, 1\.weight and 5 more"):
         load_strictly(small_network(), {}, what="w.pt does not fit net")
+
+
+def test_long_lists_of_misshapen_tensors_are_shortened_too() -> None:
+    tensors = small_network().state_dict()
+    for key in ("0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean"):
+        tensors[key] = torch.zeros(7)
+    with pytest.raises(ModelLoadError) as raised:
+        load_strictly(small_network(), tensors, what="w.pt does not fit net")
+    message = str(raised.value)
+    assert message.count("in the checkpoint") == 3
+    assert message.endswith("1.weight is 7 in the checkpoint, 4 in the network and 2 more")

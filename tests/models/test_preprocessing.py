@@ -108,7 +108,7 @@ def test_tiny_and_extreme_aspect_images_are_prepared_without_blowing_up(
         (b"hello, not an image", "IMAGE_UNDECODABLE"),
         (encode(Image.new("RGB", (16, 16)), "ICO"), "IMAGE_UNDECODABLE"),  # not a promised format
         (png_claiming_size(9_000, 9_000), "IMAGE_TOO_LARGE"),
-        (png_claiming_size(20_000, 20_000), "IMAGE_TOO_LARGE"),  # Pillow's own bomb limit
+        (png_claiming_size(20_000, 20_000), "IMAGE_TOO_LARGE"),  # over Pillow's own limit too
     ],
 )
 def test_unusable_bytes_are_refused_with_a_reason(data: bytes, reason: str) -> None:
@@ -131,6 +131,12 @@ def test_the_pixel_limit_is_configurable() -> None:
     with pytest.raises(InvalidImageError, match="over the limit"):
         decode_image(data, max_pixels=9_999)
     assert decode_image(data, max_pixels=10_000).size == (100, 100)
+
+
+@pytest.mark.parametrize("size", [(10_000, 10_000), (20_000, 10_000)])
+def test_a_pixel_limit_above_pillows_own_is_not_overridden_by_it(size: tuple[int, int]) -> None:
+    # Pillow warns above about 89 million pixels and refuses above 179 million.
+    assert decode_image(png_claiming_size(*size), max_pixels=300_000_000).size == size
 
 
 def test_bgr_models_get_their_channels_reversed(cat: Image.Image) -> None:

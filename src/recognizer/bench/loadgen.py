@@ -30,6 +30,7 @@ import grpc
 from recognizer.bench import BenchError
 from recognizer.bench.stats import Outcome, ProcessUsage, Results
 from recognizer.bench.workload import RequestCycle, Workload
+from recognizer.client.clients import CHANNEL_OPTIONS
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
@@ -38,11 +39,6 @@ MAX_REQUESTS = 1_000_000
 MAX_IN_FLIGHT = 4096  # open loop, per process: beyond this, sends wait (and count late)
 STREAM_WINDOW = 8  # unpaced streams: frames sent ahead of their answers
 CONNECT_TIMEOUT_S = 10.0
-_MAX_MESSAGE_BYTES = 32 << 20
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
-]
 _POLICIES = {
     "every": pb.STREAM_POLICY_EVERY_FRAME,
     "latest": pb.STREAM_POLICY_LATEST_FRAME,
@@ -170,7 +166,7 @@ async def run_share(
     `ready` is called (in a thread) once everything is set up and returns the
     time.monotonic() instant at which to start, so processes start together.
     """
-    async with grpc.aio.insecure_channel(load.target, options=_CHANNEL_OPTIONS) as channel:
+    async with grpc.aio.insecure_channel(load.target, options=CHANNEL_OPTIONS) as channel:
         await _connect(channel, load.target)
         stub = pb_grpc.RecognizerStub(channel)
         requests = RequestCycle(load.workload.requests(), unique=load.workload.unique)

@@ -19,7 +19,8 @@ import numpy as np
 
 SCHEMA = "recognizer-bench/1"
 PERCENTILES = (50, 90, 95, 99)
-# A client process whose busiest thread is this busy may be what limits the run.
+# A client process using this many cores (its CPU time over wall time, summed over its
+# threads, so it can exceed 1) may be what limits the run.
 SATURATED_CORES = 0.9
 
 

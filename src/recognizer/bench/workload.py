@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps
-
 from recognizer.bench import BenchError
+from recognizer.client.payloads import raw_image
+from recognizer.client.sources import IMAGE_SUFFIXES
+from recognizer.errors import InvalidImageError
 from recognizer.v1 import recognizer_pb2 as pb
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 _TAG_BYTES = 16  # a per-process nonce and a counter, for --unique
 
 
@@ -68,18 +67,9 @@ def find_images(paths: Iterable[str | os.PathLike[str]]) -> tuple[str, ...]:
 def raw_rgb8(data: bytes) -> pb.RawImage:
     """Decode an encoded image once, upright, to packed RGB8 as a camera pipeline holds it."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            rgb = ImageOps.exif_transpose(image).convert("RGB")
-    except (OSError, SyntaxError, ValueError) as error:
+        return raw_image(data, "rgb8")
+    except InvalidImageError as error:
         raise BenchError(f"cannot decode an image for --raw: {error}") from error
-    width, height = rgb.size
-    return pb.RawImage(
-        width=width,
-        height=height,
-        format=pb.PIXEL_FORMAT_RGB8,
-        row_stride=width * 3,
-        data=rgb.tobytes(),
-    )
 
 
 class RequestCycle:

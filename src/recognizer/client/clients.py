@@ -18,10 +18,10 @@ from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
 ImageSource = bytes | str | os.PathLike[str]
 DEFAULT_TARGET = "127.0.0.1:50051"
-_MAX_MESSAGE_BYTES = 32 << 20
-_CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+MAX_MESSAGE_BYTES = 32 << 20
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
 
 
@@ -64,7 +64,7 @@ class Client:
 
     def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.RecognizerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -138,7 +138,7 @@ class AsyncClient:
 
     def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.RecognizerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from recognizer.client.sources import SourceFrame
 from recognizer.errors import InvalidImageError
-from recognizer.models.preprocessing import decode_image
+from recognizer.models.preprocessing import decode_image, to_rgb
 from recognizer.v1 import recognizer_pb2 as pb
 
 RAW_FORMATS = ("auto", "rgb8", "nv12", "i420")
@@ -109,10 +109,11 @@ def raw_image(picture: bytes | VideoFrame, raw_format: str = "auto") -> pb.RawIm
 
 
 def _decoded(image: bytes) -> VideoFrame:
-    """An image file's pixels, upright, read with the server's checks (alpha is dropped)."""
+    """An image file's pixels, upright, read with the server's checks and its conversion
+    to RGB8 (alpha over white, 16-bit scaled down), so raw frames match the encoded image."""
     opened = decode_image(image)
     try:
-        rgb = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+        rgb = np.asarray(to_rgb(ImageOps.exif_transpose(opened)))
     except (OSError, SyntaxError, ValueError) as error:
         raise InvalidImageError(
             "image data is truncated or corrupt", reason="IMAGE_CORRUPT"

@@ -148,13 +148,13 @@ class _Session:
         producer: ThreadPoolExecutor,
         stop: asyncio.Event,
     ) -> None:
-        """Write each frame when it is due, then half-close."""
+        """Write each frame when it is due, producing the next one meanwhile, then half-close."""
         loop = asyncio.get_running_loop()
         stopped = asyncio.ensure_future(stop.wait())
         schedule: float | None = None  # the clock time that frames' `due` counts from
+        produced = loop.run_in_executor(producer, next, frames, None)
         try:
             while True:
-                produced = loop.run_in_executor(producer, next, frames, None)
                 either: set[asyncio.Future[Any]] = {produced, stopped}
                 await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                 if stop.is_set():
@@ -166,6 +166,8 @@ class _Session:
                     break
                 if frame is None:
                     break
+                # One ahead: the next frame is produced while this one waits and is written.
+                produced = loop.run_in_executor(producer, next, frames, None)
                 if frame.due is not None:
                     now = time.perf_counter()
                     schedule = now - frame.due if schedule is None else schedule
@@ -178,6 +180,9 @@ class _Session:
             await self.call.done_writing()
         finally:
             stopped.cancel()
+            # A frame produced ahead but not sent is dropped, and so is the source's error.
+            if not produced.cancel() and not produced.cancelled():
+                produced.exception()  # retrieved, so that asyncio does not log it
 
     async def _write(self, frame: OutgoingFrame, options: pb.StreamOptions | None) -> bool:
         """Send one frame; False if the stream has already ended (receive says how)."""

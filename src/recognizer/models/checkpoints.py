@@ -65,7 +65,7 @@ def load_strictly(
     problems = [
         *([f"missing {_listed(missing)}"] if missing else []),
         *([f"unexpected {_listed(unexpected)}"] if unexpected else []),
-        *misshapen[:SHOWN],
+        *([_listed(misshapen, "; ")] if misshapen else []),
     ]
     if problems:
         raise ModelLoadError(f"{what}: {'; '.join(problems)}")
@@ -91,9 +91,9 @@ def _all_tensors(values: Mapping[object, object]) -> bool:
     return all(isinstance(value, torch.Tensor) for value in values.values())
 
 
-def _listed(keys: list[str]) -> str:
+def _listed(keys: list[str], separator: str = ", ") -> str:
     more = f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else ""
-    return ", ".join(keys[:SHOWN]) + more
+    return separator.join(keys[:SHOWN]) + more
 
 
 def _shape(tensor: torch.Tensor) -> str:

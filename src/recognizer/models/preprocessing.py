@@ -24,6 +24,9 @@ Interpolation = Literal["bilinear", "bicubic", "nearest"]
 INTERPOLATIONS: tuple[Interpolation, ...] = ("bilinear", "bicubic", "nearest")
 ChannelOrder = Literal["RGB", "BGR"]
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = ("RGB", "BGR")
+# decode_image checks the pixel count against the configured limit from the header,
+# so Pillow's own fixed bomb guard (a warning, then an error) must not override it.
+Image.MAX_IMAGE_PIXELS = None
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -98,7 +101,7 @@ def prepare_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarra
     try:
         if image.format in ("JPEG", "MPO"):
             image.draft("RGB", _resized_size(image.size, size))
-        image = _to_rgb(ImageOps.exif_transpose(image))
+        image = to_rgb(ImageOps.exif_transpose(image))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise InvalidImageError(
             "image data is truncated or corrupt", reason="IMAGE_CORRUPT"
@@ -123,7 +126,7 @@ def _resized_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
     return int(shorter * width / height), shorter
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB: alpha over white, 16-bit scaled, not clipped."""
     image.load()
     if image.mode == "RGB":
