@@ -12,23 +12,47 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from recognizer.v1 import recognizer_pb2, recognizer_pb2_grpc
 
+M = TypeVar("M", bound=Message)
+
+
+def unpacked(error: grpc.RpcError, kind: type[M]) -> list[M]:
+    """The details of type `kind` in the google.rpc.Status a failed call carries."""
+    status = rpc_status.from_call(error)
+    found = []
+    for detail in status.details if status else ():
+        if detail.Is(kind.DESCRIPTOR):
+            message = kind()
+            detail.Unpack(message)
+            found.append(message)
+    return found
+
 
 def retry_delay(error: grpc.RpcError) -> float | None:
     """The delay the server asked for in a google.rpc.RetryInfo detail, if any."""
-    status = rpc_status.from_call(error)
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    for info in unpacked(error, error_details_pb2.RetryInfo):
+        return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
     return None
+
+
+def describe(error: grpc.RpcError) -> str:
+    """The code and message, then what the details tell a program: the reason, bad fields."""
+    parts = [f"{error.code().name}: {error.details()}"]
+    parts += [f"reason {info.reason}" for info in unpacked(error, error_details_pb2.ErrorInfo)]
+    parts += [
+        f"field {violation.field}: {violation.description}"
+        for bad in unpacked(error, error_details_pb2.BadRequest)
+        for violation in bad.field_violations
+    ]
+    return "; ".join(parts)
 
 
 def classify(
@@ -60,7 +84,7 @@ def main() -> int:
         try:
             response = classify(stub, args.image.read_bytes())
         except grpc.RpcError as error:
-            print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+            print(describe(error), file=sys.stderr)
             return 1
     for label in response.labels:
         print(f"{label.score:6.3f}  {label.label}")

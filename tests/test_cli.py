@@ -153,6 +153,19 @@ def test_the_backend_example_classifies_through_the_generated_stubs(served: Serv
     assert "espresso" in result.stdout.splitlines()[0]
 
 
+def test_the_backend_example_prints_what_the_error_details_say(
+    served: ServeProcess, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n")
+    result = run(
+        sys.executable, "clients/classify_backend.py", str(broken), "--server", served.address
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("INVALID_ARGUMENT: ")
+    assert "reason IMAGE_" in result.stderr and "field image: " in result.stderr
+
+
 def test_the_stream_example_streams_a_folder(served: ServeProcess, tmp_path: Path) -> None:
     for name in ("cat", "coffee"):
         (tmp_path / f"{name}.png").write_bytes(PHOTOS[name].read_bytes())
