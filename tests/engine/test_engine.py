@@ -220,10 +220,13 @@ async def test_no_language_means_chinese_or_else_the_models_first() -> None:
         await engine.close()
 
 
-async def test_closing_answers_a_request_still_waiting_to_be_decoded() -> None:
-    engine = await started([colour_model()], max_batch_size=1, preprocess_threads=1)
+@pytest.mark.parametrize("cache_entries", [0, 8])  # with the cache, hashing comes first
+async def test_closing_answers_a_request_still_waiting_to_be_decoded(cache_entries: int) -> None:
+    engine = await started(
+        [colour_model()], max_batch_size=1, preprocess_threads=1, cache_entries=cache_entries
+    )
     release = threading.Event()
-    engine._preprocess_pool.submit(release.wait)  # the only decoding thread is busy
+    engine._preprocess_pool.submit(release.wait, 5)  # the only decoding thread is busy
     accepted = asyncio.create_task(engine.classify(solid_png(BLUE), Options()))
     await asyncio.sleep(0.05)
     closing = asyncio.create_task(engine.close())

@@ -139,6 +139,12 @@ def test_a_pixel_limit_above_pillows_own_is_not_overridden_by_it(size: tuple[int
     assert decode_image(png_claiming_size(*size), max_pixels=300_000_000).size == size
 
 
+def test_pillows_own_guard_stays_on_for_what_it_allocates_while_opening() -> None:
+    decode_image(png_claiming_size(10, 10), max_pixels=300_000_000)
+    limit = Image.MAX_IMAGE_PIXELS
+    assert limit == 300_000_000  # raised to ours, not switched off
+
+
 def test_bgr_models_get_their_channels_reversed(cat: Image.Image) -> None:
     data = encode(cat, "PNG")
     rgb = prepare_input(decode_image(data), PREPROCESSING)

@@ -115,11 +115,12 @@ class Engine:
             self._streams.discard(on_drain)
 
     async def close(self) -> None:
-        """Answer what was accepted, then stop the preprocess pool and the workers.
-
-        The pool goes first: a request it is still decoding must reach its model's queue.
-        """
+        """Answer what was accepted, then stop the preprocess pool and the workers."""
         self.drain()
+        # A request may still need the pool (to hash, then to decode): wait for it to
+        # leave. Polled like wait_idle, as `pending` changes across threads.
+        while any(runner.pending for runner in self._runners.values()):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._preprocess_pool.shutdown)
         for runner in self._runners.values():

@@ -24,9 +24,6 @@ Interpolation = Literal["bilinear", "bicubic", "nearest"]
 INTERPOLATIONS: tuple[Interpolation, ...] = ("bilinear", "bicubic", "nearest")
 ChannelOrder = Literal["RGB", "BGR"]
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = ("RGB", "BGR")
-# decode_image checks the pixel count against the configured limit from the header,
-# so Pillow's own fixed bomb guard (a warning, then an error) must not override it.
-Image.MAX_IMAGE_PIXELS = None
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -73,6 +70,12 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     """
     if not data:
         raise InvalidImageError("image is empty", reason="IMAGE_EMPTY")
+    # Pillow's process-wide guard stays on, as some decoders (GIF) allocate a canvas while
+    # opening, before our check; it is only raised so that it never refuses (nor warns
+    # about) what we allow.
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    if pillow_limit is not None and pillow_limit < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as error:
