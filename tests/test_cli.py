@@ -260,6 +260,7 @@ def test_sigterm_drains_finishes_calls_in_flight_and_exits_zero() -> None:
         (("--model", "no-such-model"), "unknown model 'no-such-model'"),
         (("--device", "cuda:7"), "cuda:7"),
         (("--max-batch-size", "0"), "max_batch_size must be at least 1"),
+        (("--max-message-mb", "4096"), "max_message_bytes must be within 1-2147483647"),
     ],
 )
 def test_start_up_errors_exit_non_zero_with_a_clear_message(

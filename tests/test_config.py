@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from recognizer.config import Config, read_config_file
+from recognizer.config import Config, ServerSettings, read_config_file
 from recognizer.errors import ConfigError
 from recognizer.models.model_config import ModelConfig, parse_model_flag
 
@@ -61,3 +61,20 @@ def test_model_names_must_be_unique() -> None:
     with pytest.raises(ConfigError, match="no model to serve"):
         Config(models=())
     assert Config(models=(ModelConfig(source="a/model.pt", name="a"),)).models[0].name == "a"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"port": 70000}, "port must be within 0-65535"),
+        ({"metrics_port": -1}, "metrics_port must be within 0-65535"),
+        ({"max_message_bytes": 1 << 31}, "max_message_bytes must be within"),
+        ({"grace_period_s": -1.0}, "grace_period_s must not be negative"),
+        ({"grace_period_s": float("nan")}, "grace_period_s must not be negative"),
+    ],
+)
+def test_server_settings_out_of_range_are_refused(
+    settings: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ServerSettings(**settings)  # type: ignore[arg-type]
