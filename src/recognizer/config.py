@@ -13,7 +13,7 @@ from recognizer.errors import ConfigError
 from recognizer.models.model_config import ModelConfig
 
 MiB = 1 << 20
-MAX_MESSAGE_BYTES = (1 << 31) - 1  # gRPC's channel arguments are 32-bit integers
+GRPC_MESSAGE_BYTES_LIMIT = (1 << 31) - 1  # gRPC's channel arguments are 32-bit integers
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,8 +35,8 @@ class ServerSettings:
             raise ValueError(f"port must be within 0-65535, not {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must be within 0-65535, not {self.metrics_port}")
-        if not 0 < self.max_message_bytes <= MAX_MESSAGE_BYTES:
-            raise ValueError(f"max_message_bytes must be within 1-{MAX_MESSAGE_BYTES}")
+        if not 0 < self.max_message_bytes <= GRPC_MESSAGE_BYTES_LIMIT:
+            raise ValueError(f"max_message_bytes must be within 1-{GRPC_MESSAGE_BYTES_LIMIT}")
         if not self.grace_period_s >= 0:  # also refuses NaN
             raise ValueError(f"grace_period_s must not be negative, not {self.grace_period_s}")
 

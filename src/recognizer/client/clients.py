@@ -18,10 +18,10 @@ from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
 ImageSource = bytes | str | os.PathLike[str]
 DEFAULT_TARGET = "127.0.0.1:50051"
-MAX_MESSAGE_BYTES = 32 << 20
+_MAX_MESSAGE_BYTES = 32 << 20
 CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
 ]
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NoReturn
 
 from recognizer.engine.backends import Backend
 from recognizer.engine.cache import CachedScores, ResultCache, image_digest
@@ -221,7 +222,7 @@ class Engine:
             raise ModelNotFoundError(name, list(self._runners))
         return runner
 
-    def _refuse(self) -> None:
+    def _refuse(self) -> NoReturn:
         self._last_refusal = time.monotonic()
         raise ShuttingDownError()
 

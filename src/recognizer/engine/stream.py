@@ -3,8 +3,8 @@
 Two policies decide what happens when frames arrive faster than they are classified:
 
 - EVERY_FRAME: every frame is classified. At most `EVERY_FRAME_WINDOW` frames are
-  read and their answers not yet written; beyond that the reader stops reading, so the transport's
-  flow control slows the sender instead of memory growing.
+  read with their answers not yet written; beyond that the reader stops reading, so
+  the transport's flow control slows the sender instead of memory growing.
 - LATEST_FRAME: the reader keeps reading. At most `LATEST_FRAME_IN_FLIGHT` frames are
   classified at once and one more waits its turn; a newer frame replaces the waiting
   one, which is answered as skipped, as is any frame older than `max_frame_age_s` when
@@ -13,8 +13,8 @@ Two policies decide what happens when frames arrive faster than they are classif
 
 A frame that fails is answered with its error and the stream goes on. A stream opened
 while the engine drains is refused with ShuttingDownError; when the engine starts
-draining, an open stream stops reading, the frames already read are answered, then ShuttingDownError
-ends the stream. However the stream ends, its unfinished work is cancelled.
+draining, an open stream stops reading, the frames already read are answered, then
+ShuttingDownError ends the stream. However the stream ends, its unfinished work is cancelled.
 """
 
 from __future__ import annotations
