@@ -7,15 +7,15 @@ import asyncio
 import numpy as np
 
 from fakes import ColourNet, colour_model, solid_png
-from recognizer.engine.cache import CachedScores, ResultCache, image_digest
+from recognizer.engine.cache import ResultCache, entry_bytes, image_digest
 from recognizer.engine.engine import Engine
 from recognizer.engine.settings import EngineSettings
-from recognizer.engine.types import Options
+from recognizer.engine.types import Options, TopClasses
 from recognizer.models.raw import PixelFormat, RawFrame
 
 
-def scores(k: int) -> CachedScores:
-    return CachedScores(np.linspace(1, 0, k, dtype=np.float32), np.arange(k))
+def scores(k: int) -> TopClasses:
+    return TopClasses(np.linspace(1, 0, k, dtype=np.float32), np.arange(k))
 
 
 def test_least_recently_used_entries_leave_first() -> None:
@@ -31,7 +31,7 @@ def test_least_recently_used_entries_leave_first() -> None:
 
 def test_the_byte_bound_holds() -> None:
     entry = scores(1000)
-    cache = ResultCache(max_entries=100, max_bytes=3 * entry.nbytes)
+    cache = ResultCache(max_entries=100, max_bytes=3 * entry_bytes(entry))
     for key in range(10):
         cache.put("m", bytes([key]), scores(1000))
         assert cache.nbytes <= cache.max_bytes

@@ -226,7 +226,7 @@ async def test_closing_answers_a_request_still_waiting_to_be_decoded(cache_entri
         [colour_model()], max_batch_size=1, preprocess_threads=1, cache_entries=cache_entries
     )
     release = threading.Event()
-    engine._preprocess_pool.submit(release.wait, 5)  # the only decoding thread is busy
+    engine.preprocess_pool.submit(release.wait, 5)  # the only decoding thread is busy
     accepted = asyncio.create_task(engine.classify(solid_png(BLUE), Options()))
     await asyncio.sleep(0.05)
     closing = asyncio.create_task(engine.close())

@@ -1,4 +1,4 @@
-"""A result cache for images seen before (the seed article's "cache results by MD5" idea).
+"""A result cache for images seen before.
 
 Keyed by the model and a BLAKE2b digest of the image's bytes (a raw frame's geometry
 is hashed too), so the same picture sent again skips decoding and inference. It stores
@@ -13,30 +13,17 @@ import hashlib
 import struct
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 
-import numpy as np
-
+from recognizer.engine.types import TopClasses
 from recognizer.models.raw import RawFrame
 
 # Bytes an entry costs beyond its arrays: the key, the OrderedDict node, the objects.
 _ENTRY_OVERHEAD = 256
 
 
-@dataclass(frozen=True, slots=True)
-class CachedScores:
-    """A model's best classes for one image, best first."""
-
-    scores: np.ndarray
-    class_ids: np.ndarray
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.scores.nbytes + self.class_ids.nbytes) + _ENTRY_OVERHEAD
-
-    def copy(self) -> CachedScores:
-        """Arrays of their own: a row of a batch's output would keep the whole batch alive."""
-        return CachedScores(self.scores.copy(), self.class_ids.copy())
+def entry_bytes(entry: TopClasses) -> int:
+    """What an entry costs the cache: its arrays and the bookkeeping around them."""
+    return int(entry.scores.nbytes + entry.class_ids.nbytes) + _ENTRY_OVERHEAD
 
 
 def image_digest(image: bytes | RawFrame) -> bytes:
@@ -53,14 +40,14 @@ def image_digest(image: bytes | RawFrame) -> bytes:
 
 
 class ResultCache:
-    """A thread-safe LRU map from (model, image digest) to CachedScores, with counters."""
+    """A thread-safe LRU map from (model, image digest) to TopClasses, with counters."""
 
     def __init__(self, *, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[tuple[str, bytes], CachedScores] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, bytes], TopClasses] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -71,7 +58,7 @@ class ResultCache:
     def nbytes(self) -> int:
         return self._bytes
 
-    def get(self, model: str, digest: bytes, top_k: int) -> CachedScores | None:
+    def get(self, model: str, digest: bytes, top_k: int) -> TopClasses | None:
         """The cached best `top_k` classes, if the entry holds at least that many."""
         with self._lock:
             entry = self._entries.get((model, digest))
@@ -80,17 +67,19 @@ class ResultCache:
                 return None
             self._entries.move_to_end((model, digest))
             self.hits += 1
-        return CachedScores(entry.scores[:top_k], entry.class_ids[:top_k])
+        return TopClasses(entry.scores[:top_k], entry.class_ids[:top_k])
 
-    def put(self, model: str, digest: bytes, entry: CachedScores) -> None:
-        if entry.nbytes > self.max_bytes:
+    def put(self, model: str, digest: bytes, entry: TopClasses) -> None:
+        """Store an entry; its arrays must be its own (a row of a batch's output would keep
+        the whole batch alive)."""
+        if entry_bytes(entry) > self.max_bytes:
             return
         with self._lock:
             old = self._entries.pop((model, digest), None)
             if old is not None:
-                self._bytes -= old.nbytes
+                self._bytes -= entry_bytes(old)
             self._entries[(model, digest)] = entry
-            self._bytes += entry.nbytes
+            self._bytes += entry_bytes(entry)
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 _, evicted = self._entries.popitem(last=False)
-                self._bytes -= evicted.nbytes
+                self._bytes -= entry_bytes(evicted)

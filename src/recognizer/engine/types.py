@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from recognizer.models.spec import ModelSpec
 
 
@@ -16,6 +18,14 @@ class Options:
     top_k: int = 0
     min_score: float = 0.0
     language: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TopClasses:
+    """A model's best classes for one image, best first: probabilities and class ids."""
+
+    scores: np.ndarray
+    class_ids: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
