@@ -24,12 +24,12 @@ from recognizer.client import AsyncClient
 from recognizer.client.payloads import RAW_FORMATS, to_request
 from recognizer.client.sources import Source, SourceError, open_source
 from recognizer.client.streaming import (
-    OUTCOMES,
     FrameAnswer,
     OutgoingFrame,
     StreamSummary,
     stream_frames,
 )
+from recognizer.outcomes import FrameOutcome
 from recognizer.terminal import pad
 from recognizer.v1 import recognizer_pb2 as pb
 
@@ -183,21 +183,23 @@ class _Display:
 
 def _line(answer: FrameAnswer) -> str:
     response = answer.response
-    if answer.outcome == "failed":
-        text = f"failed: {code_pb2.Code.Name(response.error.code)}: {response.error.message}"
-    elif answer.outcome == "skipped":
-        text = "skipped"
-    else:
-        text = "  ".join(f"{pad(lb.label, _LABEL_CELLS)} {lb.score:.4f}" for lb in response.labels)
+    match answer.outcome:
+        case FrameOutcome.FAILED:
+            code = code_pb2.Code.Name(response.error.code)
+            text = f"failed: {code}: {response.error.message}"
+        case FrameOutcome.SKIPPED:
+            text = "skipped"
+        case FrameOutcome.ANSWERED:
+            text = "  ".join(
+                f"{pad(label.label, _LABEL_CELLS)} {label.score:.4f}" for label in response.labels
+            )
     latency = f"{answer.latency_s * 1000:.1f} ms"
     return f"{response.request_id:>6}  {pad(answer.name, _NAME_CELLS)}  {latency:>10}  {text}"
 
 
 def _summary(summary: StreamSummary) -> str:
-    counts = summary.counts
-    frames = (
-        f"{summary.sent} sent, {counts['answered']} answered, {counts['skipped']} skipped,"
-        f" {counts['failed']} failed"
+    frames = f"{summary.sent} sent, " + ", ".join(
+        f"{summary.counts[outcome]} {outcome}" for outcome in FrameOutcome
     )
     if summary.unanswered:
         frames += f", {summary.unanswered} unanswered"
@@ -205,7 +207,7 @@ def _summary(summary: StreamSummary) -> str:
     percentiles = [(p, summary.latency_s(p)) for p in (50, 95, 99)]
     latency = "  ".join(f"p{p} {s * 1000:.1f} ms" for p, s in percentiles if s is not None)
     server = ", ".join(
-        f"{summary.server_counts[o]} {o}" for o in OUTCOMES if o in summary.server_counts
+        f"{summary.server_counts[o]} {o}" for o in FrameOutcome if o in summary.server_counts
     )
     lines = [
         f"frames   {frames}",

@@ -13,7 +13,10 @@ from recognizer.engine.settings import EngineSettings
 from recognizer.engine.stream import (
     EVERY_FRAME_WINDOW,
     LATEST_FRAME_UNWRITTEN,
+    Answered,
+    Failed,
     Frame,
+    FrameResult,
     StreamPolicy,
     StreamSettings,
     classify_stream,
@@ -21,9 +24,15 @@ from recognizer.engine.stream import (
 from recognizer.engine.types import Options
 from recognizer.errors import InvalidImageError, ShuttingDownError
 from recognizer.models.raw import RawFrame
+from recognizer.outcomes import FrameOutcome
 
 COLOURS = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
 LATEST = StreamSettings(policy=StreamPolicy.LATEST_FRAME)
+
+
+def top_class(result: FrameResult) -> int:
+    assert isinstance(result, Answered), result
+    return result.classification.labels[0].class_id
 
 
 async def frames_of(
@@ -52,7 +61,7 @@ async def test_answers_come_in_the_order_frames_were_sent() -> None:
     results = [r async for r in classify_stream(engine, frames_of(images))]
     await engine.close()
     assert [r.request_id for r in results] == [f"frame-{i}" for i in range(30)]
-    assert [r.classification.labels[0].class_id for r in results] == [i % 3 for i in range(30)]  # type: ignore[union-attr]
+    assert [top_class(r) for r in results] == [i % 3 for i in range(30)]
 
 
 async def test_a_corrupt_frame_is_answered_with_its_error_and_the_stream_goes_on() -> None:
@@ -71,10 +80,13 @@ async def test_a_corrupt_frame_is_answered_with_its_error_and_the_stream_goes_on
 
     results = [r async for r in classify_stream(engine, feed())]
     await engine.close()
-    assert [r.outcome for r in results] == ["answered", "failed", "failed", "answered"]
-    assert isinstance(results[1].error, InvalidImageError)
-    assert results[2].error.field == "raw_image.format"
-    assert results[3].classification.labels[0].class_id == 2  # type: ignore[union-attr]
+    assert [type(r) for r in results] == [Answered, Failed, Failed, Answered]
+    corrupt, unknown_format = results[1], results[2]
+    assert isinstance(corrupt, Failed) and isinstance(corrupt.error, InvalidImageError)
+    assert isinstance(unknown_format, Failed)
+    assert isinstance(unknown_format.error, InvalidImageError)
+    assert unknown_format.error.field == "raw_image.format"
+    assert top_class(results[3]) == 2
 
 
 async def test_every_frame_stops_reading_at_its_window_so_flow_control_reaches_the_sender() -> None:
@@ -94,7 +106,7 @@ async def test_every_frame_never_skips_even_when_the_model_is_slow() -> None:
     images = [solid_png(COLOURS[1])] * 25
     results = [r async for r in classify_stream(engine, frames_of(images))]
     await engine.close()
-    assert [r.outcome for r in results] == ["answered"] * 25
+    assert [r.outcome for r in results] == [FrameOutcome.ANSWERED] * 25
 
 
 async def test_latest_frame_skips_stale_frames_and_answers_the_newest() -> None:
@@ -104,11 +116,11 @@ async def test_latest_frame_skips_stale_frames_and_answers_the_newest() -> None:
     await engine.close()
     outcomes = [r.outcome for r in results]
     assert [r.request_id for r in results] == [f"frame-{i}" for i in range(40)]
-    assert outcomes.count("skipped") >= 20
-    assert outcomes[-1] == "answered"  # the last frame is never replaced: it is the newest
+    assert outcomes.count(FrameOutcome.SKIPPED) >= 20
+    assert outcomes[-1] is FrameOutcome.ANSWERED  # the last frame is never replaced
     for index, result in enumerate(results):
-        if result.classification is not None:
-            assert result.classification.labels[0].class_id == index % 3
+        if isinstance(result, Answered):
+            assert top_class(result) == index % 3
 
 
 async def test_latest_frame_skips_frames_older_than_the_maximum_age() -> None:
@@ -117,10 +129,10 @@ async def test_latest_frame_skips_frames_older_than_the_maximum_age() -> None:
     images = [solid_png(COLOURS[0])] * 12
     results = [r async for r in classify_stream(engine, frames_of(images, every_s=0.02), settings)]
     await engine.close()
-    answered = [r for r in results if r.classification is not None]
+    answered = [r for r in results if isinstance(r, Answered)]
     assert answered and len(answered) < len(results)
     for result in answered:
-        assert result.classification.timing.queue_s < 0.03 + 0.02  # type: ignore[union-attr]
+        assert result.classification.timing.queue_s < 0.03 + 0.02
 
 
 async def test_latest_frame_stops_reading_when_the_client_stops_reading_answers() -> None:

@@ -25,10 +25,8 @@ from typing import Any
 import grpc
 
 from recognizer.client.clients import AsyncClient
+from recognizer.outcomes import FrameOutcome
 from recognizer.v1 import recognizer_pb2 as pb
-
-OUTCOMES = ("answered", "skipped", "failed")
-_TRAILER_PREFIX = "recognizer-frames-"
 
 Call = grpc.aio.StreamStreamCall[pb.ClassifyRequest, pb.ClassifyResponse]
 
@@ -54,11 +52,10 @@ class FrameAnswer:
     latency_s: float
 
     @property
-    def outcome(self) -> str:
-        """ "answered", "skipped" or "failed", as the server's trailing counts name them."""
+    def outcome(self) -> FrameOutcome:
         if self.response.HasField("error"):
-            return "failed"
-        return "skipped" if self.response.skipped else "answered"
+            return FrameOutcome.FAILED
+        return FrameOutcome.SKIPPED if self.response.skipped else FrameOutcome.ANSWERED
 
 
 @dataclass(slots=True)
@@ -66,10 +63,10 @@ class StreamSummary:
     """What one stream did, as the client counted it and (`server_counts`) the server did."""
 
     sent: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
+    counts: Counter[FrameOutcome] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)  # of classified frames only
     elapsed_s: float = 0.0  # from the first send to the last answer
-    server_counts: dict[str, int] = field(default_factory=dict)  # from the trailing metadata
+    server_counts: dict[FrameOutcome, int] = field(default_factory=dict)  # from the trailers
     code: grpc.StatusCode = grpc.StatusCode.OK
     details: str = ""
     source_error: Exception | None = None  # why frames stopped coming early, if they did
@@ -83,7 +80,7 @@ class StreamSummary:
         """No frame failed, the source ran to its end, and the stream ended with OK."""
         return (
             self.code == grpc.StatusCode.OK
-            and not self.counts["failed"]
+            and not self.counts[FrameOutcome.FAILED]
             and self.source_error is None
         )
 
@@ -215,17 +212,18 @@ class _Session:
         summary.code = await self.call.code()
         summary.details = await self.call.details() or ""
         trailers = await self.call.trailing_metadata() or ()
+        counts = dict(trailers)
         summary.server_counts = {
-            key.removeprefix(_TRAILER_PREFIX): int(value)
-            for key, value in trailers
-            if key.startswith(_TRAILER_PREFIX)
+            outcome: int(counts[outcome.trailer])
+            for outcome in FrameOutcome
+            if outcome.trailer in counts
         }
 
     def _answered(self, response: pb.ClassifyResponse, now: float) -> None:
         name, sent_at = self._in_flight.pop(response.request_id)
         answer = FrameAnswer(name, response, now - sent_at)
         self.summary.counts[answer.outcome] += 1
-        if answer.outcome == "answered":
+        if answer.outcome is FrameOutcome.ANSWERED:
             self.summary.latencies_s.append(answer.latency_s)
         assert self._started is not None  # set before the first write
         self.summary.elapsed_s = now - self._started

@@ -25,11 +25,13 @@ import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from recognizer.engine.engine import Engine
 from recognizer.engine.types import Classification, Options
 from recognizer.errors import DeadlineExceededError, RecognizerError, ShuttingDownError
 from recognizer.models.raw import RawFrame
+from recognizer.outcomes import FrameOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -62,19 +64,43 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
-class FrameResult:
-    """The answer to one frame: a classification, the error that prevented it, or a skip."""
+class Answered:
+    """A frame classified."""
 
     request_id: str
+    model: str
     received_at: float
-    classification: Classification | None = None
-    error: Exception | None = None
-    skipped: bool = False
+    classification: Classification
+    outcome: ClassVar[FrameOutcome] = FrameOutcome.ANSWERED
 
-    @property
-    def outcome(self) -> str:
-        """ "answered", "skipped" or "failed"."""
-        return "skipped" if self.skipped else "failed" if self.error else "answered"
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A frame not classified: a newer frame replaced it, or it grew too old."""
+
+    request_id: str
+    model: str
+    received_at: float
+    outcome: ClassVar[FrameOutcome] = FrameOutcome.SKIPPED
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A frame that could not be classified, with the error a unary call would raise."""
+
+    request_id: str
+    model: str
+    received_at: float
+    error: Exception
+    outcome: ClassVar[FrameOutcome] = FrameOutcome.FAILED
+
+
+FrameResult = Answered | Skipped | Failed
+"""The answer to one frame. `model` is the model the frame asked for ("" is the default)."""
+
+
+def _about(frame: Frame) -> tuple[str, str, float]:
+    return frame.request_id, frame.options.model, frame.received_at
 
 
 async def classify_stream(
@@ -167,20 +193,20 @@ class _Stream:
             classification = await self.engine.classify(
                 frame.image, frame.options, deadline=self._deadline(frame), flow=self._flow
             )
-            result = FrameResult(frame.request_id, frame.received_at, classification)
+            result: FrameResult = Answered(*_about(frame), classification)
         except DeadlineExceededError:  # grew too old in the queue
-            result = FrameResult(frame.request_id, frame.received_at, skipped=True)
+            result = Skipped(*_about(frame))
         except RecognizerError as error:
-            result = FrameResult(frame.request_id, frame.received_at, error=error)
+            result = Failed(*_about(frame), error)
         except Exception as error:
             logger.exception("frame %r failed", frame.request_id)
-            result = FrameResult(frame.request_id, frame.received_at, error=error)
+            result = Failed(*_about(frame), error)
         if not answer.done():
             answer.set_result(result)
 
     def _skip(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
         if not answer.done():
-            answer.set_result(FrameResult(frame.request_id, frame.received_at, skipped=True))
+            answer.set_result(Skipped(*_about(frame)))
 
     def _deadline(self, frame: Frame) -> float | None:
         age = self.settings.max_frame_age_s

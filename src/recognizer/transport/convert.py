@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from recognizer.engine.stream import Frame, FrameResult, StreamPolicy, StreamSettings
+from recognizer.engine.stream import (
+    Answered,
+    Failed,
+    Frame,
+    FrameResult,
+    Skipped,
+    StreamPolicy,
+    StreamSettings,
+)
 from recognizer.engine.types import Classification, ModelStatus, Options
 from recognizer.errors import InvalidRequestError
 from recognizer.models.raw import PixelFormat, RawFrame
@@ -80,12 +88,13 @@ def to_response(request_id: str, result: Classification) -> pb.ClassifyResponse:
 
 
 def to_frame_response(result: FrameResult) -> pb.ClassifyResponse:
-    if result.classification is not None:
-        return to_response(result.request_id, result.classification)
-    if result.skipped:
-        return pb.ClassifyResponse(request_id=result.request_id, skipped=True)
-    assert result.error is not None
-    return pb.ClassifyResponse(request_id=result.request_id, error=to_status(result.error))
+    match result:
+        case Answered():
+            return to_response(result.request_id, result.classification)
+        case Skipped():
+            return pb.ClassifyResponse(request_id=result.request_id, skipped=True)
+        case Failed():
+            return pb.ClassifyResponse(request_id=result.request_id, error=to_status(result.error))
 
 
 _ACTIVATIONS = {"softmax": pb.ACTIVATION_SOFTMAX, "sigmoid": pb.ACTIVATION_SIGMOID}

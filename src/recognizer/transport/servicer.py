@@ -10,8 +10,16 @@ from collections.abc import AsyncIterable, AsyncIterator
 import grpc
 
 from recognizer.engine.engine import Engine
-from recognizer.engine.stream import Frame, FrameResult, classify_stream
+from recognizer.engine.stream import (
+    Answered,
+    Failed,
+    Frame,
+    FrameResult,
+    Skipped,
+    classify_stream,
+)
 from recognizer.errors import RecognizerError
+from recognizer.outcomes import FrameOutcome
 from recognizer.transport import convert
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.status import abort, code_for
@@ -30,11 +38,12 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         self._engine = engine
         self._metrics = metrics
         served = [model.spec.name for model in engine.describe()]
-        self._model_labels = {"": served[0], **{name: name for name in served}}
+        # Metrics are labelled by model; "" asks for the default, unknown names share one.
+        self._metric_model = {"": served[0], **{name: name for name in served}}
 
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
         started = time.monotonic()
-        model = self._model_labels.get(request.model, "unknown")
+        model = self._metric_model.get(request.model, "unknown")
         try:
             result = await self._engine.classify(
                 convert.to_image(request), convert.to_options(request), deadline=_deadline(context)
@@ -54,7 +63,7 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         first = await anext(requests, None)
         if first is None:
             return
-        counts = Counter({"answered": 0, "skipped": 0, "failed": 0})
+        counts = Counter(dict.fromkeys(FrameOutcome, 0))
         try:
             settings = convert.to_stream_settings(first.stream_options)
             async for result in classify_stream(self._engine, _frames(first, requests), settings):
@@ -67,13 +76,15 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
 
     def _observe_frame(self, result: FrameResult) -> None:
         """Count a stream frame like a call: its model and code (skipped frames as CANCELLED)."""
-        seconds = time.monotonic() - result.received_at
-        if result.classification is not None:
-            self._metrics.observe(result.classification.model, "OK", seconds)
-        elif result.error is not None:
-            self._metrics.observe("unknown", code_for(result.error).name, seconds)
-        else:
-            self._metrics.observe("unknown", "CANCELLED", seconds)
+        model = self._metric_model.get(result.model, "unknown")
+        match result:
+            case Answered():
+                code = "OK"
+            case Skipped():
+                code = "CANCELLED"
+            case Failed():
+                code = code_for(result.error).name
+        self._metrics.observe(model, code, time.monotonic() - result.received_at)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
@@ -91,9 +102,9 @@ async def _frames(
         yield convert.to_frame(request)
 
 
-def _summary(counts: Counter[str]) -> tuple[tuple[str, str], ...]:
+def _summary(counts: Counter[FrameOutcome]) -> tuple[tuple[str, str], ...]:
     """Trailing metadata counting a stream's frames: recognizer-frames-answered, ..."""
-    return tuple((f"recognizer-frames-{outcome}", str(n)) for outcome, n in counts.items())
+    return tuple((outcome.trailer, str(n)) for outcome, n in counts.items())
 
 
 def _deadline(context: Context) -> float | None:
