@@ -10,7 +10,7 @@ PROTOS := $(shell find proto -name '*.proto')
 # The contract as released: buf breaking checks proto/ against it (proto/breaking/README.md).
 RELEASED := proto/breaking/recognizer-v1.binpb
 
-.PHONY: install proto serve test lint format clean
+.PHONY: install proto serve test lint ci format clean
 
 install: $(INSTALLED) $(STUBS)
 
@@ -39,6 +39,9 @@ lint: install
 	$(BIN)/python hatch_build.py --image $(VENV)/proto.binpb
 	$(BIN)/buf lint $(VENV)/proto.binpb --path recognizer/v1/recognizer.proto
 	$(BIN)/buf breaking $(VENV)/proto.binpb --against $(RELEASED) --path recognizer
+
+# What CI runs (.ci/run): the lint, then the tests.
+ci: lint test
 
 format: install
 	$(BIN)/ruff check --fix src tests clients benchmarks hatch_build.py
