@@ -7,8 +7,10 @@ TORCH ?= torch==2.14.1 torchvision==0.29.1
 INSTALLED := $(VENV)/.installed
 STUBS := src/recognizer/v1/recognizer_pb2.py
 PROTOS := $(shell find proto -name '*.proto')
+# The contract as released: buf breaking checks proto/ against it (proto/breaking/README.md).
+RELEASED := proto/breaking/recognizer-v1.binpb
 
-.PHONY: install proto serve test lint format clean
+.PHONY: install proto serve test lint ci format clean
 
 install: $(INSTALLED) $(STUBS)
 
@@ -36,6 +38,10 @@ lint: install
 	$(BIN)/mypy benchmarks
 	$(BIN)/python hatch_build.py --image $(VENV)/proto.binpb
 	$(BIN)/buf lint $(VENV)/proto.binpb --path recognizer/v1/recognizer.proto
+	$(BIN)/buf breaking $(VENV)/proto.binpb --against $(RELEASED) --path recognizer
+
+# What CI runs (.ci/run): the lint, then the tests.
+ci: lint test
 
 format: install
 	$(BIN)/ruff check --fix src tests clients benchmarks hatch_build.py
