@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from recognizer.bench.workload import find_images
-from recognizer.engine.settings import BackendKind, Precision
+from recognizer.config.schema import BackendKind, Precision
 
 TOP_K = 5  # the server's default answer
 
@@ -92,24 +91,26 @@ def measure_limit(
     """Images per second end to end at each batch size, and of each half alone."""
     import torch
 
+    from recognizer.config.models import ModelConfig
+    from recognizer.config.schema import EngineSettings
+    from recognizer.config.sources import DEFAULT_MODEL
+    from recognizer.engine import sizing
     from recognizer.engine.backends import create_backend, resolve_device
-    from recognizer.engine.settings import EngineSettings
     from recognizer.engine.tuning import measure_throughput
-    from recognizer.models.loading import DEFAULT_MODEL, load_model
-    from recognizer.models.model_config import ModelConfig
+    from recognizer.models.loading import load_model
     from recognizer.models.preprocessing import decode_image, prepare_input
 
-    model = load_model(ModelConfig(source=DEFAULT_MODEL))
+    model = load_model(ModelConfig(path=DEFAULT_MODEL))
     device = resolve_device("auto")
     settings = EngineSettings()
-    workers = settings.workers_for(device.type)
-    threads = max(1, (os.cpu_count() or 1) // workers)  # as recognizer.app.build_engine
+    workers = sizing.inference_workers(settings, device.type)  # as recognizer.app builds it
+    threads = sizing.intra_op_threads(settings, device.type)
     backend = create_backend(
         model,
         device=device,
         kind=backend_kind,
         workers=workers,
-        threads=threads,
+        threads_per_worker=threads,
         precision=precision,
     )
     preprocessing = model.spec.preprocessing
@@ -117,7 +118,7 @@ def measure_limit(
     def prepare(data: bytes) -> np.ndarray:
         return prepare_input(decode_image(data), preprocessing)
 
-    with ThreadPoolExecutor(settings.preprocess_threads) as pool:
+    with ThreadPoolExecutor(sizing.preprocess_threads(settings)) as pool:
         rates = {
             size: pipeline_rate(
                 prepare,
@@ -133,7 +134,7 @@ def measure_limit(
         }
         best = max(rates, key=lambda size: rates[size])
         preprocess_only = preprocess_rate(
-            prepare, images, pool, settings.preprocess_threads, warmup_s, duration_s
+            prepare, images, pool, sizing.preprocess_threads(settings), warmup_s, duration_s
         )
     model_only = measure_throughput(
         backend, preprocessing.crop, best, workers=workers, seconds=duration_s

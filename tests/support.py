@@ -15,9 +15,8 @@ from typing import Any, TypeVar
 import matplotlib
 import skimage
 
-from recognizer.config import ServerSettings
+from recognizer.config.schema import EngineSettings, ServerSettings
 from recognizer.engine.engine import Engine, ServedModel
-from recognizer.engine.settings import EngineSettings
 from recognizer.transport.server import RecognizerServer
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -57,7 +56,7 @@ class ServerThread:
         self,
         models: Sequence[ServedModel],
         *,
-        grace_period_s: float = 5.0,
+        grace_period: float = 5.0,
         metrics_port: int | None = None,
         **engine: Any,
     ) -> None:
@@ -66,7 +65,7 @@ class ServerThread:
         self._models = models
         self._engine_settings = EngineSettings(**engine)
         self._server_settings = ServerSettings(
-            port=0, grace_period_s=grace_period_s, metrics_port=metrics_port
+            port=0, grace_period=grace_period, metrics_port=metrics_port
         )
         self.server: RecognizerServer
 

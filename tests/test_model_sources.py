@@ -17,8 +17,8 @@ from model_files import GENERAL_NAMES, SEED, SEED_NAMES, TIMM_SMALL, Built, refe
 from recognizer.app import load_served_models
 from recognizer.client import Client
 from recognizer.config import Config
-from recognizer.engine.settings import EngineSettings
-from recognizer.models.model_config import parse_model_flag
+from recognizer.config.models import parse_model_flag
+from recognizer.config.schema import EngineSettings
 from recognizer.v1 import recognizer_pb2 as pb
 from support import PHOTOS, ServerThread
 

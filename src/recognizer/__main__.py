@@ -2,6 +2,6 @@
 
 import sys
 
-from recognizer.cli import main
+from recognizer.cli.main import main
 
 sys.exit(main())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 
 from recognizer.config import Config
+from recognizer.engine import sizing
 from recognizer.engine.backends import create_backend, resolve_device
 from recognizer.engine.engine import Engine, ServedModel
 from recognizer.models.loading import load_model
@@ -28,9 +28,6 @@ def load_served_models(config: Config) -> list[ServedModel]:
     """
     settings = config.engine
     device = resolve_device(settings.device)
-    workers = settings.workers_for(device.type)
-    # Each worker's calls get an equal share of the cores (on the CPU).
-    threads = max(1, (os.cpu_count() or 1) // workers)
     served = []
     for model_config in config.models:
         model = load_model(model_config)
@@ -38,8 +35,8 @@ def load_served_models(config: Config) -> list[ServedModel]:
             model,
             device=device,
             kind=settings.backend,
-            workers=workers,
-            threads=threads,
+            workers=sizing.inference_workers(settings, device.type),
+            threads_per_worker=sizing.intra_op_threads(settings, device.type),
             precision=settings.precision,
         )
         spec = model.spec

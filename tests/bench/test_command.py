@@ -13,7 +13,7 @@ import pytest
 from fakes import colour_model, solid_png
 from recognizer.bench.loadgen import Load
 from recognizer.bench.stats import Outcome, Results
-from recognizer.cli import main
+from recognizer.cli.main import main
 from support import ServerThread
 
 
@@ -173,6 +173,8 @@ def test_an_unreachable_server_or_missing_images_are_errors(
 
 
 def test_the_load_generator_never_imports_torch() -> None:
-    check = "import sys, recognizer.cli, recognizer.bench.processes; print('torch' in sys.modules)"
+    check = (
+        "import sys, recognizer.cli.main, recognizer.bench.processes; print('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr

@@ -64,7 +64,7 @@ def test_open_loop_latency_counts_queueing_when_the_server_falls_behind(
     images: tuple[str, ...],
 ) -> None:
     slow = colour_model(network=ColourNet(delay_s=0.05))  # at most 20 answers a second
-    with ServerThread([slow], max_batch_size=1, inference_threads=1) as running:
+    with ServerThread([slow], max_batch_size=1, inference_workers=1) as running:
         results = run_load(a_load(running.address, images, rate=40, duration_s=0.49))
     assert results.codes == {"OK": 20}
     # The 20th request, scheduled at 0.475 s, waits for the 19 before it: about 1 s in all.

@@ -40,7 +40,7 @@ def server() -> Iterator[ServerThread]:
 def slow_server() -> Iterator[ServerThread]:
     """40 ms a batch of at most 2, one batch at a time: easy to fall behind."""
     model = colour_model(network=ColourNet(delay_s=0.04))
-    with ServerThread([model], max_batch_size=2, inference_threads=1) as running:
+    with ServerThread([model], max_batch_size=2, inference_workers=1) as running:
         yield running
 
 

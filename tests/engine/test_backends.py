@@ -27,7 +27,7 @@ HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def backend(model: LoadedModel, kind: str, **options: object) -> Backend:
-    return create_backend(model, device=CPU, kind=kind, workers=2, threads=1, **options)  # type: ignore[arg-type]
+    return create_backend(model, device=CPU, kind=kind, workers=2, threads_per_worker=1, **options)  # type: ignore[arg-type]
 
 
 def photo_batch(photos: dict[str, bytes]) -> np.ndarray:

@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 
 from fakes import ColourNet, colour_model, solid_png
+from recognizer.config.schema import EngineSettings
 from recognizer.engine.cache import ResultCache, entry_bytes, image_digest
 from recognizer.engine.engine import Engine
-from recognizer.engine.settings import EngineSettings
 from recognizer.engine.types import Options, TopClasses
 from recognizer.models.raw import PixelFormat, RawFrame
 

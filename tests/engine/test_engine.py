@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fakes import POISON, ColourNet, colour_model, solid_png
+from recognizer.config.schema import EngineSettings
 from recognizer.engine.engine import DRAIN_QUIET_S, Engine, ServedModel
-from recognizer.engine.settings import EngineSettings
 from recognizer.engine.types import Options
 from recognizer.errors import (
     DeadlineExceededError,
@@ -130,7 +130,7 @@ async def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
     engine = await started(
         [colour_model(network=ColourNet(delay_s=0.2))],
         max_batch_size=1,
-        inference_threads=1,
+        inference_workers=1,
         max_queued_requests=2,
     )
     try:
@@ -150,7 +150,7 @@ async def test_a_full_queue_refuses_at_once_with_a_retry_hint() -> None:
 
 async def test_expired_requests_are_dropped_before_the_model() -> None:
     engine = await started(
-        [colour_model(network=ColourNet(delay_s=0.3))], max_batch_size=1, inference_threads=1
+        [colour_model(network=ColourNet(delay_s=0.3))], max_batch_size=1, inference_workers=1
     )
     try:
         blocker = asyncio.create_task(engine.classify(solid_png(RED), Options()))
@@ -165,7 +165,7 @@ async def test_expired_requests_are_dropped_before_the_model() -> None:
 
 async def test_cancelled_requests_are_dropped_and_release_their_place() -> None:
     network = ColourNet(delay_s=0.2)
-    engine = await started([colour_model(network=network)], max_batch_size=1, inference_threads=1)
+    engine = await started([colour_model(network=network)], max_batch_size=1, inference_workers=1)
     try:
         seen_after_warm_up = network.images_seen
         blocker = asyncio.create_task(engine.classify(solid_png(RED), Options()))
@@ -186,7 +186,7 @@ async def test_cancelled_requests_are_dropped_and_release_their_place() -> None:
 
 async def test_draining_refuses_new_requests_and_finishes_accepted_ones() -> None:
     engine = await started(
-        [colour_model(network=ColourNet(delay_s=0.1))], max_batch_size=1, inference_threads=1
+        [colour_model(network=ColourNet(delay_s=0.1))], max_batch_size=1, inference_workers=1
     )
     accepted = asyncio.create_task(engine.classify(solid_png(BLUE), Options()))
     await asyncio.sleep(0.02)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from fakes import colour_model
+from recognizer.config.schema import EngineSettings
 from recognizer.engine import runner as runner_module
 from recognizer.engine.backends import Backend
 from recognizer.engine.runner import ModelRunner
-from recognizer.engine.settings import EngineSettings
 from recognizer.engine.tuning import CPU_BATCH_SIZE, GPU_BATCH_LIMIT
 
 

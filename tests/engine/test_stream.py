@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fakes import ColourNet, colour_model, solid_png
+from recognizer.config.schema import EngineSettings
 from recognizer.engine.engine import Engine
-from recognizer.engine.settings import EngineSettings
 from recognizer.engine.stream import (
     EVERY_FRAME_WINDOW,
     LATEST_FRAME_UNWRITTEN,
@@ -102,7 +102,7 @@ async def test_every_frame_stops_reading_at_its_window_so_flow_control_reaches_t
 
 
 async def test_every_frame_never_skips_even_when_the_model_is_slow() -> None:
-    engine = await make_engine(delay_s=0.02, inference_threads=1)
+    engine = await make_engine(delay_s=0.02, inference_workers=1)
     images = [solid_png(COLOURS[1])] * 25
     results = [r async for r in classify_stream(engine, frames_of(images))]
     await engine.close()
@@ -110,7 +110,7 @@ async def test_every_frame_never_skips_even_when_the_model_is_slow() -> None:
 
 
 async def test_latest_frame_skips_stale_frames_and_answers_the_newest() -> None:
-    engine = await make_engine(delay_s=0.05, inference_threads=1)
+    engine = await make_engine(delay_s=0.05, inference_workers=1)
     images = [solid_png(COLOURS[i % 3]) for i in range(40)]
     results = [r async for r in classify_stream(engine, frames_of(images, every_s=0.005), LATEST)]
     await engine.close()
@@ -124,7 +124,7 @@ async def test_latest_frame_skips_stale_frames_and_answers_the_newest() -> None:
 
 
 async def test_latest_frame_skips_frames_older_than_the_maximum_age() -> None:
-    engine = await make_engine(delay_s=0.06, inference_threads=1)
+    engine = await make_engine(delay_s=0.06, inference_workers=1)
     settings = StreamSettings(policy=StreamPolicy.LATEST_FRAME, max_frame_age_s=0.03)
     images = [solid_png(COLOURS[0])] * 12
     results = [r async for r in classify_stream(engine, frames_of(images, every_s=0.02), settings)]

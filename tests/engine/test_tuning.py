@@ -7,7 +7,6 @@ import time
 import numpy as np
 import pytest
 
-from recognizer.engine.settings import EngineSettings
 from recognizer.engine.tuning import measure_throughput, tune_batch_size
 
 
@@ -52,14 +51,6 @@ class SleepingBackend:
 def test_throughput_is_measured_with_every_worker_busy() -> None:
     rate = measure_throughput(SleepingBackend(), 8, 4, workers=2, seconds=0.2)
     assert 200 < rate < 900  # 2 workers x 4 images / 10 ms = 800 img/s at best
-
-
-def test_unset_settings_follow_the_device() -> None:
-    settings = EngineSettings()
-    assert settings.batch_delay_for("cpu") == 0 and settings.batch_delay_for("cuda:0") == 0.002
-    assert settings.workers_for("cuda:0") == 1 and settings.workers_for("cpu") >= 1
-    fixed = EngineSettings(max_batch_delay_ms=5, inference_threads=3)
-    assert (fixed.batch_delay_for("cpu"), fixed.workers_for("cpu")) == (0.005, 3)
 
 
 def test_a_batch_size_that_fails_ends_the_search_at_the_sizes_that_ran() -> None:

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from model_files import SEED, Built
+from recognizer.config.models import ModelConfig, parse_model_flag
 from recognizer.errors import ConfigError, ModelLoadError
 from recognizer.models import loading
 from recognizer.models.loading import detect_format, load_model
-from recognizer.models.model_config import ModelConfig, parse_model_flag
 from recognizer.models.spec import LoadedModel
 
 
@@ -23,9 +23,9 @@ def test_formats_are_told_from_the_files(
     onnx_model: Built,
 ) -> None:
     def detected(built: Built) -> str:
-        return detect_format(ModelConfig(source=str(built.path)))
+        return detect_format(ModelConfig(path=str(built.path)))
 
-    assert detect_format(ModelConfig(source="efficientnet-lite0")) == "builtin"
+    assert detect_format(ModelConfig(path="efficientnet-lite0")) == "builtin"
     assert detected(modelscope_model) == "modelscope"
     assert detected(torchscript_model) == "torchscript"
     assert detected(torchvision_state_dict) == "state_dict"
@@ -64,7 +64,7 @@ def test_sources_that_cannot_be_served_are_start_up_errors(
     torch.save({"w": torch.zeros(1)}, tmp_path / "model.pt")
     source = str(make(tmp_path))  # type: ignore[operator]
     with pytest.raises((ModelLoadError, ConfigError), match=message):
-        load_model(ModelConfig(source=source))
+        load_model(ModelConfig(path=source))
 
 
 def test_a_named_format_is_trusted_and_a_missing_file_named(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_running_out_of_memory_while_loading_is_explained(
 
     monkeypatch.setitem(loading.LOADERS, "onnx", exhausted)
     with pytest.raises(ModelLoadError, match="model 'vit' does not fit in memory while loading"):
-        load_model(ModelConfig(source=str(onnx_model.path)))
+        load_model(ModelConfig(path=str(onnx_model.path)))
 
 
 def test_other_runtime_errors_are_not_taken_for_memory(
@@ -106,4 +106,4 @@ def test_other_runtime_errors_are_not_taken_for_memory(
 
     monkeypatch.setitem(loading.LOADERS, "onnx", broken)
     with pytest.raises(RuntimeError, match="a bug"):
-        load_model(ModelConfig(source=str(onnx_model.path)))
+        load_model(ModelConfig(path=str(onnx_model.path)))

@@ -10,8 +10,8 @@ import timm
 import torch
 
 from model_files import GENERAL_NAMES, Built, reference_scores
+from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
-from recognizer.models.model_config import ModelConfig
 from recognizer.models.modelscope import PREPROCESSING, is_modelscope_directory, load_modelscope
 from recognizer.models.preprocessing import Preprocessing
 from support import PHOTOS
@@ -75,7 +75,7 @@ def test_the_full_model_has_157_million_parameters() -> None:
 
 def test_the_directory_is_recognised_and_loads_strictly(modelscope_model: Built) -> None:
     assert is_modelscope_directory(modelscope_model.path)
-    model = load_modelscope(ModelConfig(source=str(modelscope_model.path)))
+    model = load_modelscope(ModelConfig(path=str(modelscope_model.path)))
     spec = model.spec
     assert (spec.name, spec.architecture, spec.source_format, spec.num_classes) == (
         "cv_resnest101_general_recognition",
@@ -95,7 +95,7 @@ def test_the_directory_is_recognised_and_loads_strictly(modelscope_model: Built)
 def test_wrapped_weights_and_label_mapping_load_the_same(
     modelscope_model: Built, modelscope_wrapped: Path
 ) -> None:
-    model = load_modelscope(ModelConfig(source=str(modelscope_wrapped)))
+    model = load_modelscope(ModelConfig(path=str(modelscope_wrapped)))
     assert model.spec.name == "cv_resnest101_animal_recognition"
     assert list(model.spec.labels.names("zh")) == GENERAL_NAMES
     assert isinstance(model.network, torch.nn.Module)
@@ -121,7 +121,7 @@ def test_a_missing_or_misshapen_tensor_is_named_not_skipped(
     torch.save(damaged, directory / "pytorch_model.pt")
     (directory / "meta_info.txt").symlink_to(modelscope_model.path / "meta_info.txt")
     with pytest.raises(ModelLoadError) as raised:
-        load_modelscope(ModelConfig(source=str(directory)))
+        load_modelscope(ModelConfig(path=str(directory)))
     assert str(raised.value) == (
         f"{directory}/pytorch_model.pt does not fit timm/resnest101e: missing"
         " layer3.7.conv2.fc1.weight; layer2.1.bn3.weight is 256 in the checkpoint, 512 in the"
@@ -138,7 +138,7 @@ def test_a_checkpoint_of_another_network_is_refused(
     torch.save({"state_dict": head}, directory / "pytorch_model.pt")
     (directory / "meta_info.txt").symlink_to(modelscope_model.path / "meta_info.txt")
     with pytest.raises(ModelLoadError, match=r"missing conv1\.0\.weight, .* and \d+ more; fc\.we"):
-        load_modelscope(ModelConfig(source=str(directory)))
+        load_modelscope(ModelConfig(path=str(directory)))
 
 
 def test_labels_must_match_the_class_count_of_the_checkpoint(
@@ -149,7 +149,7 @@ def test_labels_must_match_the_class_count_of_the_checkpoint(
     (directory / "pytorch_model.pt").symlink_to(modelscope_model.path / "pytorch_model.pt")
     (directory / "meta_info.txt").write_text("0\t人物\n1\t猫\n", encoding="utf-8")
     with pytest.raises(ModelLoadError, match=r"meta_info\.txt has 2 zh labels but .* 12 classes"):
-        load_modelscope(ModelConfig(source=str(directory)))
+        load_modelscope(ModelConfig(path=str(directory)))
 
 
 def test_other_directories_are_not_modelscope(modelscope_model: Built, tmp_path: Path) -> None:

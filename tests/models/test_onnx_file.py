@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from model_files import TIMM_SMALL, Built
+from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
-from recognizer.models.model_config import ModelConfig
 from recognizer.models.onnx_file import load_onnx
 from recognizer.models.spec import OnnxGraph
 
@@ -45,7 +45,7 @@ class Pool(torch.nn.Module):
 def test_a_fixed_input_size_sets_the_crop_and_labels_come_from_beside_it(
     onnx_model: Built,
 ) -> None:
-    model = load_onnx(ModelConfig(source=str(onnx_model.path)))
+    model = load_onnx(ModelConfig(path=str(onnx_model.path)))
     spec = model.spec
     assert (spec.name, spec.source_format, spec.architecture, spec.num_classes) == (
         "vit",
@@ -60,24 +60,24 @@ def test_a_fixed_input_size_sets_the_crop_and_labels_come_from_beside_it(
 
 def test_a_crop_that_contradicts_the_graph_is_refused(onnx_model: Built) -> None:
     with pytest.raises(ModelLoadError, match="takes 160x160 images but crop is 224"):
-        load_onnx(ModelConfig(source=str(onnx_model.path), crop=224))
+        load_onnx(ModelConfig(path=str(onnx_model.path), crop=224))
 
 
 def test_a_dynamic_size_takes_the_configured_crop(tmp_path: Path) -> None:
     path = export(Pool(), tmp_path / "pool.onnx", torch.zeros(1, 3, 8, 8), dynamic=True)
-    spec = load_onnx(ModelConfig(source=str(path), resize=100, crop=96)).spec
+    spec = load_onnx(ModelConfig(path=str(path), resize=100, crop=96)).spec
     assert (spec.preprocessing.crop, spec.num_classes) == (96, 2)
 
 
 def test_a_fixed_batch_of_one_caps_the_models_batches(tmp_path: Path) -> None:
     path = export(Pool(), tmp_path / "pool.onnx", torch.zeros(1, 3, 224, 224), dynamic=False)
-    assert load_onnx(ModelConfig(source=str(path), max_batch_size=8)).spec.max_batch_size == 1
+    assert load_onnx(ModelConfig(path=str(path), max_batch_size=8)).spec.max_batch_size == 1
 
 
 def test_a_fixed_batch_of_more_than_one_is_refused(tmp_path: Path) -> None:
     path = export(Pool(), tmp_path / "pool.onnx", torch.zeros(4, 3, 224, 224), dynamic=False)
     with pytest.raises(ModelLoadError, match="takes batches of exactly 4: export it with a dyn"):
-        load_onnx(ModelConfig(source=str(path)))
+        load_onnx(ModelConfig(path=str(path)))
 
 
 def test_a_graph_with_two_inputs_is_refused(tmp_path: Path) -> None:
@@ -88,16 +88,16 @@ def test_a_graph_with_two_inputs_is_refused(tmp_path: Path) -> None:
     sample = torch.zeros(1, 3, 224, 224)
     path = export(TwoInputs(), tmp_path / "two.onnx", sample, sample, dynamic=True)
     with pytest.raises(ModelLoadError, match=r"has 2 inputs \(input0, input1\); an image class"):
-        load_onnx(ModelConfig(source=str(path)))
+        load_onnx(ModelConfig(path=str(path)))
 
 
 def test_a_graph_that_is_not_for_images_is_refused(tmp_path: Path) -> None:
     path = export(torch.nn.Linear(3, 2), tmp_path / "linear.onnx", torch.zeros(1, 3), dynamic=False)
     with pytest.raises(ModelLoadError, match=r"takes tensor\(float\) \[1, 3\]; it must"):
-        load_onnx(ModelConfig(source=str(path)))
+        load_onnx(ModelConfig(path=str(path)))
 
 
 def test_a_file_that_is_not_onnx_is_refused(tmp_path: Path) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(ModelLoadError, match=r"ONNX Runtime cannot load .*junk\.onnx"):
-        load_onnx(ModelConfig(source=str(tmp_path / "junk.onnx")))
+        load_onnx(ModelConfig(path=str(tmp_path / "junk.onnx")))

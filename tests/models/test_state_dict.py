@@ -9,8 +9,8 @@ import timm
 import torch
 
 from model_files import Built, reference_scores
+from recognizer.config.models import ModelConfig, parse_model_flag
 from recognizer.errors import ConfigError, ModelLoadError
-from recognizer.models.model_config import ModelConfig, parse_model_flag
 from recognizer.models.state_dict import load_state_dict_model
 from support import PHOTOS
 
@@ -19,7 +19,7 @@ def test_a_torchvision_pth_loads_with_its_class_count_and_labels(
     torchvision_state_dict: Built,
 ) -> None:
     model = load_state_dict_model(
-        ModelConfig(source=str(torchvision_state_dict.path), architecture="resnet18")
+        ModelConfig(path=str(torchvision_state_dict.path), architecture="resnet18")
     )
     spec = model.spec
     assert (spec.name, spec.architecture, spec.source_format) == (
@@ -51,19 +51,19 @@ def test_a_bare_name_falls_back_to_the_library_whose_tensors_fit(tmp_path: Path)
     network = timm.create_model("efficientnet_b0", num_classes=3)
     torch.save(network.state_dict(), tmp_path / "b0.pth")
     (tmp_path / "labels_en.txt").write_text("a\nb\nc\n", encoding="utf-8")
-    config = ModelConfig(source=str(tmp_path / "b0.pth"), architecture="efficientnet_b0")
+    config = ModelConfig(path=str(tmp_path / "b0.pth"), architecture="efficientnet_b0")
     assert load_state_dict_model(config).spec.architecture == "timm/efficientnet_b0"
 
 
 def test_a_state_dict_needs_its_architecture(torchvision_state_dict: Built) -> None:
     with pytest.raises(ConfigError, match="name the network with architecture=NAME"):
-        load_state_dict_model(ModelConfig(source=str(torchvision_state_dict.path)))
+        load_state_dict_model(ModelConfig(path=str(torchvision_state_dict.path)))
 
 
 def test_a_checkpoint_of_another_architecture_is_refused_naming_a_tensor(
     torchvision_state_dict: Built,
 ) -> None:
-    config = ModelConfig(source=str(torchvision_state_dict.path), architecture="resnet34")
+    config = ModelConfig(path=str(torchvision_state_dict.path), architecture="resnet34")
     with pytest.raises(ModelLoadError) as raised:
         load_state_dict_model(config)
     message = str(raised.value)
@@ -73,7 +73,7 @@ def test_a_checkpoint_of_another_architecture_is_refused_naming_a_tensor(
 
 def test_a_checkpoint_without_the_classifier_is_refused(tmp_path: Path) -> None:
     torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "odd.pth")
-    config = ModelConfig(source=str(tmp_path / "odd.pth"), architecture="timm/test_resnet")
+    config = ModelConfig(path=str(tmp_path / "odd.pth"), architecture="timm/test_resnet")
     with pytest.raises(ModelLoadError, match=r"has no fc\.weight, the classifier's weight"):
         load_state_dict_model(config)
 

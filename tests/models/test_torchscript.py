@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from model_files import SEED, SEED_NAMES, Built, reference_scores
+from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
-from recognizer.models.model_config import ModelConfig
 from recognizer.models.torchscript import is_torchscript, load_torchscript
 from support import PHOTOS
 
@@ -19,7 +19,7 @@ def test_the_seed_layout_loads_with_both_languages_and_the_sidecar(
     torchscript_model: Built,
 ) -> None:
     assert is_torchscript(torchscript_model.path)
-    model = load_torchscript(ModelConfig(source=str(torchscript_model.path)).with_sidecar())
+    model = load_torchscript(ModelConfig(path=str(torchscript_model.path)).with_sidecar())
     spec = model.spec
     assert (spec.name, spec.source_format, spec.architecture, spec.num_classes) == (
         "model",
@@ -56,7 +56,7 @@ def test_an_input_size_the_model_cannot_take_is_a_start_up_error(tmp_path: Path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.script(Fixed()), tmp_path / "fixed.pt")
-    config = ModelConfig(source=str(tmp_path / "fixed.pt"), labels=())
+    config = ModelConfig(path=str(tmp_path / "fixed.pt"), labels=())
     with pytest.raises(ModelLoadError, match=r"fails on a 1x3x224x224 image: .*; is crop right"):
         load_torchscript(config)
 
@@ -70,11 +70,11 @@ def test_a_model_that_does_not_return_logits_is_refused(tmp_path: Path) -> None:
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.script(Features()), tmp_path / "features.pt")
     with pytest.raises(ModelLoadError, match=r"returns \(1, 224, 224\) for one image"):
-        load_torchscript(ModelConfig(source=str(tmp_path / "features.pt")))
+        load_torchscript(ModelConfig(path=str(tmp_path / "features.pt")))
 
 
 def test_labels_must_match_the_models_outputs(torchscript_model: Built, tmp_path: Path) -> None:
     (tmp_path / "model.pt").symlink_to(torchscript_model.path)
     (tmp_path / "labels_zh.txt").write_text("红\n绿\n", encoding="utf-8")
     with pytest.raises(ModelLoadError, match=r"has 2 zh labels but model\.pt has 6 classes"):
-        load_torchscript(ModelConfig(source=str(tmp_path / "model.pt"), crop=128, resize=160))
+        load_torchscript(ModelConfig(path=str(tmp_path / "model.pt"), crop=128, resize=160))

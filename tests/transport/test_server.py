@@ -252,7 +252,7 @@ def test_a_full_queue_is_resource_exhausted_with_retry_info() -> None:
         ServerThread(
             [colour_model(network=ColourNet(delay_s=0.3))],
             max_batch_size=1,
-            inference_threads=1,
+            inference_workers=1,
             max_queued_requests=2,
         ) as running,
         Client(running.address) as client,
@@ -275,7 +275,7 @@ def test_an_expired_deadline_is_deadline_exceeded_and_skips_the_model() -> None:
     network = ColourNet(delay_s=0.4)
     with (
         ServerThread(
-            [colour_model(network=network)], max_batch_size=1, inference_threads=1
+            [colour_model(network=network)], max_batch_size=1, inference_workers=1
         ) as running,
         grpc.insecure_channel(running.address) as channel,
     ):
@@ -307,8 +307,8 @@ def test_a_draining_server_finishes_calls_in_flight_and_refuses_new_ones() -> No
         ServerThread(
             [colour_model(network=ColourNet(delay_s=0.5))],
             max_batch_size=1,
-            inference_threads=1,
-            grace_period_s=5,
+            inference_workers=1,
+            grace_period=5,
         ) as running,
         grpc.insecure_channel(running.address) as channel,
     ):

@@ -86,7 +86,7 @@ def test_unary_calls_take_raw_frames_too(
 def slow_server() -> Iterator[ServerThread]:
     """A server whose model takes 40 ms a batch, one batch at a time: easy to fall behind."""
     model = colour_model(network=ColourNet(delay_s=0.04))
-    with ServerThread([model], max_batch_size=2, inference_threads=1) as running:
+    with ServerThread([model], max_batch_size=2, inference_workers=1) as running:
         yield running
 
 

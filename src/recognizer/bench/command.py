@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -14,10 +13,10 @@ from recognizer.bench import BenchError
 from recognizer.bench.loadgen import CONNECT_TIMEOUT_S, MAX_DURATION_S, MAX_REQUESTS, Load
 from recognizer.bench.stats import render, summarize
 from recognizer.bench.workload import Workload, find_images
+from recognizer.cli.arguments import MAX_TOP_K, add_server_argument, bounded
 from recognizer.client import Client
 from recognizer.client.clients import DEFAULT_TARGET
 
-N = TypeVar("N", int, float)
 MAX_CONCURRENCY = 1024
 MAX_STREAMS = 1024
 MAX_RATE = 100_000.0
@@ -25,7 +24,6 @@ MAX_FPS = 1000.0
 MAX_PROCESSES = 64
 MAX_WARMUP_S = 600.0
 MAX_TIMEOUT_S = 600.0
-MAX_TOP_K = 1_000_000
 DEFAULT_CONCURRENCY = 16
 DEFAULT_FPS = 30.0
 
@@ -57,9 +55,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="PATH",
         help="image files, or folders of them, sent round-robin",
     )
-    parser.add_argument(
-        "--server", default=DEFAULT_TARGET, help=f"HOST:PORT (default: {DEFAULT_TARGET})"
-    )
+    add_server_argument(parser, from_env=False)
     shape = parser.add_mutually_exclusive_group()
     shape.add_argument(
         "--concurrency",
@@ -245,16 +241,3 @@ def describe_server(target: str, model: str) -> dict[str, Any] | None:
                 "max_batch_size": info.max_batch_size,
             }
     return None
-
-
-def bounded(kind: Callable[[str], N], low: N, high: N) -> Callable[[str], N]:
-    """An argparse type for a number in [low, high]."""
-
-    def parse(text: str) -> N:
-        value = kind(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not between {low} and {high}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse

@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
-from recognizer.engine import lifecycle
+from recognizer.config.schema import EngineSettings
+from recognizer.engine import lifecycle, sizing
 from recognizer.engine.backends import Backend
 from recognizer.engine.cache import ResultCache
 from recognizer.engine.runner import ModelRunner
-from recognizer.engine.settings import EngineSettings
 from recognizer.engine.types import Classification, ModelStatus, Options
 from recognizer.errors import InvalidRequestError, ModelNotFoundError, ShuttingDownError
 from recognizer.models.labels import normalize_language
@@ -64,7 +64,7 @@ class Engine:
         self._languages = {lang for model in models for lang in model.spec.labels.languages}
         self._default_model = models[0].spec.name
         self.preprocess_pool = ThreadPoolExecutor(
-            settings.preprocess_threads, thread_name_prefix="preprocess"
+            sizing.preprocess_threads(settings), thread_name_prefix="preprocess"
         )
         self.cache = (
             ResultCache(max_entries=settings.cache_entries, max_bytes=settings.cache_bytes)

@@ -14,11 +14,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from recognizer.engine import lifecycle
+from recognizer.config.schema import EngineSettings
+from recognizer.engine import lifecycle, sizing
 from recognizer.engine.backends import Backend
 from recognizer.engine.batching import BatchQueue
 from recognizer.engine.cache import ResultCache
-from recognizer.engine.settings import EngineSettings
 from recognizer.engine.tuning import (
     CPU_BATCH_SIZE,
     GPU_BATCH_LIMIT,
@@ -49,10 +49,10 @@ class ModelRunner:
         self.spec = spec
         self.backend = backend
         self.settings = settings
-        self.workers = settings.workers_for(backend.device)
+        self.workers = sizing.inference_workers(settings, backend.device)
         self.queue: BatchQueue[lifecycle.Job] = BatchQueue(
             max_batch_size=self._capped(settings.max_batch_size or 1),
-            max_delay_s=settings.batch_delay_for(backend.device),
+            max_delay_s=sizing.batch_delay_s(settings, backend.device),
             keep=lifecycle.keep,
         )
         self._threads: list[threading.Thread] = []

@@ -1,11 +1,10 @@
 """How large a model's batches may grow when it is left to the engine, per device.
 
 On the CPU the engine by default never waits to fill a batch (the delay is 0), so the
-limit only matters under load, when requests are already queued. Measured end to end
-on a 2-core CPU (BENCHMARKS.md), a limit of 4 served 10-20 % more than 1 at the same median and p99
-latency (each batch also pays the hand-offs between threads, which the model alone does
-not show), and 8 was no faster, with a worse p99; the model alone showed no difference
-beyond the noise of a start-up measurement. So the CPU gets 4.
+limit only matters under load, when requests are already queued. CPU_BATCH_SIZE is the
+limit that served best end to end (BENCHMARKS.md, "Batching on the CPU" in its table of
+optimisations); the model alone shows no difference beyond the noise of a start-up
+measurement, so the CPU is not tuned at start-up.
 
 On a GPU, throughput grows with the batch up to a hundred or more, by how much depends
 on the card and the model, so the engine measures it at start-up: batch sizes 1, 2, 4,

@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 import torch
 
+from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
 from recognizer.models.efficientnet_lite0 import NAME as EFFICIENTNET_LITE0
 from recognizer.models.efficientnet_lite0 import load_efficientnet_lite0
 from recognizer.models.label_files import read_labels
-from recognizer.models.model_config import ModelConfig
 from recognizer.models.modelscope import is_modelscope_directory, load_modelscope
 from recognizer.models.onnx_file import load_onnx
 from recognizer.models.spec import LoadedModel
@@ -31,7 +31,6 @@ from recognizer.models.torchscript import is_torchscript, load_torchscript
 BUILTIN_MODELS: dict[str, Callable[[], LoadedModel]] = {
     EFFICIENTNET_LITE0: load_efficientnet_lite0,
 }
-DEFAULT_MODEL = EFFICIENTNET_LITE0
 
 
 def load_model(config: ModelConfig) -> LoadedModel:
@@ -39,8 +38,8 @@ def load_model(config: ModelConfig) -> LoadedModel:
     source_format = detect_format(config) if config.format == "auto" else config.format
     loader = LOADERS[source_format]
     if source_format != "builtin":
-        if not config.path.exists():
-            raise ModelLoadError(f"model {config.name!r}: {config.path} does not exist")
+        if not config.location.exists():
+            raise ModelLoadError(f"model {config.name!r}: {config.location} does not exist")
         config = config.with_sidecar()
     try:
         return loader(config)
@@ -54,12 +53,12 @@ def load_model(config: ModelConfig) -> LoadedModel:
 
 def detect_format(config: ModelConfig) -> str:
     """The format of a model's files, from their names and content."""
-    if config.source in BUILTIN_MODELS:
+    if config.path in BUILTIN_MODELS:
         return "builtin"
-    path = config.path
+    path = config.location
     if not path.exists():
         raise ModelLoadError(
-            f"unknown model {config.source!r}: no such file or directory, and not a built-in"
+            f"unknown model {config.path!r}: no such file or directory, and not a built-in"
             f" model (built-in models: {', '.join(BUILTIN_MODELS)})"
         )
     if path.is_dir():
@@ -84,15 +83,14 @@ def detect_format(config: ModelConfig) -> str:
 
 def _load_builtin(config: ModelConfig) -> LoadedModel:
     """A built-in model, as configured: its name, labels and preprocessing may be changed."""
-    if config.source not in BUILTIN_MODELS:
+    if config.path not in BUILTIN_MODELS:
         raise ModelLoadError(
-            f"{config.source!r} is not a built-in model; built-in models:"
-            f" {', '.join(BUILTIN_MODELS)}"
+            f"{config.path!r} is not a built-in model; built-in models: {', '.join(BUILTIN_MODELS)}"
         )
-    model = BUILTIN_MODELS[config.source]()
+    model = BUILTIN_MODELS[config.path]()
     spec = model.spec
     labels = (
-        read_labels(config.labels, num_classes=spec.num_classes, model=config.source)
+        read_labels(config.labels, num_classes=spec.num_classes, model=config.path)
         if config.labels
         else spec.labels
     )
@@ -107,7 +105,7 @@ def _load_builtin(config: ModelConfig) -> LoadedModel:
 
 def _out_of_memory(config: ModelConfig, error: BaseException) -> ModelLoadError:
     return ModelLoadError(
-        f"model {config.name!r} does not fit in memory while loading {config.source}"
+        f"model {config.name!r} does not fit in memory while loading {config.path}"
         f" ({type(error).__name__}): free memory, or serve fewer or smaller models"
     )
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from recognizer.config.models import ModelConfig
 from recognizer.models.checkpoints import read_state_dict
 from recognizer.models.label_files import LabelFile, read_labels
-from recognizer.models.model_config import ModelConfig
 from recognizer.models.preprocessing import Preprocessing
 from recognizer.models.spec import LoadedModel
 from recognizer.models.state_dict import fit_architecture
@@ -47,7 +47,7 @@ def is_modelscope_directory(path: Path) -> bool:
 
 def load_modelscope(config: ModelConfig) -> LoadedModel:
     """Load a ModelScope classification directory; the class count is the checkpoint's."""
-    directory = config.path
+    directory = config.location
     fitted = fit_architecture(
         read_state_dict(directory / CHECKPOINT),
         config.architecture or ARCHITECTURE,

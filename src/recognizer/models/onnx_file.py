@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
+from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
 from recognizer.models.label_files import discover_label_files, read_labels
-from recognizer.models.model_config import ModelConfig
 from recognizer.models.preprocessing import Preprocessing
 from recognizer.models.spec import LoadedModel, OnnxGraph
 
@@ -23,7 +23,7 @@ LAYOUTS = {"tensor(float)": (np.float32, 1), "tensor(uint8)": (np.uint8, 3)}
 
 
 def load_onnx(config: ModelConfig) -> LoadedModel:
-    path = config.path
+    path = config.location
     try:
         data = path.read_bytes()
         session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])

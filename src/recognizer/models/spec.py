@@ -55,7 +55,8 @@ class OnnxGraph:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A spec with its network, which maps normalised float NCHW input to logits."""
+    """A spec with its network: a PyTorch module taking normalised float NCHW input, or an
+    ONNX graph (whose input is described on OnnxGraph); either outputs logits."""
 
     spec: ModelSpec
     network: torch.nn.Module | OnnxGraph

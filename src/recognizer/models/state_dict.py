@@ -12,11 +12,11 @@ from typing import NamedTuple
 
 import torch
 
+from recognizer.config.models import ModelConfig
 from recognizer.errors import ConfigError, ModelLoadError
 from recognizer.models import architectures
 from recognizer.models.checkpoints import load_strictly, read_state_dict
 from recognizer.models.label_files import discover_label_files, read_labels
-from recognizer.models.model_config import ModelConfig
 from recognizer.models.preprocessing import Preprocessing
 from recognizer.models.spec import LoadedModel
 
@@ -35,17 +35,17 @@ def load_state_dict_model(config: ModelConfig) -> LoadedModel:
     """Build the configured architecture and load the weights file into it, strictly."""
     if config.architecture is None:
         raise ConfigError(
-            f"{config.path} is not TorchScript, so it is taken for a state dict, which holds"
+            f"{config.location} is not TorchScript, so it is taken for a state dict, which holds"
             " weights but not the network: name the network with architecture=NAME (a"
             " torchvision or timm model, such as resnet50)"
         )
     fitted = fit_architecture(
-        read_state_dict(config.path), config.architecture, checkpoint=config.path.name
+        read_state_dict(config.location), config.architecture, checkpoint=config.location.name
     )
     labels = read_labels(
-        config.labels or discover_label_files(config.path.parent),
+        config.labels or discover_label_files(config.location.parent),
         num_classes=fitted.num_classes,
-        model=f"{config.path.name} ({fitted.architecture})",
+        model=f"{config.location.name} ({fitted.architecture})",
     )
     spec = config.spec(
         architecture=fitted.architecture,

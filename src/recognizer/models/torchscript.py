@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
+from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
 from recognizer.models.label_files import discover_label_files, read_labels
-from recognizer.models.model_config import ModelConfig
 from recognizer.models.preprocessing import Preprocessing
 from recognizer.models.spec import LoadedModel
 
@@ -30,7 +30,7 @@ def is_torchscript(path: Path) -> bool:
 
 
 def load_torchscript(config: ModelConfig) -> LoadedModel:
-    path = config.path
+    path = config.location
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, not gone

@@ -9,8 +9,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from recognizer.config import ServerSettings
+from recognizer.config.schema import ServerSettings
 from recognizer.engine.engine import Engine
+from recognizer.errors import StartupError
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.servicer import RecognizerServicer
 from recognizer.v1 import recognizer_pb2 as pb
@@ -66,7 +67,10 @@ class RecognizerServer:
         """Warm the models up, listen, and only then report SERVING."""
         await self.engine.start()
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = self._server.add_insecure_port(address)
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as error:  # grpc says only "Failed to bind"
+            raise StartupError(f"cannot listen on {address}: {error}") from error
         await self._server.start()
         if self.settings.metrics_port is not None:
             self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
@@ -83,7 +87,7 @@ class RecognizerServer:
         accepted work finishes. Whatever is still running when the grace period ends is
         cancelled by grpc.
         """
-        grace = self.settings.grace_period_s
+        grace = self.settings.grace_period
         logger.info("draining; in-flight calls have %.1fs to finish", grace)
         deadline = asyncio.get_running_loop().time() + grace
         await self._health.enter_graceful_shutdown()

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from recognizer.engine.settings import BackendKind, Precision
+from recognizer.config.schema import BackendKind, Precision
 from recognizer.errors import BackendError
 from recognizer.models.spec import LoadedModel, OnnxGraph
 
@@ -67,10 +67,10 @@ def create_backend(
     device: torch.device,
     kind: BackendKind,
     workers: int,
-    threads: int,
+    threads_per_worker: int,
     precision: Precision = "auto",
 ) -> Backend:
-    """Pick and build the backend for a model on `workers` threads of `threads` threads each.
+    """Pick and build the backend for a model on `workers` threads of `threads_per_worker` each.
 
     "auto" tries, in order of measured speed, OpenVINO then ONNX Runtime on the CPU
     (PyTorch models are exported to ONNX at start-up) and PyTorch on CUDA, falling back
@@ -85,7 +85,7 @@ def create_backend(
     failures: list[str] = []
     for index, candidate in enumerate(candidates):
         try:
-            return _build(model, graph, candidate, device, workers, threads, precision)
+            return _build(model, graph, candidate, device, workers, threads_per_worker, precision)
         except BackendError as error:
             failures.append(str(error))
             if index + 1 < len(candidates):
@@ -128,7 +128,7 @@ def _build(
     kind: BackendKind,
     device: torch.device,
     workers: int,
-    threads: int,
+    threads_per_worker: int,
     precision: Precision,
 ) -> Backend:
     from recognizer.engine.backends.graphs import check_against_torch
@@ -143,7 +143,7 @@ def _build(
         if device.type == "cpu":
             if precision != "fp32":
                 raise BackendError(f"PyTorch runs {name} in fp32 on the CPU, not {precision}")
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads_per_worker)
         return TorchBackend(model, device=device, half=precision == "fp16")
     if kind == "openvino" and device.type != "cpu":
         raise BackendError(f"OpenVINO runs {name} on the CPU only, not on {device}")
@@ -152,10 +152,14 @@ def _build(
     backend: Backend
     if kind == "openvino":
         backend = OpenVinoBackend(
-            graph(), model.spec, workers=workers, threads=threads, precision=precision
+            graph(),
+            model.spec,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            precision=precision,
         )
     else:
-        backend = OnnxRuntimeBackend(graph(), model.spec, device=device, threads=threads)
+        backend = OnnxRuntimeBackend(graph(), model.spec, device=device, threads=threads_per_worker)
     if not isinstance(model.network, OnnxGraph):
         exact = precision == "fp32"
         tolerance = EXPORT_TOLERANCE if exact else REDUCED_PRECISION_TOLERANCE

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from recognizer.config.models import ModelConfig, parse_model_flag
 from recognizer.errors import ConfigError
 from recognizer.models.label_files import LabelFile
 from recognizer.models.labels import Labels
-from recognizer.models.model_config import ModelConfig, parse_model_flag
 from recognizer.models.preprocessing import Preprocessing
 
 
 def test_a_bare_source_names_the_model_after_it(tmp_path: Path) -> None:
     assert parse_model_flag("efficientnet-lite0") == ModelConfig(
-        source="efficientnet-lite0", name="efficientnet-lite0"
+        path="efficientnet-lite0", name="efficientnet-lite0"
     )
     assert parse_model_flag("models/seed/model.pt").name == "model"
     directory = tmp_path / "cv_resnest101_general_recognition"
@@ -26,7 +26,7 @@ def test_a_bare_source_names_the_model_after_it(tmp_path: Path) -> None:
 
 def test_name_equals_source() -> None:
     config = parse_model_flag("万物=/models/cv_resnest101_general_recognition")
-    assert (config.name, config.source) == ("万物", "/models/cv_resnest101_general_recognition")
+    assert (config.name, config.path) == ("万物", "/models/cv_resnest101_general_recognition")
 
 
 def test_key_value_flags_set_every_key() -> None:
@@ -36,7 +36,7 @@ def test_key_value_flags_set_every_key() -> None:
         "interpolation=bicubic,activation=sigmoid,max_batch_size=16,format=torchscript"
     )
     assert config == ModelConfig(
-        source="model.pt",
+        path="model.pt",
         name="seed",
         format="torchscript",
         labels=(
@@ -82,8 +82,10 @@ labels = "/abs/labels.tsv"
 
 def test_toml_tables_use_the_same_keys_and_resolve_paths_from_the_file(tmp_path: Path) -> None:
     tables = tomllib.loads(TOML)["models"]
-    seed, r50 = (ModelConfig.from_toml(table, base_dir=tmp_path) for table in tables)
-    assert seed.path == tmp_path / "seed" / "model.pt"
+    seed, r50 = (
+        ModelConfig.from_keys(table, base_dir=tmp_path, where="[[models]]") for table in tables
+    )
+    assert seed.location == tmp_path / "seed" / "model.pt"
     assert seed.labels == (LabelFile(tmp_path / "seed" / "labels_zh.txt", "zh"),)
     assert (seed.mean, seed.crop, seed.channel_order, seed.max_batch_size) == (
         (0.5, 0.5, 0.5),
@@ -91,7 +93,7 @@ def test_toml_tables_use_the_same_keys_and_resolve_paths_from_the_file(tmp_path:
         "BGR",
         4,
     )
-    assert (r50.name, r50.path, r50.labels) == (
+    assert (r50.name, r50.location, r50.labels) == (
         "r50",
         Path("/abs/r50.pth"),
         (LabelFile(Path("/abs/labels.tsv")),),
@@ -101,15 +103,15 @@ def test_toml_tables_use_the_same_keys_and_resolve_paths_from_the_file(tmp_path:
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
-        ("name=x,path=m.pt,colour=red", "unknown key 'colour'; the keys are name, path, format"),
+        ("name=x,path=m.pt,colour=red", "unknown key 'colour'; the keys are path, name, format"),
         ("name=x,crop=224", "needs path=FILE"),
-        ("path=m.pt,crop=big", "crop: expected a whole number, not 'big'"),
-        ("path=m.pt,crop=0", "crop: must be at least 1, not 0"),
-        ("path=m.pt,mean=0.5:0.5", "mean: expected three numbers"),
-        ("path=m.pt,mean=a:b:c", "mean: expected three numbers"),
-        ("path=m.pt,activation=relu", "activation: 'relu' is not one of softmax, sigmoid"),
-        ("path=m.pt,channel_order=RGBA", "'RGBA' is not one of RGB, BGR"),
-        ("path=m.pt,format=keras", "'keras' is not one of auto, builtin, modelscope"),
+        ("path=m.pt,crop=big", "crop: input should be a valid integer"),
+        ("path=m.pt,crop=0", "crop: input should be greater than or equal to 1 (got '0')"),
+        ("path=m.pt,mean=0.5:0.5", "mean: expected three numbers, one per channel"),
+        ("path=m.pt,mean=a:b:c", "mean: input should be a valid number"),
+        ("path=m.pt,activation=relu", "activation: input should be 'softmax' or 'sigmoid'"),
+        ("path=m.pt,channel_order=RGBA", "channel_order: input should be 'RGB' or 'BGR'"),
+        ("path=m.pt,format=keras", "format: input should be 'auto', 'builtin', 'modelscope'"),
         ("path=m.pt,path=n.pt", "path is given twice"),
         ("path=m.pt,crop", "'crop' is not key=value"),
         ("path=m.pt,labels=a.txt,labels.en=b.txt", "not both"),
@@ -124,11 +126,13 @@ def test_bad_flags_say_what_is_wrong(flag: str, message: str) -> None:
 
 def test_bad_toml_tables_say_which_table() -> None:
     with pytest.raises(ConfigError, match=r"#2: unknown key 'size'"):
-        ModelConfig.from_toml({"path": "m.pt", "size": 3}, where="#2")
-    with pytest.raises(ConfigError, match="needs a path"):
-        ModelConfig.from_toml({"name": "x"})
-    with pytest.raises(ConfigError, match="max_batch_size: expected a whole number"):
-        ModelConfig.from_toml({"path": "m.pt", "max_batch_size": True})
+        ModelConfig.from_keys({"path": "m.pt", "size": 3}, where="#2")
+    with pytest.raises(ConfigError, match="needs path=FILE"):
+        ModelConfig.from_keys({"name": "x"}, where="#1")
+    with pytest.raises(
+        ConfigError, match="#1: max_batch_size: expected a number or text, not true"
+    ):
+        ModelConfig.from_keys({"path": "m.pt", "max_batch_size": True}, where="#1")
 
 
 def test_the_sidecar_fills_what_the_config_leaves_unset(tmp_path: Path) -> None:
@@ -146,21 +150,21 @@ def test_a_sidecar_describes_the_file_not_how_it_is_served(tmp_path: Path) -> No
     (tmp_path / "model.pt").write_bytes(b"")
     (tmp_path / "model.toml").write_text('name = "other"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"model\.toml: unknown key 'name'"):
-        ModelConfig(source=str(tmp_path / "model.pt")).with_sidecar()
+        ModelConfig(path=str(tmp_path / "model.pt")).with_sidecar()
 
 
 def test_overrides_apply_over_the_format_defaults() -> None:
-    config = ModelConfig(source="m.pt", crop=200, channel_order="BGR")
+    config = ModelConfig(path="m.pt", crop=200, channel_order="BGR")
     assert config.preprocessing_over(Preprocessing()) == Preprocessing(
         resize=256, crop=200, channel_order="BGR"
     )
     with pytest.raises(ConfigError, match=r"model 'm': crop \(300\) must be .* at most resize"):
-        ModelConfig(source="m.pt", crop=300).preprocessing_over(Preprocessing())
+        ModelConfig(path="m.pt", crop=300).preprocessing_over(Preprocessing())
 
 
 def test_the_spec_takes_the_smaller_batch_limit() -> None:
     labels = Labels({"zh": ["猫"]})
-    config = ModelConfig(source="m.onnx", max_batch_size=8, activation="sigmoid")
+    config = ModelConfig(path="m.onnx", max_batch_size=8, activation="sigmoid")
     spec = config.spec(
         architecture="", source_format="onnx", labels=labels, preprocessing=Preprocessing()
     )

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from recognizer.config import Config, ServerSettings, read_config_file
+from recognizer.config import Config, ServerSettings
+from recognizer.config.models import ModelConfig, parse_model_flag
+from recognizer.config.sources import read_config_file
 from recognizer.errors import ConfigError
-from recognizer.models.model_config import ModelConfig, parse_model_flag
 
 CONFIG = """
 port = 6000
@@ -29,8 +31,8 @@ def test_a_config_file_has_settings_and_models_relative_to_it(tmp_path: Path) ->
     settings, models = read_config_file(tmp_path / "recognizer.toml")
     assert settings == {"port": 6000, "max_batch_size": "auto"}
     assert [model.name for model in models] == ["wanwu", "efficientnet-lite0"]
-    assert models[0].path == tmp_path / "damo" / "cv_resnest101_general_recognition"
-    assert models[1].source == "efficientnet-lite0" and models[1].max_batch_size == 8
+    assert models[0].location == tmp_path / "damo" / "cv_resnest101_general_recognition"
+    assert models[1].path == "efficientnet-lite0" and models[1].max_batch_size == 8
 
 
 @pytest.mark.parametrize(
@@ -60,21 +62,27 @@ def test_model_names_must_be_unique() -> None:
         Config(models=(parse_model_flag("a/model.pt"), parse_model_flag("b/model.onnx")))
     with pytest.raises(ConfigError, match="no model to serve"):
         Config(models=())
-    assert Config(models=(ModelConfig(source="a/model.pt", name="a"),)).models[0].name == "a"
+    assert Config(models=(ModelConfig(path="a/model.pt", name="a"),)).models[0].name == "a"
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"port": 70000}, "port must be within 0-65535"),
-        ({"metrics_port": -1}, "metrics_port must be within 0-65535"),
-        ({"max_message_bytes": 1 << 31}, "max_message_bytes must be within"),
-        ({"grace_period_s": -1.0}, "grace_period_s must not be negative"),
-        ({"grace_period_s": float("nan")}, "grace_period_s must not be negative"),
+        ({"port": 70000}, "less than or equal to 65535"),
+        ({"metrics_port": -1}, "greater than or equal to 0"),
+        ({"max_message_mb": 2048}, "less than 2048"),
+        ({"max_message_mb": 1e-9}, "less than a byte"),
+        ({"grace_period": -1.0}, "greater than or equal to 0"),
+        ({"grace_period": float("nan")}, "finite number"),
     ],
 )
 def test_server_settings_out_of_range_are_refused(
     settings: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValidationError, match=message):
         ServerSettings(**settings)  # type: ignore[arg-type]
+
+
+def test_the_message_limit_is_given_to_grpc_in_bytes() -> None:
+    assert ServerSettings(max_message_mb=0.5).max_message_bytes == 1 << 19
+    assert ServerSettings(max_message_mb=2047.9).max_message_bytes < 1 << 31

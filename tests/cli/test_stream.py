@@ -15,7 +15,7 @@ from fakes import colour_model, solid_png
 from support import ServerThread
 from videos import solid_video
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 PICTURES = [(200, 0, 0), (0, 200, 0), (0, 0, 200)]
 FRAME_LINE = re.compile(r"^\s+(\d+)\s+(\S+)\s+([\d.]+) ms\s+(.+)$")
 

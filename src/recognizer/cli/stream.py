@@ -13,13 +13,13 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import grpc
 from google.rpc import code_pb2
 from tqdm import tqdm
 
+from recognizer.cli.arguments import add_server_argument, positive
 from recognizer.client import AsyncClient
 from recognizer.client.payloads import RAW_FORMATS, to_request
 from recognizer.client.sources import Source, SourceError, open_source
@@ -33,16 +33,13 @@ from recognizer.outcomes import FrameOutcome
 from recognizer.terminal import pad
 from recognizer.v1 import recognizer_pb2 as pb
 
-_Number = TypeVar("_Number", int, float)
 _POLICIES = {"every": pb.STREAM_POLICY_EVERY_FRAME, "latest": pb.STREAM_POLICY_LATEST_FRAME}
 _NAME_CELLS = 14
 _LABEL_CELLS = 12
 
 
-def add_stream_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Register `stream` with the `recognizer` command; returns its parser."""
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `stream` with the `recognizer` command."""
     stream = commands.add_parser(
         "stream",
         help="stream a video, a camera or a folder of images through ClassifyStream",
@@ -50,6 +47,7 @@ def add_stream_parser(
         " frame's answer and latency, then a summary.",
     )
     stream.set_defaults(command=run_stream)
+    add_server_argument(stream)
     stream.add_argument(
         "source",
         metavar="SOURCE",
@@ -57,7 +55,7 @@ def add_stream_parser(
     )
     stream.add_argument(
         "--fps",
-        type=_positive(float),
+        type=positive(float),
         help="frames per second to send (a camera: to capture); default: a video's own"
         " rate, a folder as fast as flow control allows",
     )
@@ -79,22 +77,21 @@ def add_stream_parser(
     )
     stream.add_argument(
         "--max-frame-age-ms",
-        type=_positive(int),
+        type=positive(int),
         metavar="MS",
         help="with --policy latest: skip frames that waited longer than this on the server",
     )
     stream.add_argument(
-        "--top-k", type=_positive(int), default=1, metavar="K", help="labels per frame (default: 1)"
+        "--top-k", type=positive(int), default=1, metavar="K", help="labels per frame (default: 1)"
     )
     stream.add_argument("--language", default="zh", help="label language: zh or en (default: zh)")
     stream.add_argument("--model", default="", help="model name (default: the server's)")
     stream.add_argument(
-        "--limit", type=_positive(int), metavar="N", help="stop after this many frames"
+        "--limit", type=positive(int), metavar="N", help="stop after this many frames"
     )
     stream.add_argument(
         "--quiet", "-q", action="store_true", help="print only the summary, not each frame"
     )
-    return stream
 
 
 def run_stream(args: argparse.Namespace) -> int:
@@ -216,16 +213,3 @@ def _summary(summary: StreamSummary) -> str:
         f"status   {summary.code.name}" + (f": {summary.details}" if summary.details else ""),
     ]
     return "\n".join(lines)
-
-
-def _positive(kind: Callable[[str], _Number]) -> Callable[[str], _Number]:
-    """An argparse type: a number above zero."""
-
-    def parse(text: str) -> _Number:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above zero: {text}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse

@@ -1,0 +1,238 @@
+"""Which model to serve and how, as a deployment says it: a --model flag or a TOML table.
+
+Both spell the same keys, declared once as the fields of ModelConfig:
+
+    path            the model: a file, a directory or the name of a built-in model (required)
+    name            the name requests use (default: the file or directory name, without
+                    the suffix)
+    format          auto (default), builtin, modelscope, torchscript, state_dict or onnx
+    architecture    the torchvision or timm network a state dict is for (resnet50,
+                    timm/resnet50, torchvision/resnet50)
+    labels          a label file; labels.<lang> names one per language
+    resize, crop, interpolation, mean, std, channel_order    preprocessing overrides
+    activation      softmax (single-label) or sigmoid (multi-label)
+    max_batch_size  the largest batch this model is given
+
+A flag is `SOURCE`, `NAME=SOURCE` or `key=value,key=value,...`, where list values are
+colon-separated (mean=0.485:0.456:0.406). A TOML [[models]] table uses TOML values, and
+its relative paths are taken from the config file's directory.
+
+A model file may have a sidecar: a TOML file of the same name (model.pt: model.toml) with
+the keys that describe the file (architecture, labels, preprocessing, activation,
+max_batch_size). Values given with the model win over the sidecar's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from recognizer.config.validation import config_error, refuse_bools
+from recognizer.errors import ConfigError
+from recognizer.models.label_files import LabelFile
+from recognizer.models.labels import Labels
+from recognizer.models.preprocessing import ChannelOrder, Interpolation, Preprocessing
+from recognizer.models.spec import Activation, ModelSpec
+
+SourceFormat = Literal["auto", "builtin", "modelscope", "torchscript", "state_dict", "onnx"]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+def _case(convert: str) -> BeforeValidator:
+    """Accept a choice in any case: "BGR" and "bgr", "Bilinear" and "bilinear"."""
+    return BeforeValidator(lambda v: getattr(v.strip(), convert)() if isinstance(v, str) else v)
+
+
+def _per_channel(value: object) -> object:
+    """Three values, one per colour channel: a TOML list, or "a:b:c" in a flag."""
+    items = value.split(":") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or len(items) != 3:
+        raise ValueError(f"expected three numbers, one per channel (a:b:c), not {value!r}")
+    return tuple(items)
+
+
+Channels = Annotated[tuple[float, float, float], BeforeValidator(_per_channel)]
+
+
+class ModelConfig(BaseModel):
+    """One model to serve. Unset (None) fields are left to the model's files and format.
+
+    `path` is as written; `base_dir` (not a key) is where a relative path starts from.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base_dir: Path = Field(Path(), exclude=True)  # first: the label files' validator reads it
+    path: Text = Field(description="the model's file or directory, or a built-in model's name")
+    name: Text = Field("", description="the name requests use")
+    format: SourceFormat = Field("auto", description="how the files are read")
+    architecture: Text | None = Field(None, description="the network a state dict is for")
+    labels: tuple[LabelFile, ...] = Field((), description="label files, by language")
+    resize: int | None = Field(None, ge=1, description="the shorter side is resized to this")
+    crop: int | None = Field(None, ge=1, description="then the centre square of this side")
+    interpolation: Annotated[Interpolation | None, _case("lower")] = None
+    mean: Channels | None = Field(None, description="per-channel mean, 0-1 scale")
+    std: Channels | None = Field(None, description="per-channel standard deviation")
+    channel_order: Annotated[ChannelOrder | None, _case("upper")] = None
+    activation: Annotated[Activation | None, _case("lower")] = None
+    max_batch_size: int | None = Field(None, ge=1, description="this model's largest batch")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_after_its_file(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("name") and isinstance(data.get("path"), str):
+            location = Path(data.get("base_dir", Path())) / Path(data["path"].strip()).expanduser()
+            data = {**data, "name": location.name if location.is_dir() else location.stem}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _one_word(cls, name: str) -> str:
+        if any(char.isspace() for char in name):
+            raise ValueError(f"model name {name!r} has spaces; name the model with name=NAME")
+        return name
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_files(cls, value: object, info: ValidationInfo) -> object:
+        """`labels = FILE` or `labels.<lang> = FILE` (a TOML table, or repeated flag keys)."""
+        base_dir = Path(info.data.get("base_dir", Path()))
+        if isinstance(value, str):
+            value = {"": value}
+        if not isinstance(value, Mapping):
+            return value
+        return tuple(
+            LabelFile(base_dir / Path(str(path).strip()).expanduser(), language or None)
+            for language, path in value.items()
+        )
+
+    @property
+    def location(self) -> Path:
+        """Where the model's file or directory is."""
+        return self.base_dir / Path(self.path).expanduser()
+
+    @classmethod
+    def from_keys(
+        cls, keys: Mapping[str, Any], *, base_dir: Path = Path(), where: str
+    ) -> ModelConfig:
+        """A model from its keys (flag text or TOML values); errors name `where` and the key."""
+        unknown = [key for key in keys if key not in KEYS]
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key {unknown[0]!r}; the keys are {', '.join(KEYS)}"
+            )
+        if "path" not in keys:
+            raise ConfigError(f"{where} needs path=FILE: the model's file or directory")
+        refuse_bools(cls, keys, lambda key: f"{where}: {key}")
+        try:
+            return cls.model_validate({**keys, "base_dir": base_dir})
+        except ValidationError as error:
+            raise config_error(error, lambda key: f"{where}: {key}") from None
+
+    def with_sidecar(self) -> ModelConfig:
+        """This config, with unset fields taken from the TOML file beside the model, if any."""
+        sidecar = self.location.with_suffix(".toml")
+        if not self.location.is_file() or not sidecar.is_file():
+            return self
+        try:
+            table = tomllib.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot read {sidecar}: {error}") from error
+        where = str(sidecar)
+        unknown = [key for key in table if key not in SIDECAR_KEYS]
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key {unknown[0]!r}; the keys are {', '.join(SIDECAR_KEYS)}"
+            )
+        described = ModelConfig.from_keys(
+            {"path": self.path, **table}, base_dir=sidecar.parent, where=where
+        )
+        unset = {
+            key: getattr(described, key)
+            for key in table
+            if getattr(self, key) in (None, ()) and key in SIDECAR_KEYS
+        }
+        return self.model_copy(update=unset)
+
+    def preprocessing_over(self, defaults: Preprocessing) -> Preprocessing:
+        """The format's or file's preprocessing with this config's overrides on top."""
+        overrides = {key: getattr(self, key) for key in PREPROCESSING_KEYS}
+        try:
+            return dataclasses.replace(
+                defaults, **{key: value for key, value in overrides.items() if value is not None}
+            )
+        except ValueError as error:
+            raise ConfigError(f"model {self.name!r}: {error}") from error
+
+    def spec(
+        self,
+        *,
+        architecture: str,
+        source_format: str,
+        labels: Labels,
+        preprocessing: Preprocessing,
+        max_batch_size: int | None = None,
+    ) -> ModelSpec:
+        """The spec of a model loaded for this config, from what the loader found.
+
+        `preprocessing` already has the overrides (preprocessing_over); the batch limit is
+        the smaller of the model's own (a fixed ONNX batch, say) and the config's.
+        """
+        limits = [limit for limit in (max_batch_size, self.max_batch_size) if limit is not None]
+        return ModelSpec(
+            name=self.name,
+            architecture=architecture,
+            source_format=source_format,
+            labels=labels,
+            preprocessing=preprocessing,
+            activation=self.activation or "softmax",
+            max_batch_size=min(limits, default=None),
+        )
+
+
+PREPROCESSING_KEYS = ("resize", "crop", "interpolation", "mean", "std", "channel_order")
+KEYS = tuple(name for name in ModelConfig.model_fields if name != "base_dir")
+SIDECAR_KEYS = ("architecture", "labels", *PREPROCESSING_KEYS, "activation", "max_batch_size")
+
+
+def parse_model_flag(text: str) -> ModelConfig:
+    """A model from `--model SOURCE`, `--model NAME=SOURCE` or `--model key=value,...`."""
+    text = text.strip()
+    if "=" not in text:
+        return ModelConfig.from_keys({"path": text}, where=f"--model {text!r}")
+    where = f"--model {text!r}"
+    head, source = (part.strip() for part in text.split("=", 1))
+    if "," not in text and head not in KEYS and not head.startswith("labels."):
+        return ModelConfig.from_keys({"name": head, "path": source}, where=where)
+    keys: dict[str, Any] = {}
+    languages: dict[str, str] = {}
+    for item in text.split(","):
+        key, equals, value = (part.strip() for part in item.partition("="))
+        if not equals:
+            raise ConfigError(f"{where}: {item!r} is not key=value")
+        if key.startswith("labels."):
+            languages[key.removeprefix("labels.")] = value
+        elif key in keys:
+            raise ConfigError(f"{where}: {key} is given twice")
+        else:
+            keys[key] = value
+    if languages:
+        if "labels" in keys:
+            raise ConfigError(f"{where}: give labels=FILE or labels.<lang>=FILE, not both")
+        keys["labels"] = languages
+    return ModelConfig.from_keys(keys, where=where)
