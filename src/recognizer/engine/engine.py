@@ -111,13 +111,17 @@ class Engine:
         *,
         deadline: float | None = None,
         flow: Hashable | None = None,
+        tenant: str = "",
     ) -> Classification:
         """Classify one image, encoded or raw.
 
         `deadline` is a time.monotonic() instant after which the answer is useless;
-        `flow` groups requests for fair batching (one stream's frames, say).
+        `flow` groups requests for fair batching (one stream's frames, say); `tenant`
+        names the caller ("" when callers are not told apart).
         """
-        return await lifecycle.classify(self, image, options, deadline=deadline, flow=flow)
+        return await lifecycle.classify(
+            self, image, options, deadline=deadline, flow=flow, tenant=tenant
+        )
 
     def drain(self) -> None:
         """Refuse new requests from now on; requests already accepted are still answered."""

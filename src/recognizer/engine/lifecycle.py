@@ -74,6 +74,7 @@ class Job:
         "pixels",
         "preprocess_s",
         "runner",
+        "tenant",
         "top_k",
     )
 
@@ -87,6 +88,7 @@ class Job:
         min_score: float,
         deadline: float | None,
         flow: Hashable | None,
+        tenant: str,
     ) -> None:
         self.runner = runner
         self.image = image
@@ -95,6 +97,7 @@ class Job:
         self.min_score = min_score
         self.deadline = deadline
         self.flow: Hashable = self if flow is None else flow
+        self.tenant = tenant
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Classification] = self.loop.create_future()
         self.cache_key: bytes | None = None
@@ -127,6 +130,7 @@ async def classify(
     *,
     deadline: float | None,
     flow: Hashable | None,
+    tenant: str,
 ) -> Classification:
     """Take one request through every stage and return its answer."""
     engine.refuse_if_draining()
@@ -146,6 +150,7 @@ async def classify(
             min_score=options.min_score,
             deadline=deadline,
             flow=flow,
+            tenant=tenant,
         )
         job.future.add_done_callback(lambda future: job.abandon() if future.cancelled() else None)
         engine.preprocess_pool.submit(prepare, job, engine.cache)

@@ -104,11 +104,16 @@ def _about(frame: Frame) -> tuple[str, str, float]:
 
 
 async def classify_stream(
-    engine: Engine, frames: AsyncIterable[Frame], settings: StreamSettings | None = None
+    engine: Engine,
+    frames: AsyncIterable[Frame],
+    settings: StreamSettings | None = None,
+    *,
+    tenant: str = "",
 ) -> AsyncIterator[FrameResult]:
-    """Yield one FrameResult per frame, in the order the frames came."""
+    """Yield one FrameResult per frame, in the order the frames came; `tenant` as in
+    Engine.classify."""
     settings = settings or StreamSettings()
-    session = _Stream(engine, settings)
+    session = _Stream(engine, settings, tenant)
     reader = asyncio.create_task(session.read(frames))
     # The end marker comes from the task's end, which comes even if it never started.
     reader.add_done_callback(lambda _: session.answers.put_nowait(None))
@@ -129,9 +134,10 @@ async def classify_stream(
 class _Stream:
     """The state of one stream: answers in frame order, frames in flight, the waiting frame."""
 
-    def __init__(self, engine: Engine, settings: StreamSettings) -> None:
+    def __init__(self, engine: Engine, settings: StreamSettings, tenant: str) -> None:
         self.engine = engine
         self.settings = settings
+        self.tenant = tenant
         self.answers: asyncio.Queue[asyncio.Future[FrameResult] | None] = asyncio.Queue()
         latest = settings.policy is StreamPolicy.LATEST_FRAME
         self.unwritten = asyncio.Semaphore(LATEST_FRAME_UNWRITTEN if latest else EVERY_FRAME_WINDOW)
@@ -191,7 +197,11 @@ class _Stream:
     async def _classify(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
         try:
             classification = await self.engine.classify(
-                frame.image, frame.options, deadline=self._deadline(frame), flow=self._flow
+                frame.image,
+                frame.options,
+                deadline=self._deadline(frame),
+                flow=self._flow,
+                tenant=self.tenant,
             )
             result: FrameResult = Answered(*_about(frame), classification)
         except DeadlineExceededError:  # grew too old in the queue
