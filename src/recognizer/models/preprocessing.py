@@ -103,14 +103,14 @@ def prepare_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarra
     size, crop = preprocessing.resize, preprocessing.crop
     try:
         if image.format in ("JPEG", "MPO"):
-            image.draft("RGB", _resized_size(image.size, size))
+            image.draft("RGB", resized_size(image.size, size))
         image = to_rgb(ImageOps.exif_transpose(image))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise InvalidImageError(
             "image data is truncated or corrupt", reason="IMAGE_CORRUPT"
         ) from error
     width, height = image.size
-    resized_w, resized_h = _resized_size((width, height), size)
+    resized_w, resized_h = resized_size((width, height), size)
     left, top = round((resized_w - crop) / 2), round((resized_h - crop) / 2)
     scale_x, scale_y = width / resized_w, height / resized_h
     box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
@@ -121,7 +121,7 @@ def prepare_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarra
     return pixels
 
 
-def _resized_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
+def resized_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
     """torchvision's Resize(int) arithmetic: shorter side to `shorter`, aspect kept."""
     width, height = size
     if width <= height:
