@@ -146,6 +146,6 @@ def _resize_and_crop(image: torch.Tensor, preprocessing: Preprocessing) -> torch
         interpolation=_INTERPOLATIONS[preprocessing.interpolation],
         antialias=True,
     )
-    cropped = tv.center_crop(resized, [preprocessing.crop, preprocessing.crop])[0]
+    cropped: torch.Tensor = tv.center_crop(resized, [preprocessing.crop, preprocessing.crop])[0]
     cropped = cropped.clamp(0, 255)
     return cropped.flip(0) if preprocessing.channel_order == "BGR" else cropped
