@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,6 +28,7 @@ from recognizer.errors import (
     RecognizerError,
     ShuttingDownError,
 )
+from recognizer.http.jsonmap import to_dict
 from recognizer.transport.status import DOMAIN, code_for, to_status
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,6 @@ def _json(
         "code": code,
         "message": status.message,
         "status": canonical,
-        "details": [json_format.MessageToDict(detail) for detail in status.details],
+        "details": [to_dict(detail, defaults=False) for detail in status.details],
     }
     return JSONResponse({"error": body}, status_code=code, headers=headers)

@@ -1,7 +1,9 @@
 """recognizer.v1 messages in the proto's JSON mapping, so HTTP answers what gRPC answers.
 
-Fields are printed even at their defaults (a label of class 0 keeps its `classId`), in
-lowerCamelCase, with 64-bit integers as strings and bytes as base64, as the mapping says.
+Fields keep the proto's names (`class_id`, as grpcurl prints them and as the query's
+`top_k` is spelled; the mapping allows this, and parsers take both spellings) and are
+printed even at their defaults (a label of class 0 keeps its `class_id`); 64-bit
+integers are strings and bytes base64, as the mapping says.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from google.protobuf.message import Message
 from starlette.responses import JSONResponse
 
 
-def to_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+def to_dict(message: Message, *, defaults: bool = True) -> dict[str, Any]:
+    """The message as JSON values; `defaults=False` leaves out fields at their defaults."""
+    return json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=defaults, preserving_proto_field_name=True
+    )
 
 
 def response(message: Message, status_code: int = 200) -> JSONResponse:

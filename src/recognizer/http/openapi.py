@@ -1,8 +1,9 @@
 """The OpenAPI 3.0 document of the HTTP API, served at /openapi.json (and drawn at /docs).
 
 The paths are written here; the schemas of the messages are read from the proto's
-descriptors in its JSON mapping (lowerCamelCase names, 64-bit integers as strings, bytes
-as base64, enums by name), so they cannot drift from what the API answers.
+descriptors in its JSON mapping as jsonmap.py prints it (the proto's field names, 64-bit
+integers as strings, bytes as base64, enums by name), so they cannot drift from what the
+API answers.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ def _add_message(descriptor: Descriptor, schemas: dict[str, Schema]) -> str:
     if name in schemas:
         return name
     schemas[name] = {}  # refers to itself: stop here
-    properties = {field.json_name: _field(field, schemas) for field in descriptor.fields}
+    properties = {field.name: _field(field, schemas) for field in descriptor.fields}
     schemas[name] = {"type": "object", "properties": properties}
     return name
 

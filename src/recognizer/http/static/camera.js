@@ -126,8 +126,8 @@ export class CameraMode {
 
   answer(message) {
     if ("frames" in message) return; // the stream's closing counts; onclose follows
-    const sentAt = this.sent.get(message.requestId);
-    this.sent.delete(message.requestId);
+    const sentAt = this.sent.get(message.request_id);
+    this.sent.delete(message.request_id);
     if (message.skipped) {
       this.counts.skipped += 1;
     } else if (message.error) {

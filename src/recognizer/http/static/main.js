@@ -30,7 +30,7 @@ for (const radio of document.querySelectorAll("input[name=language]")) {
 listModels().then(
   (models) => {
     modelSelect.replaceChildren(
-      ...models.map((model) => new Option(`${model.name} (${model.numClasses})`, model.name)),
+      ...models.map((model) => new Option(`${model.name} (${model.num_classes})`, model.name)),
     );
   },
   (error) => showError(document.querySelector("#photo-error"), describeError(error)),

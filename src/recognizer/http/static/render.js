@@ -25,12 +25,12 @@ export function renderLabels(list, labels) {
 export function describeTiming(response, roundTripMs) {
   const timing = response.timing;
   const ms = (micros) => Number(micros) / 1000;
-  const parts = [ms(timing.queueUs), ms(timing.preprocessUs), ms(timing.inferenceUs)];
+  const parts = [ms(timing.queue_us), ms(timing.preprocess_us), ms(timing.inference_us)];
   const total = parts.reduce((a, b) => a + b, 0);
   const stages = [t("queue"), t("preprocess"), t("inference")]
     .map((stage, i) => `${stage} ${parts[i].toFixed(1)}`)
     .join(", ");
-  const extra = timing.cacheHit ? t("cached") : `${t("batch")} ${timing.batchSize}`;
+  const extra = timing.cache_hit ? t("cached") : `${t("batch")} ${timing.batch_size}`;
   return [
     response.model,
     `${total.toFixed(1)} ms ${t("onServer")} (${stages})`,
