@@ -47,12 +47,18 @@ def launch(playwright: Playwright, *, camera_video: Path | None = None) -> Brows
     return playwright.chromium.launch(executable_path=chromium_path(), args=args, headless=True)
 
 
-def camera_video(path: Path, photos: Sequence[Path], *, seconds_each: float = 1.0) -> Path:
-    """A y4m video showing each photo in turn (320x240, 10 frames a second); Chromium's fake
-    camera loops it."""
+def camera_video(
+    path: Path,
+    photos: Sequence[Path],
+    *,
+    seconds_each: float = 1.0,
+    size: tuple[int, int] = (320, 240),
+) -> Path:
+    """A y4m video showing each photo in turn, at 10 frames a second; Chromium's fake camera
+    loops it."""
     fps = 10
     pictures = []
     for photo in photos:
-        picture = np.asarray(Image.open(photo).convert("RGB").resize((320, 240)))
+        picture = np.asarray(Image.open(photo).convert("RGB").resize(size))
         pictures += [picture] * round(seconds_each * fps)
     return write_video(path.with_suffix(".y4m"), pictures, fps=fps, codec="rawvideo")
