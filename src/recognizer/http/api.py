@@ -55,16 +55,16 @@ class Api:
                 convert.to_image(message), convert.to_options(message), deadline=deadline
             )
             try:
-                async with asyncio.timeout(seconds):
+                async with asyncio.timeout(_left(deadline)):
                     result = await _unless_gone(request, work)
             except TimeoutError:
                 raise DeadlineExceededError(
                     f"the deadline ({inputs.TIMEOUT_HEADER}: {seconds}) passed"
                 ) from None
-        except (HTTPException, ClientGone) as error:
-            if isinstance(error, ClientGone):
-                return Response(status_code=CLIENT_CLOSED_REQUEST)
-            raise
+        except HTTPException:
+            raise  # HTTP's own failures: errors.http_exception answers them
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception as error:
             if not isinstance(error, RecognizerError):
                 logger.exception("classify failed")
@@ -92,6 +92,11 @@ class Api:
     async def metrics(self, request: Request) -> Response:
         """GET /metrics: the service's Prometheus metrics, gRPC and HTTP alike."""
         return Response(generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until a time.monotonic() deadline (None: no deadline)."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 async def _unless_gone(request: Request, work: Awaitable[T]) -> T:

@@ -70,7 +70,7 @@ class Page:
     """GET /, /assets/{name}, /docs and /docs/{name}."""
 
     def __init__(self) -> None:
-        static = importlib.resources.files(__package__ or "recognizer.http") / "static"
+        static = importlib.resources.files("recognizer.http") / "static"
         names = [entry.name for entry in static.iterdir() if entry.is_file()]
         self._static = Files(static, names, PAGE_POLICY)
         self._swagger = Files(swagger_ui_bundle.swagger_ui_path, SWAGGER_FILES, DOCS_POLICY)

@@ -61,7 +61,7 @@ class ServerMetrics:
     def observe(
         self, transport: Transport, model: str, error: BaseException | None, started: float
     ) -> None:
-        """A call that asked for `model` ended, at `started` + now (time.monotonic())."""
+        """A call for `model`, begun at `started` (time.monotonic()), ends now: OK or `error`."""
         code = "OK" if error is None else code_for(error).name
         self._count(transport, model, code, time.monotonic() - started)
 
