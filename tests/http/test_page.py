@@ -125,6 +125,27 @@ def test_the_language_switch_changes_the_labels_and_the_page(page: Page) -> None
     expect(top_label(page)).to_have_text("espresso")
 
 
+def test_the_model_switch_classifies_again_with_the_chosen_model(
+    browser: Browser, tmp_path: Path
+) -> None:
+    models = [colour_model("colours"), colour_model("tints", languages=("en",))]
+    with ServerThread(models, http=True) as running:
+        visit = Visit(browser, running.http_url)
+        try:
+            page = visit.page
+            expect(page.locator("#model option")).to_have_text(["colours (3)", "tints (3)"])
+            blue = tmp_path / "blue.png"
+            blue.write_bytes(solid_png((0, 0, 200)))
+            page.get_by_text("中文").click()
+            page.set_input_files("#file", blue)
+            expect(top_label(page)).to_have_text("蓝")
+            page.select_option("#model", "tints")
+            expect(page.locator("#photo-meta")).to_contain_text("tints")
+            expect(top_label(page)).to_have_text("blue")  # tints names its classes in English only
+        finally:
+            visit.close()
+
+
 def test_a_file_that_is_not_an_image_shows_an_error(page: Page) -> None:
     page.set_input_files("#file", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"hi"})
     expect(page.locator("#photo-error")).to_have_text("This is not an image, or it is damaged.")

@@ -38,6 +38,10 @@ export class CameraMode {
 
   async start() {
     showError(this.error, "");
+    if (!navigator.mediaDevices) {
+      showError(this.error, t("noCamera") + t("needsSecure")); // browsers allow it nowhere else
+      return;
+    }
     try {
       this.media = await navigator.mediaDevices.getUserMedia({
         video: { width: { ideal: 640 }, height: { ideal: 480 } },

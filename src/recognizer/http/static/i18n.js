@@ -30,6 +30,7 @@ const WORDS = {
     tooSlow: "服务器没能及时回答。",
     unreachable: "连不上服务器。",
     noCamera: "无法打开摄像头：",
+    needsSecure: "浏览器只在 https 或 localhost 页面上允许使用摄像头。",
     streamEnded: "实时识别已结束：",
   },
   en: {
@@ -61,6 +62,7 @@ const WORDS = {
     tooSlow: "The server did not answer in time.",
     unreachable: "Cannot reach the server.",
     noCamera: "Cannot open the camera: ",
+    needsSecure: "browsers allow it only on https or localhost pages.",
     streamEnded: "The live stream ended: ",
   },
 };

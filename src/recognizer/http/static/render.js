@@ -57,7 +57,7 @@ export function describeError(error) {
     case "UNREACHABLE":
       return t("unreachable");
     default:
-      return error.message;
+      return error.message || error.reason;
   }
 }
 
