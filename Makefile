@@ -10,7 +10,7 @@ PROTOS := $(shell find proto -name '*.proto')
 # The contract as released: buf breaking checks proto/ against it (proto/breaking/README.md).
 RELEASED := proto/breaking/recognizer-v1.binpb
 
-.PHONY: install proto serve test lint ci format clean
+.PHONY: install proto serve test lint ci format clean screenshots
 
 install: $(INSTALLED) $(STUBS)
 
@@ -40,8 +40,14 @@ lint: install
 	$(BIN)/buf lint $(VENV)/proto.binpb --path recognizer/v1/recognizer.proto
 	$(BIN)/buf breaking $(VENV)/proto.binpb --against $(RELEASED) --path recognizer
 
-# What CI runs (.ci/run): the lint, then the tests.
+# What CI runs (.ci/run): the lint, then the tests. The page's tests need Debian's chromium,
+# which pip cannot install: .ci/run installs it first (apt-get install chromium).
 ci: lint test
+
+# The README's screenshots of the page (docs/screenshots/): serves the default model and
+# drives Debian's chromium; Chinese labels need a CJK font (apt-get install fonts-noto-cjk).
+screenshots: install
+	$(BIN)/python tests/screenshots.py docs/screenshots
 
 format: install
 	$(BIN)/ruff check --fix src tests clients benchmarks hatch_build.py

@@ -1,12 +1,12 @@
 """Measure recognizer against the in-process limit and the seed baseline, in one run.
 
-    python benchmarks/compare.py [--out bench-results/] [--quick]
+    python benchmarks/compare.py [--out bench-results/] [--quick] [--serve-arg=FLAG ...]
 
 On the same machine and the same images, back to back:
 1. the limit: benchmarks/limit.py, the model and preprocessing in one process, no RPC;
-2. recognizer: `python -m recognizer serve` with its default settings on a free loopback
-   port, loaded by `recognizer bench` (closed loop, every image sent once so no cache
-   answers) at each concurrency of the sweep;
+2. recognizer: `python -m recognizer serve` with its default settings (and any
+   --serve-arg) on a free loopback port, loaded by `recognizer bench` (closed loop, every
+   image sent once so no cache answers) at each concurrency of the sweep;
 3. the seed baseline: benchmarks/seed_baseline.py served and loaded the same way.
 For the two services it also measures the latency of requests sent one at a time to an
 idle server (concurrency 1) against the p99 of an open loop at half the best throughput
@@ -107,6 +107,14 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, help="interleaved rounds the ratios are the median of (default: 3)"
     )
+    parser.add_argument(
+        "--serve-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="one more flag for recognizer serve, repeatable (--serve-arg=--http-port=0 checks"
+        " that serving HTTP beside gRPC costs gRPC nothing)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke test: every phase short")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
@@ -124,7 +132,7 @@ def main() -> None:
 
     print("1/4 the limit", file=sys.stderr)
     limit = run_limit(images, plan, plan.limit_batch_sizes)
-    recognizer_command = [PYTHON, "-m", "recognizer", "serve", "--port", "0"]
+    recognizer_command = [PYTHON, "-m", "recognizer", "serve", "--port", "0", *args.serve_arg]
     baseline_command = [PYTHON, str(HERE / "seed_baseline.py"), "serve", "--port", "0"]
     with (
         started(recognizer_command, SERVICE_READY) as address,
@@ -154,6 +162,7 @@ def main() -> None:
         "machine": machine(),
         "plan": asdict(plan),
         "quick": args.quick,
+        "serve_args": args.serve_arg,
         "limit": limit,
         "recognizer": service,
         "baseline": baseline,

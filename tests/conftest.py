@@ -39,12 +39,13 @@ def default_model(default_loaded: LoadedModel) -> ServedModel:
 
 @pytest.fixture(scope="session")
 def default_server(default_loaded: LoadedModel) -> Iterator[ServerThread]:
-    """One server as `recognizer serve` builds it (ONNX Runtime on the CPU), batching up to 8."""
+    """One server as `recognizer serve` builds it (ONNX Runtime on the CPU), batching up to 8,
+    with HTTP on too."""
     backend = create_backend(
         default_loaded, device=torch.device("cpu"), kind="auto", workers=2, threads_per_worker=1
     )
     model = ServedModel(default_loaded.spec, backend)
-    with ServerThread([model], max_batch_size=8, max_batch_delay_ms=5) as running:
+    with ServerThread([model], max_batch_size=8, max_batch_delay_ms=5, http=True) as running:
         yield running
 
 

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 import matplotlib
 import skimage
 
+from recognizer.app import Service
 from recognizer.config.schema import EngineSettings, ServerSettings
 from recognizer.engine.engine import Engine, ServedModel
-from recognizer.transport.server import RecognizerServer
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 MATPLOTLIB_DATA = Path(matplotlib.get_data_path()) / "sample_data"
@@ -44,12 +44,14 @@ def dev_tool(name: str) -> str:
 
 
 class ServerThread:
-    """A real RecognizerServer on a free loopback port, running on its own event loop thread.
+    """A real service (gRPC, and HTTP when asked) on free loopback ports, running on its own
+    event loop thread.
 
     Usage:
 
-        with ServerThread([model], max_batch_size=4) as running:
+        with ServerThread([model], max_batch_size=4, http=True) as running:
             Client(running.address).classify(...)
+            httpx.get(running.http_url + "/v1/models")
     """
 
     def __init__(
@@ -58,6 +60,8 @@ class ServerThread:
         *,
         grace_period: float = 5.0,
         metrics_port: int | None = None,
+        http: bool = False,
+        max_message_mb: float = 32.0,
         **engine: Any,
     ) -> None:
         self._loop = asyncio.new_event_loop()
@@ -65,13 +69,23 @@ class ServerThread:
         self._models = models
         self._engine_settings = EngineSettings(**engine)
         self._server_settings = ServerSettings(
-            port=0, grace_period=grace_period, metrics_port=metrics_port
+            port=0,
+            grace_period=grace_period,
+            metrics_port=metrics_port,
+            http_port=0 if http else None,
+            max_message_mb=max_message_mb,
         )
-        self.server: RecognizerServer
+        self.server: Service
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
+        return f"127.0.0.1:{self.server.grpc.port}"
+
+    @property
+    def http_url(self) -> str:
+        """http://127.0.0.1:PORT, with no slash at the end."""
+        assert self.server.http is not None, "start the ServerThread with http=True"
+        return f"http://127.0.0.1:{self.server.http.port}"
 
     @property
     def engine(self) -> Engine:
@@ -88,10 +102,8 @@ class ServerThread:
     def __enter__(self) -> ServerThread:
         self._thread.start()
 
-        async def build() -> RecognizerServer:
-            return RecognizerServer(
-                Engine(self._models, self._engine_settings), self._server_settings
-            )
+        async def build() -> Service:
+            return Service(Engine(self._models, self._engine_settings), self._server_settings)
 
         self.server = self.run(build())
         self.run(self.server.start())

@@ -1,17 +1,23 @@
-"""The composition root: load models, build the engine and server, serve until signalled."""
+"""The composition root: load models, build the engine and its servers, serve until signalled."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from recognizer.config import Config
+from recognizer.config.schema import ServerSettings
 from recognizer.engine import sizing
 from recognizer.engine.backends import create_backend, resolve_device
 from recognizer.engine.engine import Engine, ServedModel
 from recognizer.models.loading import load_model
+from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.server import RecognizerServer
+
+if TYPE_CHECKING:
+    from recognizer.http.server import HttpServer
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +61,75 @@ def load_served_models(config: Config) -> list[ServedModel]:
     return served
 
 
+class Service:
+    """One engine and the servers in front of it: gRPC always, HTTP when --http-port is set.
+
+    The engine is the service's: warmed before any server listens, drained once for all
+    of them, closed after they have all stopped. Both servers run on this event loop.
+
+    Usage:
+
+        service = Service(engine, ServerSettings(port=0, http_port=0))
+        await service.start()
+        ...
+        await service.stop()          # drain, finish in-flight work, close the engine
+    """
+
+    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.metrics = ServerMetrics(engine)
+        self.metrics_port: int | None = None
+        self.grpc = RecognizerServer(engine, settings, self.metrics)
+        self.http: HttpServer | None = None
+        if settings.http_port is not None:
+            # Imported only when asked for: with HTTP off, nothing of it is loaded.
+            from recognizer.http.server import HttpServer
+
+            self.http = HttpServer(engine, settings, self.metrics)
+
+    async def start(self) -> None:
+        """Warm the models up, then listen: each server reports ready once it listens."""
+        await self.engine.start()
+        if self.http is not None:
+            await self.http.start()
+        await self.grpc.start()
+        if self.settings.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+            logger.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_port)
+
+    async def stop(self) -> None:
+        """Drain, then stop: the grace period covers both.
+
+        While draining, the servers still accept connections, so health checks see
+        NOT_SERVING (gRPC) or 503 (/readyz) and new calls are refused with a reason
+        (UNAVAILABLE, 503), not a refused connection; accepted work finishes. Whatever
+        is still running when the grace period ends is cancelled.
+        """
+        grace = self.settings.grace_period
+        logger.info("draining; in-flight calls have %.1fs to finish", grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        await self.grpc.drain()
+        self.engine.drain()
+        await self.engine.wait_idle(grace)
+        remaining = max(deadline - loop.time(), 0.0)
+        servers = [self.grpc.stop(remaining)]
+        if self.http is not None:
+            servers.append(self.http.stop(remaining))
+        await asyncio.gather(*servers)
+        await self.engine.close()
+        self.metrics.close()
+        logger.info("stopped")
+
+
 async def serve(config: Config) -> None:
     """Serve until SIGTERM or SIGINT, then drain gracefully and return."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = RecognizerServer(build_engine(config), config.server)
-    await server.start()
+    service = Service(build_engine(config), config.server)
+    await service.start()
     await stop.wait()
-    await server.stop()
+    await service.stop()

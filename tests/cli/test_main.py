@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 
@@ -26,6 +27,7 @@ from videos import write_video
 
 ROOT = Path(__file__).parents[2]
 SERVING = re.compile(r"serving recognizer\.v1\.Recognizer on [\d.]+:(\d+)")
+HTTP_SERVING = re.compile(r"serving HTTP on (http://[\d.]+:\d+)/")
 
 
 class ServeProcess:
@@ -291,6 +293,55 @@ def test_a_busy_port_is_a_start_up_error() -> None:
         )
     assert process.returncode == 1
     assert f"cannot start: cannot listen on 127.0.0.1:{port}" in process.stderr
+
+
+def test_serve_with_an_http_port_serves_both_and_drains_both_on_sigterm() -> None:
+    process = ServeProcess("--http-port", "0", "--grace-period", "20")
+    process.address  # noqa: B018 - waits until SERVING, which HTTP reaches first
+    match = HTTP_SERVING.search("".join(process.log))
+    assert match, "".join(process.log)
+    url = match.group(1)
+    assert "<title>recognizer</title>" in httpx.get(f"{url}/", timeout=30).text
+    image = PHOTOS["coffee"].read_bytes()
+    outcomes: list[tuple[float, int, str]] = []
+
+    def caller() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while True:
+                response = client.post(
+                    "/v1/classify?top_k=1&language=en",
+                    content=image,
+                    headers={"Content-Type": "image/png"},
+                )
+                body = response.json()
+                label = body["labels"][0]["label"] if response.status_code == 200 else ""
+                outcomes.append((time.monotonic(), response.status_code, label))
+                if response.status_code != 200:
+                    return
+
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    with Client(process.address) as client:
+        assert client.classify(image, top_k=1, language="en").labels[0].label == "espresso"
+    time.sleep(1.5)
+    signalled = time.monotonic()
+    assert process.stop() == 0
+    for thread in callers:
+        thread.join(timeout=30)
+    assert {code for _, code, _ in outcomes} == {200, 503}, outcomes
+    assert all(label == "espresso" for _, code, label in outcomes if code == 200)
+    assert any(when > signalled and code == 200 for when, code, _ in outcomes)
+
+
+def test_a_busy_http_port_is_a_start_up_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = ServeProcess("--http-port", str(port))
+        assert process.wait() == 1
+    assert f"cannot start: cannot listen for HTTP on 127.0.0.1:{port}" in "".join(process.log)
 
 
 # Each start-up error as `recognizer serve` reports it: (arguments, exit status, message), all

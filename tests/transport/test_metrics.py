@@ -45,9 +45,10 @@ def test_metrics_count_calls_frames_batches_and_cache() -> None:
         assert len(list(client.classify_stream(frames))) == 8
         metrics = scrape(running)
 
-    ok = metrics[("recognizer_requests_total", (("code", "OK"), ("model", "colours")))]
+    grpc_calls = (("model", "colours"), ("transport", "grpc"))
+    ok = metrics[("recognizer_requests_total", (("code", "OK"), *grpc_calls))]
     assert ok == 10
-    invalid = ("recognizer_requests_total", (("code", "INVALID_ARGUMENT"), ("model", "colours")))
+    invalid = ("recognizer_requests_total", (("code", "INVALID_ARGUMENT"), *grpc_calls))
     assert metrics[invalid] == 1
     assert metrics[("recognizer_request_seconds_count", (("model", "colours"),))] == 11
     batches = metrics[("recognizer_batch_size_count", (("model", "colours"),))]

@@ -1,6 +1,6 @@
 """Every `serve` setting, declared once: its type, default, bounds, help and where it applies.
 
-A setting is a field of the section it applies to: ServerSettings (the gRPC server) or
+A setting is a field of the section it applies to: ServerSettings (the servers) or
 EngineSettings (inference), or the top-level LogSettings. The field's name is its name
 everywhere: `--max-batch-size` on the command line, `RECOGNIZER_MAX_BATCH_SIZE` in the
 environment and `max_batch_size` in the config file (sources.py reads them, in that
@@ -63,13 +63,15 @@ class Settings(BaseModel):
 
 
 class ServerSettings(Settings):
-    """Where the gRPC server listens and how it treats connections and shutdown."""
+    """Where the servers listen (gRPC, and HTTP when asked) and how they treat connections
+    and shutdown."""
 
     host: str = setting("127.0.0.1", "address to listen on (0.0.0.0: every interface)")
     port: int = setting(50051, "port to listen on (0: any free port)", ge=0, le=65535)
     max_message_mb: Mebibytes = setting(
         32.0,
-        "largest request or response, in MiB (gRPC's own 4 MiB refuses ordinary photos)",
+        "largest request or response, in MiB (gRPC's own 4 MiB refuses ordinary photos);"
+        " also the largest HTTP body and WebSocket message",
         gt=0,
         lt=GRPC_MESSAGE_LIMIT_MB,
         allow_inf_nan=False,
@@ -80,6 +82,15 @@ class ServerSettings(Settings):
     metrics_port: Annotated[int | None, Off] = setting(
         None,
         "serve Prometheus metrics on this port, on --host (0: any free port)",
+        shown="off",
+        ge=0,
+        le=65535,
+    )
+
+    http_port: Annotated[int | None, Off] = setting(
+        None,
+        "serve HTTP/JSON, the WebSocket stream and the web page on this port, on --host"
+        " (0: any free port)",
         shown="off",
         ge=0,
         le=65535,

@@ -1,14 +1,17 @@
-"""Prometheus metrics for one server, in a registry of its own, served over HTTP on demand.
+"""Prometheus metrics for one service, in a registry of its own, served over HTTP on demand.
 
-Request counts and latencies are observed as calls finish. What the engine knows (queued
-requests, batch sizes, model time, cache, open streams) is read from it at scrape time,
-so the inference hot path carries no metrics code.
+Request counts and latencies are observed as calls finish, by the transport that took
+them (grpc or http), with the canonical status code either way. What the engine knows
+(queued requests, batch sizes, model time, cache, open streams) is read from it at scrape
+time, so the inference hot path carries no metrics code.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -21,20 +24,25 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from recognizer.engine.engine import Engine
+from recognizer.engine.stream import Answered, Failed, FrameResult, Skipped
+from recognizer.transport.status import code_for
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
+Transport = Literal["grpc", "http"]
+
 
 class ServerMetrics:
-    """The metrics of one RecognizerServer."""
+    """The metrics of one service, shared by its gRPC and HTTP servers."""
 
     def __init__(self, engine: Engine) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "recognizer_requests",
-            "Classify calls and stream frames answered, by model and gRPC status code.",
-            ["model", "code"],
+            "Classify calls and stream frames answered, by transport, model and canonical"
+            " (gRPC) status code.",
+            ["transport", "model", "code"],
             registry=self.registry,
         )
         self.latency = Histogram(
@@ -46,10 +54,32 @@ class ServerMetrics:
         )
         self.registry.register(_EngineCollector(engine))
         self._http: tuple[WSGIServer, threading.Thread] | None = None
+        served = [model.spec.name for model in engine.describe()]
+        # Labelled by model: "" asks for the default, unknown names share one label.
+        self._model_label = {"": served[0], **{name: name for name in served}}
 
-    def observe(self, model: str, code: str, seconds: float) -> None:
-        self.requests.labels(model, code).inc()
-        self.latency.labels(model).observe(seconds)
+    def observe(
+        self, transport: Transport, model: str, error: BaseException | None, started: float
+    ) -> None:
+        """A call for `model`, begun at `started` (time.monotonic()), ends now: OK or `error`."""
+        code = "OK" if error is None else code_for(error).name
+        self._count(transport, model, code, time.monotonic() - started)
+
+    def observe_frame(self, transport: Transport, result: FrameResult) -> None:
+        """A stream frame answered, counted like a call (skipped frames as CANCELLED)."""
+        match result:
+            case Answered():
+                code = "OK"
+            case Skipped():
+                code = "CANCELLED"
+            case Failed():
+                code = code_for(result.error).name
+        self._count(transport, result.model, code, time.monotonic() - result.received_at)
+
+    def _count(self, transport: Transport, model: str, code: str, seconds: float) -> None:
+        label = self._model_label.get(model, "unknown")
+        self.requests.labels(transport, label, code).inc()
+        self.latency.labels(label).observe(seconds)
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics over HTTP; returns the bound port."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import grpc
@@ -23,20 +22,23 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
 
 
 class RecognizerServer:
-    """A grpc.aio server for an Engine: start it, then stop it gracefully.
+    """A grpc.aio server for an Engine that the caller starts and closes (app.Service).
 
     Health answers for "" (the whole server), recognizer.v1.Recognizer, and each
-    served model by name: SERVING once the engine is warm, NOT_SERVING while draining.
+    served model by name: SERVING once listening (the engine is warm by then),
+    NOT_SERVING from drain() on.
 
     Usage:
 
-        server = RecognizerServer(engine, ServerSettings(port=0))
-        await server.start()          # warms the engine up, then binds server.port
+        await engine.start()
+        server = RecognizerServer(engine, ServerSettings(port=0), ServerMetrics(engine))
+        await server.start()          # binds server.port, then reports SERVING
         ...
-        await server.stop()           # drain, finish in-flight calls, close the engine
+        await server.drain()          # NOT_SERVING; the engine drains and goes idle, then
+        await server.stop(grace)      # in-flight calls get `grace` seconds
     """
 
-    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+    def __init__(self, engine: Engine, settings: ServerSettings, metrics: ServerMetrics) -> None:
         self.engine = engine
         self.settings = settings
         self.port: int | None = None
@@ -50,9 +52,7 @@ class RecognizerServer:
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ]
         )
-        self.metrics = ServerMetrics(engine)
-        self.metrics_port: int | None = None
-        servicer = RecognizerServicer(engine, self.metrics)
+        servicer = RecognizerServicer(engine, metrics)
         pb_grpc.add_RecognizerServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
@@ -64,37 +64,22 @@ class RecognizerServer:
         return ("", SERVICE_NAME, *(model.spec.name for model in self.engine.describe()))
 
     async def start(self) -> None:
-        """Warm the models up, listen, and only then report SERVING."""
-        await self.engine.start()
+        """Listen, then report SERVING."""
         address = f"{self.settings.host}:{self.settings.port}"
         try:
             self.port = self._server.add_insecure_port(address)
         except RuntimeError as error:  # grpc says only "Failed to bind"
             raise StartupError(f"cannot listen on {address}: {error}") from error
         await self._server.start()
-        if self.settings.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
-            logger.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_port)
         for name in self.health_names:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving %s on %s:%d", SERVICE_NAME, self.settings.host, self.port)
 
-    async def stop(self) -> None:
-        """Drain, then stop: the grace period covers both.
-
-        While draining, the server still accepts connections, so health checks see
-        NOT_SERVING and new calls get UNAVAILABLE with a reason, not a refused connection;
-        accepted work finishes. Whatever is still running when the grace period ends is
-        cancelled by grpc.
-        """
-        grace = self.settings.grace_period
-        logger.info("draining; in-flight calls have %.1fs to finish", grace)
-        deadline = asyncio.get_running_loop().time() + grace
+    async def drain(self) -> None:
+        """Report NOT_SERVING. The server still accepts connections, so health checks see
+        it and new calls get UNAVAILABLE from the draining engine, not a refused connection."""
         await self._health.enter_graceful_shutdown()
-        self.engine.drain()
-        await self.engine.wait_idle(grace)
-        remaining = max(deadline - asyncio.get_running_loop().time(), 0.0)
-        await self._server.stop(remaining)
-        await self.engine.close()
-        self.metrics.close()
-        logger.info("stopped")
+
+    async def stop(self, grace: float) -> None:
+        """Stop listening; calls still running after `grace` seconds are cancelled by grpc."""
+        await self._server.stop(grace)

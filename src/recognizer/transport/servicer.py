@@ -10,19 +10,12 @@ from collections.abc import AsyncIterable, AsyncIterator
 import grpc
 
 from recognizer.engine.engine import Engine
-from recognizer.engine.stream import (
-    Answered,
-    Failed,
-    Frame,
-    FrameResult,
-    Skipped,
-    classify_stream,
-)
+from recognizer.engine.stream import Frame, classify_stream
 from recognizer.errors import RecognizerError
 from recognizer.outcomes import FrameOutcome
 from recognizer.transport import convert
 from recognizer.transport.metrics import ServerMetrics
-from recognizer.transport.status import abort, code_for
+from recognizer.transport.status import abort
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
@@ -37,13 +30,9 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
     def __init__(self, engine: Engine, metrics: ServerMetrics) -> None:
         self._engine = engine
         self._metrics = metrics
-        served = [model.spec.name for model in engine.describe()]
-        # Metrics are labelled by model; "" asks for the default, unknown names share one.
-        self._metric_model = {"": served[0], **{name: name for name in served}}
 
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
         started = time.monotonic()
-        model = self._metric_model.get(request.model, "unknown")
         try:
             result = await self._engine.classify(
                 convert.to_image(request), convert.to_options(request), deadline=_deadline(context)
@@ -51,9 +40,9 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         except Exception as error:
             if not isinstance(error, RecognizerError):
                 logger.exception("Classify failed")
-            self._metrics.observe(model, code_for(error).name, time.monotonic() - started)
+            self._metrics.observe("grpc", request.model, error, started)
             await abort(context, error)
-        self._metrics.observe(model, "OK", time.monotonic() - started)
+        self._metrics.observe("grpc", request.model, None, started)
         return convert.to_response(request.request_id, result)
 
     async def ClassifyStream(
@@ -68,23 +57,11 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             settings = convert.to_stream_settings(first.stream_options)
             async for result in classify_stream(self._engine, _frames(first, requests), settings):
                 counts[result.outcome] += 1
-                self._observe_frame(result)
+                self._metrics.observe_frame("grpc", result)
                 yield convert.to_frame_response(result)
         except RecognizerError as error:
             await abort(context, error, _summary(counts))
         context.set_trailing_metadata(_summary(counts))
-
-    def _observe_frame(self, result: FrameResult) -> None:
-        """Count a stream frame like a call: its model and code (skipped frames as CANCELLED)."""
-        model = self._metric_model.get(result.model, "unknown")
-        match result:
-            case Answered():
-                code = "OK"
-            case Skipped():
-                code = "CANCELLED"
-            case Failed():
-                code = code_for(result.error).name
-        self._metrics.observe(model, code, time.monotonic() - result.received_at)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context

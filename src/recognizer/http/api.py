@@ -1,0 +1,121 @@
+"""The JSON API: each endpoint reads its request, awaits the engine, answers a message.
+
+Classify goes through Engine.classify as a gRPC call does, so admission, batching, the
+cache and the limits are the same; its answer is the same ClassifyResponse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from recognizer.engine.engine import Engine
+from recognizer.errors import DeadlineExceededError, RecognizerError, ShuttingDownError
+from recognizer.http import inputs, jsonmap
+from recognizer.http.errors import error_response
+from recognizer.transport import convert
+from recognizer.transport.metrics import ServerMetrics
+from recognizer.v1 import recognizer_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's code for a caller that hung up; nobody reads it
+
+
+class ClientGone(Exception):
+    """The caller closed the connection before its answer was ready."""
+
+
+class Api:
+    """The endpoints, over one engine and the service's metrics."""
+
+    def __init__(self, engine: Engine, metrics: ServerMetrics) -> None:
+        self._engine = engine
+        self._metrics = metrics
+
+    async def classify(self, request: Request) -> Response:
+        """POST /v1/classify: one image, answered as a ClassifyResponse."""
+        started = time.monotonic()
+        message = pb.ClassifyRequest()
+        try:
+            message = await inputs.classify_request(request)
+            seconds = inputs.timeout(request)
+            deadline = None if seconds is None else started + seconds
+            work = self._engine.classify(
+                convert.to_image(message), convert.to_options(message), deadline=deadline
+            )
+            try:
+                async with asyncio.timeout(_left(deadline)):
+                    result = await _unless_gone(request, work)
+            except TimeoutError:
+                raise DeadlineExceededError(
+                    f"the deadline ({inputs.TIMEOUT_HEADER}: {seconds}) passed"
+                ) from None
+        except HTTPException:
+            raise  # HTTP's own failures: errors.http_exception answers them
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        except Exception as error:
+            if not isinstance(error, RecognizerError):
+                logger.exception("classify failed")
+            self._metrics.observe("http", message.model, error, started)
+            return error_response(error)
+        self._metrics.observe("http", message.model, None, started)
+        return jsonmap.response(convert.to_response(message.request_id, result))
+
+    async def list_models(self, request: Request) -> Response:
+        """GET /v1/models: what is served, as a ListModelsResponse."""
+        models = [convert.to_model_info(model) for model in self._engine.describe()]
+        return jsonmap.response(pb.ListModelsResponse(models=models))
+
+    async def healthz(self, request: Request) -> Response:
+        """GET /healthz: the process is up and answering (draining included)."""
+        return JSONResponse({"status": "SERVING"})
+
+    async def readyz(self, request: Request) -> Response:
+        """GET /readyz: every model is loaded and warm, and the server is not draining."""
+        if self._engine.draining:
+            return error_response(ShuttingDownError())
+        models = [model.spec.name for model in self._engine.describe()]
+        return JSONResponse({"status": "SERVING", "models": models})
+
+    async def metrics(self, request: Request) -> Response:
+        """GET /metrics: the service's Prometheus metrics, gRPC and HTTP alike."""
+        return Response(generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until a time.monotonic() deadline (None: no deadline)."""
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
+async def _unless_gone(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, or cancel it (the engine then drops the job) if the caller hangs up.
+
+    The body has been read, so the next ASGI message is the disconnect.
+    """
+    answer = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+        if answer.done():
+            return answer.result()
+        raise ClientGone()
+    finally:
+        answer.cancel()
+        gone.cancel()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

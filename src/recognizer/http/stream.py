@@ -1,0 +1,144 @@
+"""The WebSocket stream: ClassifyStream for browsers, over the same stream engine.
+
+    GET /v1/classify/stream?policy=latest&max_frame_age_ms=500&top_k=3&language=en
+
+The query holds the stream's options (`policy`: `every` or `latest`, `max_frame_age_ms`)
+and every frame's (`top_k`, `min_score`, `language`, `model`). Each binary message is one
+frame, an encoded image (JPEG, WebP, PNG, ...); its request id is its index, from 0. The
+text message `{"end": true}` ends the frames, like a gRPC half-close: every frame sent is
+answered before the stream ends.
+
+Each frame is answered, in order, by a text message: a ClassifyResponse in the proto's
+JSON mapping, classified, `skipped`, or with its `error`, as ClassifyStream answers it.
+The last message counts the stream's frames and says how it ended, as gRPC's trailers do:
+`{"status": {"code": 0, ...}, "frames": {"answered": 9, "skipped": 3, "failed": 0}}`.
+Then the server closes: 1000 when all went well, 1008 for invalid options or messages,
+1012 when it drains, 1011 for a bug; the close reason is the ErrorInfo reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from google.rpc import status_pb2
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from recognizer.engine.engine import Engine
+from recognizer.engine.stream import Frame, StreamSettings, classify_stream
+from recognizer.engine.types import Options
+from recognizer.errors import InvalidRequestError, RecognizerError, ShuttingDownError
+from recognizer.http import inputs
+from recognizer.http.jsonmap import to_dict
+from recognizer.outcomes import FrameOutcome
+from recognizer.transport import convert
+from recognizer.transport.metrics import ServerMetrics
+from recognizer.transport.status import to_status
+from recognizer.v1 import recognizer_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+FRAME_OPTIONS = ("top_k", "min_score", "language", "model")
+POLICIES = {
+    "every": pb.STREAM_POLICY_EVERY_FRAME,
+    "latest": pb.STREAM_POLICY_LATEST_FRAME,
+}
+END = {"end": True}
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
+
+
+class StreamEndpoint:
+    """WebSocket /v1/classify/stream, over one engine and the service's metrics."""
+
+    def __init__(self, engine: Engine, metrics: ServerMetrics) -> None:
+        self._engine = engine
+        self._metrics = metrics
+
+    async def serve(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        counts = Counter(dict.fromkeys(FrameOutcome, 0))
+        error: Exception | None = None
+        try:
+            settings, options = read_query(websocket.query_params)
+            frames = _frames(websocket, options)
+            async for result in classify_stream(self._engine, frames, settings):
+                counts[result.outcome] += 1
+                self._metrics.observe_frame("http", result)
+                await websocket.send_json(to_dict(convert.to_frame_response(result)))
+        except WebSocketDisconnect:
+            return  # the client left: nobody to answer
+        except Exception as raised:
+            if not isinstance(raised, RecognizerError):
+                logger.exception("a WebSocket stream failed")
+            error = raised
+        status = status_pb2.Status() if error is None else to_status(error)
+        frames_by_outcome = {outcome.value: n for outcome, n in counts.items()}
+        try:
+            await websocket.send_json({"status": to_dict(status), "frames": frames_by_outcome})
+            await websocket.close(*_close(error))
+        except WebSocketDisconnect:
+            pass
+
+
+def read_query(query: Mapping[str, str]) -> tuple[StreamSettings, Options]:
+    """The stream's settings and its frames' options, from the URL's query."""
+    fields = dict(query)
+    policy = fields.pop("policy", "every")
+    age = fields.pop("max_frame_age_ms", "0")
+    if policy not in POLICIES:
+        raise InvalidRequestError(
+            f"policy must be one of {', '.join(POLICIES)}, got {policy!r}", field="policy"
+        )
+    stream_options = pb.StreamOptions(
+        policy=POLICIES[policy],
+        max_frame_age_ms=inputs.whole_number("max_frame_age_ms", age),
+    )
+    template = pb.ClassifyRequest()
+    inputs.merge_options(template, fields, names=FRAME_OPTIONS)
+    return convert.to_stream_settings(stream_options), convert.to_options(template)
+
+
+async def _frames(websocket: WebSocket, options: Options) -> AsyncIterator[Frame]:
+    """The frames as they come, until `{"end": true}`; a disconnect raises."""
+    index = 0
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
+        if message.get("bytes") is not None:
+            yield Frame(str(index), message["bytes"], options)
+            index += 1
+        elif _is_end(message.get("text")):
+            return
+        else:
+            raise InvalidRequestError(
+                'frames are binary messages; the only text message is {"end": true}',
+                field="message",
+            )
+
+
+def _is_end(text: str | None) -> bool:
+    try:
+        message: Any = json.loads(text or "")
+    except ValueError:
+        return False
+    return bool(message == END)
+
+
+def _close(error: Exception | None) -> tuple[int, str]:
+    """The close code and reason (the ErrorInfo reason) for how the stream ended."""
+    if error is None:
+        return CLOSE_NORMAL, ""
+    reason = error.reason if isinstance(error, RecognizerError) else "INTERNAL"
+    if isinstance(error, InvalidRequestError):
+        return CLOSE_POLICY_VIOLATION, reason
+    if isinstance(error, ShuttingDownError):
+        return CLOSE_SERVICE_RESTART, reason
+    return CLOSE_INTERNAL_ERROR, reason
