@@ -32,8 +32,8 @@ test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests clients benchmarks hatch_build.py
-	$(BIN)/ruff format --check src tests clients benchmarks hatch_build.py
+	$(BIN)/ruff check src tests clients benchmarks deploy hatch_build.py
+	$(BIN)/ruff format --check src tests clients benchmarks deploy hatch_build.py
 	$(BIN)/mypy
 	$(BIN)/mypy benchmarks
 	$(BIN)/python hatch_build.py --image $(VENV)/proto.binpb
@@ -44,8 +44,8 @@ lint: install
 ci: lint test
 
 format: install
-	$(BIN)/ruff check --fix src tests clients benchmarks hatch_build.py
-	$(BIN)/ruff format src tests clients benchmarks hatch_build.py
+	$(BIN)/ruff check --fix src tests clients benchmarks deploy hatch_build.py
+	$(BIN)/ruff format src tests clients benchmarks deploy hatch_build.py
 
 clean:
 	rm -rf $(VENV) src/recognizer/v1/*_pb2*.py* .pytest_cache .mypy_cache .ruff_cache
