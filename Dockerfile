@@ -55,7 +55,8 @@ RUN --mount=type=secret,id=pip-cert /build/pip wheel --no-deps --wheel-dir /whee
 
 # What both targets run: the same slim base, and a user that owns nothing.
 FROM ${BASE} AS runtime
-RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 10001 recognizer \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin recognizer
 ENV PATH=/opt/recognizer/bin:$PATH \
     PYTHONUNBUFFERED=1 \

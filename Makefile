@@ -10,7 +10,7 @@ PROTOS := $(shell find proto -name '*.proto')
 # The contract as released: buf breaking checks proto/ against it (proto/breaking/README.md).
 RELEASED := proto/breaking/recognizer-v1.binpb
 
-.PHONY: install proto serve test lint ci format clean
+.PHONY: install proto serve test lint ci format clean image-test
 
 install: $(INSTALLED) $(STUBS)
 
@@ -42,6 +42,19 @@ lint: install
 
 # What CI runs (.ci/run): the lint, then the tests.
 ci: lint test
+
+# The container image, built and run for real with podman (minutes; not part of `make ci`).
+# Needs podman, runc and mmdebstrap (apt-get install podman runc mmdebstrap). The CPU
+# target's torch comes from PyTorch's CPU index where it can be reached; where it cannot
+# (this project's machines) the test builds with PyPI's torch, which runs on the CPU too:
+#   make image-test IMAGE_TORCH="torch==2.14.1+cpu torchvision==0.29.1+cpu" \
+#     IMAGE_TORCH_INDEX=https://download.pytorch.org/whl/cpu
+IMAGE_TORCH ?= torch==2.14.1 torchvision==0.29.1
+IMAGE_TORCH_INDEX ?=
+image-test: install
+	$(BIN)/pytest tests/deploy/test_image.py --image -rA \
+		--image-build-arg "TORCH_PACKAGES=$(IMAGE_TORCH)" \
+		--image-build-arg "TORCH_INDEX_URL=$(IMAGE_TORCH_INDEX)"
 
 format: install
 	$(BIN)/ruff check --fix src tests clients benchmarks deploy hatch_build.py
