@@ -38,8 +38,9 @@ PIP_SETTINGS = {
     "find-links": "PIP_FIND_LINKS",
     "constraint": "PIP_CONSTRAINT",
 }
-# `pip config list` scopes, weakest first: a later one wins.
-PIP_SCOPES = ("global", "user", "site", ":env:")
+# Where `pip config list` says a value comes from, weakest first: a config file's
+# [global] section, its [install] section, then a PIP_* environment variable.
+PIP_SCOPES = ("global", "install", ":env:")
 # Limits a container may not exceed: runc cannot raise a limit above the caller's hard one.
 NOFILE_LIMIT = 65536
 NPROC_LIMIT = 4096
