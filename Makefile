@@ -10,7 +10,7 @@ PROTOS := $(shell find proto -name '*.proto')
 # The contract as released: buf breaking checks proto/ against it (proto/breaking/README.md).
 RELEASED := proto/breaking/recognizer-v1.binpb
 
-.PHONY: install proto serve test lint ci format clean screenshots
+.PHONY: install proto serve test lint ci format clean screenshots image-test
 
 install: $(INSTALLED) $(STUBS)
 
@@ -32,8 +32,8 @@ test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests clients benchmarks hatch_build.py
-	$(BIN)/ruff format --check src tests clients benchmarks hatch_build.py
+	$(BIN)/ruff check src tests clients benchmarks deploy hatch_build.py
+	$(BIN)/ruff format --check src tests clients benchmarks deploy hatch_build.py
 	$(BIN)/mypy
 	$(BIN)/mypy benchmarks
 	$(BIN)/python hatch_build.py --image $(VENV)/proto.binpb
@@ -49,9 +49,22 @@ ci: lint test
 screenshots: install
 	$(BIN)/python tests/screenshots.py docs/screenshots
 
+# The container image, built and run for real with podman (minutes; not part of `make ci`).
+# Needs podman, runc and mmdebstrap (apt-get install podman runc mmdebstrap). The CPU
+# target's torch comes from PyTorch's CPU index where it can be reached; where it cannot
+# (this project's machines) the test builds with PyPI's torch, which runs on the CPU too:
+#   make image-test IMAGE_TORCH="torch==2.14.1+cpu torchvision==0.29.1+cpu" \
+#     IMAGE_TORCH_INDEX=https://download.pytorch.org/whl/cpu
+IMAGE_TORCH ?= torch==2.14.1 torchvision==0.29.1
+IMAGE_TORCH_INDEX ?=
+image-test: install
+	$(BIN)/pytest tests/deploy/test_image.py --image -rA \
+		--image-build-arg "TORCH_PACKAGES=$(IMAGE_TORCH)" \
+		--image-build-arg "TORCH_INDEX_URL=$(IMAGE_TORCH_INDEX)"
+
 format: install
-	$(BIN)/ruff check --fix src tests clients benchmarks hatch_build.py
-	$(BIN)/ruff format src tests clients benchmarks hatch_build.py
+	$(BIN)/ruff check --fix src tests clients benchmarks deploy hatch_build.py
+	$(BIN)/ruff format src tests clients benchmarks deploy hatch_build.py
 
 clean:
 	rm -rf $(VENV) src/recognizer/v1/*_pb2*.py* .pytest_cache .mypy_cache .ruff_cache

@@ -81,3 +81,19 @@ def timm_safetensors(tmp_path_factory: pytest.TempPathFactory) -> Built:
 @pytest.fixture(scope="session")
 def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return model_files.onnx_model(tmp_path_factory.mktemp("onnx") / "vit")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("image", "the container image test (make image-test)")
+    group.addoption(
+        "--image",
+        action="store_true",
+        help="build and run the container image with podman (tests/deploy/test_image.py)",
+    )
+    group.addoption(
+        "--image-build-arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a build argument for the image test's build, repeatable",
+    )

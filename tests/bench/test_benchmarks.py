@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from recognizer.bench.stats import Outcome, ProcessUsage, Results, summarize
 from support import ESPRESSO, PHOTOS
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
-SCRIPTS = ("images.py", "limit.py", "seed_baseline.py", "compare.py", "streams.py")
+SCRIPTS = ("images.py", "limit.py", "seed_baseline.py", "compare.py", "streams.py", "scaleout.py")
 
 
 def load_script(name: str) -> ModuleType:
@@ -193,3 +194,42 @@ def test_the_comparison_states_its_claims_as_ratios(tmp_path: Path) -> None:
     assert "recognizer / baseline  4.00" in table
     compare.plot(results, tmp_path / "compare.png")
     assert (tmp_path / "compare.png").stat().st_size > 10_000
+
+
+def test_the_scale_out_report_gives_ratios_and_the_proxys_cost() -> None:
+    sys.path.insert(0, str(BENCHMARKS))  # scaleout.py imports fleet.py beside it
+    try:
+        scaleout = load_script("scaleout")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+    def run(rps: float, p50: float, envoy_cpu_s: float | None = None) -> dict[str, Any]:
+        document: dict[str, Any] = {
+            "throughput_rps": rps,
+            "latency_ms": {"p50": p50, "p99": 2 * p50},
+            "requests": {"answered": 1000, "errors": 0},
+        }
+        if envoy_cpu_s is not None:
+            document["envoy_cpu_s"] = envoy_cpu_s
+        return document
+
+    results = {
+        "pinning": {"load": None, "envoy": None, "replicas": None},
+        "runs": {
+            "envoy x1": run(100, 40, 0.05),
+            "envoy x1 c1": run(60, 16.5),
+            "direct c1": run(65, 15.0),
+            "envoy x2": run(190, 42, 0.1),
+            "envoy x3": run(270, 44, 0.15),
+        },
+    }
+    lines = scaleout.report(results).splitlines()
+    assert lines[1].split() == ["1", "100.0", "1.00", "40.0", "80.0", "0", "50", "us"]
+    assert lines[3].split()[:3] == ["3", "270.0", "2.70"]
+    assert "+1.50 ms" in lines[4]
+    assert lines[5].startswith("not pinned")
+    pinned = scaleout.Pinning.plan(replicas=1, cores_per_replica=1)
+    if len(os.sched_getaffinity(0)) >= 3:
+        assert pinned.replica(0) is not None and pinned.load != pinned.envoy
+    else:
+        assert pinned.replica(0) is None

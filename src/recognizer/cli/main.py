@@ -1,4 +1,4 @@
-"""The `recognizer` command: `serve` models; `classify`, `stream` or `bench` against a server."""
+"""The `recognizer` command: `serve` models; `classify`, `stream`, `bench` or `health` a server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from recognizer.bench.command import add_parser as add_bench_parser
-from recognizer.cli import classify, serve, stream
+from recognizer.cli import classify, health, serve, stream
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,4 +23,5 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_parser(commands)
     stream.add_parser(commands)
     add_bench_parser(commands)
+    health.add_parser(commands)
     return parser
