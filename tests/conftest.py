@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import model_files
+from certificates import Pki
 from model_files import Built
 from recognizer.engine.backends import create_backend
 from recognizer.engine.backends.torch_backend import TorchBackend
@@ -80,3 +81,10 @@ def timm_safetensors(tmp_path_factory: pytest.TempPathFactory) -> Built:
 @pytest.fixture(scope="session")
 def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return model_files.onnx_model(tmp_path_factory.mktemp("onnx") / "vit")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA with a server certificate for localhost and 127.0.0.1, a client certificate
+    (CN acme), and the ones to refuse: a client from another CA, an expired client."""
+    return Pki.make(tmp_path_factory.mktemp("pki"))

@@ -12,11 +12,16 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import matplotlib
 import skimage
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
-from recognizer.config.schema import EngineSettings, ServerSettings
+from recognizer.config.schema import EngineSettings, SecuritySettings, ServerSettings
 from recognizer.engine.engine import Engine, ServedModel
+from recognizer.security.policy import Security
 from recognizer.transport.server import RecognizerServer
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -34,6 +39,7 @@ CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO, TRIPOD, MOPED, MILITARY_UNIFORM = 967, 872, 665, 652
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 
 def dev_tool(name: str) -> str:
@@ -43,8 +49,29 @@ def dev_tool(name: str) -> str:
     return path
 
 
+def error_details(error: grpc.RpcError, kind: type[M]) -> list[M]:
+    """The google.rpc details of one type that a failed call carries."""
+    status = rpc_status.from_call(error)
+    found = []
+    for packed in status.details if status else ():
+        if packed.Is(kind.DESCRIPTOR):
+            message = kind()
+            packed.Unpack(message)
+            found.append(message)
+    return found
+
+
+def error_reason(error: grpc.RpcError) -> str:
+    """The ErrorInfo reason of a failed call (every status this server sends has one)."""
+    (info,) = error_details(error, error_details_pb2.ErrorInfo)
+    return info.reason
+
+
 class ServerThread:
     """A real RecognizerServer on a free loopback port, running on its own event loop thread.
+
+    `security` turns on TLS and auth as `recognizer serve` would; `server` holds further
+    ServerSettings (reflection=False, ...).
 
     Usage:
 
@@ -58,6 +85,8 @@ class ServerThread:
         *,
         grace_period: float = 5.0,
         metrics_port: int | None = None,
+        security: SecuritySettings | None = None,
+        server: dict[str, Any] | None = None,
         **engine: Any,
     ) -> None:
         self._loop = asyncio.new_event_loop()
@@ -65,8 +94,9 @@ class ServerThread:
         self._models = models
         self._engine_settings = EngineSettings(**engine)
         self._server_settings = ServerSettings(
-            port=0, grace_period=grace_period, metrics_port=metrics_port
+            port=0, grace_period=grace_period, metrics_port=metrics_port, **(server or {})
         )
+        self._security = Security.from_settings(security or SecuritySettings())
         self.server: RecognizerServer
 
     @property
@@ -89,9 +119,8 @@ class ServerThread:
         self._thread.start()
 
         async def build() -> RecognizerServer:
-            return RecognizerServer(
-                Engine(self._models, self._engine_settings), self._server_settings
-            )
+            engine = Engine(self._models, self._engine_settings, access=self._security.access)
+            return RecognizerServer(engine, self._server_settings, self._security)
 
         self.server = self.run(build())
         self.run(self.server.start())

@@ -11,14 +11,15 @@ from recognizer.engine import sizing
 from recognizer.engine.backends import create_backend, resolve_device
 from recognizer.engine.engine import Engine, ServedModel
 from recognizer.models.loading import load_model
+from recognizer.security.policy import Security
 from recognizer.transport.server import RecognizerServer
 
 logger = logging.getLogger(__name__)
 
 
-def build_engine(config: Config) -> Engine:
+def build_engine(config: Config, security: Security) -> Engine:
     """Load every configured model onto its backend and device (blocking, at start-up)."""
-    return Engine(load_served_models(config), config.engine)
+    return Engine(load_served_models(config), config.engine, access=security.access)
 
 
 def load_served_models(config: Config) -> list[ServedModel]:
@@ -30,7 +31,7 @@ def load_served_models(config: Config) -> list[ServedModel]:
     device = resolve_device(settings.device)
     served = []
     for model_config in config.models:
-        model = load_model(model_config)
+        model = load_model(model_config, allow_code=config.security.allow_code_models)
         backend = create_backend(
             model,
             device=device,
@@ -55,13 +56,14 @@ def load_served_models(config: Config) -> list[ServedModel]:
     return served
 
 
-async def serve(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then drain gracefully and return."""
+async def serve(config: Config, security: Security) -> None:
+    """Serve until SIGTERM or SIGINT, then drain gracefully and return; `security` is
+    Security.from_settings(config.security), read before the models load."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = RecognizerServer(build_engine(config), config.server)
+    server = RecognizerServer(build_engine(config, security), config.server, security)
     await server.start()
     await stop.wait()
     await server.stop()

@@ -1,6 +1,8 @@
 """Prometheus metrics for one server, in a registry of its own, served over HTTP on demand.
 
-Request counts and latencies are observed as calls finish. What the engine knows (queued
+Request counts and latencies are observed as calls finish; with auth on they are labelled
+by tenant too, a set the tokens file bounds (callers it refuses are counted by reason
+only). What the engine knows (queued
 requests, batch sizes, model time, cache, open streams) is read from it at scrape time,
 so the inference hot path carries no metrics code.
 """
@@ -27,29 +29,41 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 class ServerMetrics:
-    """The metrics of one RecognizerServer."""
+    """The metrics of one RecognizerServer; `tenants` adds a tenant label (auth on)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, tenants: bool = False) -> None:
         self.registry = CollectorRegistry()
+        self._tenants = tenants
+        by_tenant = ["tenant"] if tenants else []
         self.requests = Counter(
             "recognizer_requests",
             "Classify calls and stream frames answered, by model and gRPC status code.",
-            ["model", "code"],
+            ["model", "code", *by_tenant],
             registry=self.registry,
         )
         self.latency = Histogram(
             "recognizer_request_seconds",
             "Server time from request to answer, by model.",
-            ["model"],
+            ["model", *by_tenant],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "recognizer_unauthenticated",
+            "Calls refused for want of valid credentials, by ErrorInfo reason.",
+            ["reason"],
             registry=self.registry,
         )
         self.registry.register(_EngineCollector(engine))
         self._http: tuple[WSGIServer, threading.Thread] | None = None
 
-    def observe(self, model: str, code: str, seconds: float) -> None:
-        self.requests.labels(model, code).inc()
-        self.latency.labels(model).observe(seconds)
+    def observe(self, model: str, code: str, seconds: float, tenant: str = "") -> None:
+        by_tenant = (tenant,) if self._tenants else ()
+        self.requests.labels(model, code, *by_tenant).inc()
+        self.latency.labels(model, *by_tenant).observe(seconds)
+
+    def refused(self, reason: str) -> None:
+        self.refusals.labels(reason).inc()
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics over HTTP; returns the bound port."""

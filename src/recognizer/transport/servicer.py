@@ -1,4 +1,8 @@
-"""The Recognizer servicer: each RPC converts its message, awaits the engine, converts back."""
+"""The Recognizer servicer: each RPC converts its message, awaits the engine, converts back.
+
+The caller's tenant (named by the auth interceptor; "" with auth off) goes with each call
+into the engine, which scopes the cache and the models by it, and into the metrics.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from recognizer.engine.stream import (
 from recognizer.errors import RecognizerError
 from recognizer.outcomes import FrameOutcome
 from recognizer.transport import convert
+from recognizer.transport.auth import current_tenant
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.status import abort, code_for
 from recognizer.v1 import recognizer_pb2 as pb
@@ -44,17 +49,21 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
         started = time.monotonic()
         model = self._metric_model.get(request.model, "unknown")
+        tenant = current_tenant()
         try:
             result = await self._engine.classify(
-                convert.to_image(request), convert.to_options(request), deadline=_deadline(context)
+                convert.to_image(request),
+                convert.to_options(request),
+                deadline=_deadline(context),
+                tenant=tenant,
             )
         except Exception as error:
             if not isinstance(error, RecognizerError):
                 logger.exception("Classify failed")
-            self._metrics.observe(model, code_for(error).name, time.monotonic() - started)
+            self._metrics.observe(model, code_for(error).name, time.monotonic() - started, tenant)
             await abort(context, error)
-        self._metrics.observe(model, "OK", time.monotonic() - started)
-        return convert.to_response(request.request_id, result)
+        self._metrics.observe(model, "OK", time.monotonic() - started, tenant)
+        return convert.to_response(convert.request_id(request), result)
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterable[pb.ClassifyRequest], context: Context
@@ -64,17 +73,19 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         if first is None:
             return
         counts = Counter(dict.fromkeys(FrameOutcome, 0))
+        tenant = current_tenant()
         try:
             settings = convert.to_stream_settings(first.stream_options)
-            async for result in classify_stream(self._engine, _frames(first, requests), settings):
+            frames = _frames(first, requests)
+            async for result in classify_stream(self._engine, frames, settings, tenant=tenant):
                 counts[result.outcome] += 1
-                self._observe_frame(result)
+                self._observe_frame(result, tenant)
                 yield convert.to_frame_response(result)
         except RecognizerError as error:
             await abort(context, error, _summary(counts))
         context.set_trailing_metadata(_summary(counts))
 
-    def _observe_frame(self, result: FrameResult) -> None:
+    def _observe_frame(self, result: FrameResult, tenant: str) -> None:
         """Count a stream frame like a call: its model and code (skipped frames as CANCELLED)."""
         model = self._metric_model.get(result.model, "unknown")
         match result:
@@ -84,13 +95,19 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
                 code = "CANCELLED"
             case Failed():
                 code = code_for(result.error).name
-        self._metrics.observe(model, code, time.monotonic() - result.received_at)
+        self._metrics.observe(model, code, time.monotonic() - result.received_at, tenant)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
+        """The served models the caller's tenant may use."""
+        tenant = current_tenant()
         return pb.ListModelsResponse(
-            models=[convert.to_model_info(model) for model in self._engine.describe()]
+            models=[
+                convert.to_model_info(model)
+                for model in self._engine.describe()
+                if self._engine.may_use(tenant, model.spec.name)
+            ]
         )
 
 
