@@ -221,3 +221,18 @@ def test_a_token_goes_in_plaintext_only_to_this_machine(tokens_file: Path) -> No
             assert error_reason(failure(lambda: client.classify(RED))) == "CREDENTIALS_MISSING"
     with pytest.raises(ValueError, match="a token goes only over TLS"):
         Client("10.1.2.3:50051", credentials=Credentials(token=SHOP))
+
+
+def test_a_cancelled_stream_leaves_nothing_behind_with_auth_on(
+    running: ServerThread, pki: Pki
+) -> None:
+    def frames() -> Iterator[pb.ClassifyRequest]:
+        for index in range(1000):
+            time.sleep(0.002)
+            yield pb.ClassifyRequest(image=RED, request_id=str(index))
+
+    with connect(running, pki, SHOP) as shop:
+        call = shop.classify_stream(frames())
+        next(call)
+        call.cancel()  # type: ignore[attr-defined]
+    assert eventually(lambda: running.engine.open_streams == 0 and not running.engine.pending())

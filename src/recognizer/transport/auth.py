@@ -12,6 +12,7 @@ the check runs in a wrapper around the method's handler, where the context is at
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -94,7 +95,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 token = await admit(context)
                 try:
                     responses = inner(request, context)
-                    if hasattr(responses, "__aiter__"):
+                    if hasattr(responses, "aclose"):  # closed with the call, not later by gc
+                        async with contextlib.aclosing(responses):
+                            async for response in responses:
+                                yield response
+                    elif hasattr(responses, "__aiter__"):
                         async for response in responses:
                             yield response
                     else:
