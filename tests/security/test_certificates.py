@@ -54,16 +54,16 @@ def test_a_rotation_is_taken_once_complete(
     cert, key = copy(pki, tmp_path)
     files = CertificateFiles(cert, key)
     first = files.load()
-    assert files.changed() is None  # nothing changed: nothing read
+    assert files.current() is first  # nothing changed: nothing read
 
     rotated = Authority("next CA").issue("recognizer-2", hosts=("localhost",))
     with caplog.at_level(logging.ERROR):
         cert.write_bytes(rotated.pem)  # the new certificate, still beside the old key
-        assert files.changed() is None
-        assert files.changed() is None
+        assert files.current() is first
+        assert files.current() is first
     assert caplog.text.count("is not the key of the certificate") == 1  # logged once
 
     key.write_bytes(rotated.key_pem)
-    newer = files.changed()
-    assert newer is not None and newer.subject == "CN=recognizer-2" != first.subject
-    assert files.changed() is None
+    newer = files.current()
+    assert newer.subject == "CN=recognizer-2" != first.subject
+    assert files.current() is newer  # for every caller, not only the first to ask

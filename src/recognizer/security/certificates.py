@@ -7,11 +7,15 @@ key, say), the last good reading stays in use and the problem is logged once, so
 handshakes never see a broken pair. Connections already open keep the certificate they
 were made with.
 
+Every user of the files (the gRPC server, an HTTP one) asks `current()` and compares what
+it gets with what it serves: the files are re-read at most once per change, whoever asks.
+
 Usage:
 
     files = CertificateFiles(Path("server.pem"), Path("server.key"), client_ca=None)
     identity = files.load()          # at start-up: raises StartupError
-    newer = files.changed()          # later: a new identity once the files change, else None
+    identity = files.current()       # later: the newest good reading (the same object
+                                     # until the files change)
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class CertificateFiles:
         self._lock = threading.Lock()
         self._version: tuple[object, ...] | None = None
         self._failed: tuple[object, ...] | None = None
+        self._identity: ServerIdentity | None = None
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -62,27 +67,30 @@ class CertificateFiles:
         """Read the files now; a problem is a StartupError that names the file."""
         with self._lock:
             self._version = self._stat()
-            identity = self._read()
+            self._identity = identity = self._read()
         _log_loaded(identity)
         return identity
 
-    def changed(self) -> ServerIdentity | None:
-        """A new good identity if the files changed since the last reading, else None.
+    def current(self) -> ServerIdentity:
+        """The newest good reading: the files are re-read if they changed since, and a
+        reading that fails (a rotation half written) leaves the last good one, logged once.
 
         Safe from any thread (gRPC asks from its own on each new connection); costs a stat
         of each file when nothing changed.
         """
         with self._lock:
+            if self._identity is None:
+                raise RuntimeError("load() the certificate files first")
             version = self._stat()
             if version in (self._version, self._failed):
-                return None
+                return self._identity
             try:
                 identity = self._read()
             except StartupError as error:
                 self._failed = version
                 logger.error("keeping the TLS certificate in use: %s", error)
-                return None
-            self._version = version
+                return self._identity
+            self._version, self._identity = version, identity
         _log_loaded(identity)
         return identity
 

@@ -17,17 +17,16 @@ from dataclasses import dataclass
 
 from recognizer.config.schema import SecuritySettings
 from recognizer.security.auth import Authenticator
-from recognizer.security.certificates import CertificateFiles, ServerIdentity
+from recognizer.security.certificates import CertificateFiles
 from recognizer.security.tokens import TokensFile
 
 
 @dataclass(frozen=True, kw_only=True)
 class Security:
-    """TLS (certificates and their first reading), auth (an Authenticator), and what is
-    open without credentials. The defaults are a plaintext server with auth off."""
+    """TLS (the certificate files, read), auth (an Authenticator), and what is open without
+    credentials. The defaults are a plaintext server with auth off."""
 
     certificates: CertificateFiles | None = None
-    identity: ServerIdentity | None = None
     authenticator: Authenticator | None = None
     public_health: bool = True
     public_reflection: bool = False
@@ -35,19 +34,18 @@ class Security:
     @classmethod
     def from_settings(cls, settings: SecuritySettings) -> Security:
         """Read the certificates and the tokens file now: a problem stops start-up."""
-        certificates = identity = authenticator = None
+        certificates = authenticator = None
         if settings.tls_cert is not None and settings.tls_key is not None:
             certificates = CertificateFiles(
                 settings.tls_cert, settings.tls_key, client_ca=settings.tls_client_ca
             )
-            identity = certificates.load()
+            certificates.load()
         if settings.tokens_file is not None:
             authenticator = Authenticator(
                 TokensFile(settings.tokens_file), certificate_tenants=settings.tenant_from_cert
             )
         return cls(
             certificates=certificates,
-            identity=identity,
             authenticator=authenticator,
             public_health=settings.public_health,
             public_reflection=settings.public_reflection,
@@ -55,11 +53,11 @@ class Security:
 
     @property
     def tls(self) -> bool:
-        return self.identity is not None
+        return self.certificates is not None
 
     @property
     def mutual_tls(self) -> bool:
-        return self.identity is not None and self.identity.client_ca is not None
+        return self.certificates is not None and self.certificates.client_ca is not None
 
     @property
     def access(self) -> Callable[[str, str], bool] | None:

@@ -1,7 +1,7 @@
 """gRPC server credentials from the certificate files: TLS, or mTLS with a client CA.
 
 grpc's dynamic credentials ask for the certificate on each new connection; the files are
-re-read only when they changed (CertificateFiles.changed), so a rotation on disk reaches
+re-read only when they changed (CertificateFiles.current), so a rotation on disk reaches
 new connections without a restart, and open connections are left as they are.
 """
 
@@ -18,25 +18,28 @@ from recognizer.security.certificates import CertificateFiles, ServerIdentity
 logger = logging.getLogger(__name__)
 
 
-def server_credentials(
-    certificates: CertificateFiles, identity: ServerIdentity
-) -> grpc.ServerCredentials:
-    """TLS credentials that start from `identity` and follow the files as they change."""
+def server_credentials(certificates: CertificateFiles) -> grpc.ServerCredentials:
+    """TLS credentials that start from the files' current reading and follow them."""
+    served = certificates.current()
 
     def fetch() -> grpc.ServerCertificateConfiguration | None:
+        nonlocal served
         try:
-            newer = certificates.changed()
+            identity = certificates.current()
         except Exception:  # raised into grpc's handshake, it would only be lost
             logger.exception("cannot check the TLS certificate files")
             return None
-        return None if newer is None else _configuration(newer)
+        if identity is served:
+            return None  # grpc: no change
+        served = identity
+        return _configuration(identity)
 
     # grpc takes None for "no change"; its stubs do not say so.
     fetcher = cast(Callable[[], grpc.ServerCertificateConfiguration], fetch)
     return grpc.dynamic_ssl_server_credentials(
-        _configuration(identity),
+        _configuration(served),
         fetcher,
-        require_client_authentication=identity.client_ca is not None,
+        require_client_authentication=served.client_ca is not None,
     )
 
 

@@ -97,8 +97,8 @@ class RecognizerServer:
         settings, security = self.settings, self.security
         address = f"{settings.host}:{settings.port}"
         try:
-            if security.certificates is not None and security.identity is not None:
-                credentials = server_credentials(security.certificates, security.identity)
+            if security.certificates is not None:
+                credentials = server_credentials(security.certificates)
                 self.port = self._server.add_secure_port(address, credentials)
             else:
                 self.port = self._server.add_insecure_port(address)
