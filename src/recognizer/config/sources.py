@@ -167,10 +167,12 @@ def _models(
 
 
 def _metavar(field: FieldInfo) -> str | None:
-    """{a,b,c} for a choice, on|off for a switch; else argparse's default, the name in
-    capitals."""
+    """{a,b,c} for a choice, on|off for a switch, FILE for a file; else argparse's
+    default, the name in capitals."""
     if field.annotation is bool:
         return "on|off"
+    if _is_path(field):
+        return "FILE"
     choices = _choices(field.annotation)
     return "{" + ",".join(choices) + "}" if choices else None
 
