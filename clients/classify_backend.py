@@ -1,6 +1,7 @@
 """A backend service calling Classify through the generated stubs, with retries done right.
 
     python clients/classify_backend.py photo.jpg [--server 127.0.0.1:50051]
+        [--ca ca.pem] [--token TOKEN]     (TLS and a token: connection.py)
 
 Shows the three things a production caller does: set a deadline, read the structured
 error details, and back off by the server's RetryInfo when it is overloaded.
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TypeVar
 
+import connection
 import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
@@ -76,10 +78,9 @@ def classify(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", type=Path)
-    parser.add_argument("--server", default="127.0.0.1:50051")
+    connection.add_arguments(parser)  # --server, --ca, --cert, --key, --server-name, --token
     args = parser.parse_args()
-    options = [("grpc.max_send_message_length", 32 << 20)]
-    with grpc.insecure_channel(args.server, options=options) as channel:
+    with connection.open_channel(args) as channel:
         stub = recognizer_pb2_grpc.RecognizerStub(channel)
         try:
             response = classify(stub, args.image.read_bytes())

@@ -1,6 +1,7 @@
 """Stream every image in a folder through ClassifyStream and print each frame's answer.
 
     python clients/stream_folder.py photos/ [--server 127.0.0.1:50051] [--language en]
+        [--ca ca.pem] [--token TOKEN]     (TLS and a token: connection.py)
 
 One stream carries all the frames; answers come back in the order sent, and a frame
 that fails (a corrupt file, say) is answered with its own error while the rest go on.
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
+import connection
 
 from recognizer.client.sources import IMAGE_SUFFIXES
 from recognizer.v1 import recognizer_pb2, recognizer_pb2_grpc
@@ -30,12 +31,11 @@ def frames(folder: Path, language: str) -> Iterator[recognizer_pb2.ClassifyReque
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
-    parser.add_argument("--server", default="127.0.0.1:50051")
+    connection.add_arguments(parser)  # --server, --ca, --cert, --key, --server-name, --token
     parser.add_argument("--language", default="zh")
     args = parser.parse_args()
-    options = [("grpc.max_send_message_length", 32 << 20)]
     failed = 0
-    with grpc.insecure_channel(args.server, options=options) as channel:
+    with connection.open_channel(args) as channel:
         stub = recognizer_pb2_grpc.RecognizerStub(channel)
         for response in stub.ClassifyStream(frames(args.folder, args.language)):
             if response.HasField("error"):

@@ -1,6 +1,7 @@
 """Stream a video file through ClassifyStream at its own frame rate and print each answer.
 
     python clients/stream_video.py clip.mp4 [--server 127.0.0.1:50051] [--language en]
+        [--ca ca.pem] [--token TOKEN]     (TLS and a token: connection.py)
 
 PyAV decodes the video, and each frame goes out as a JPEG when its timestamp comes
 round. gRPC pulls the frames from the generator on a thread of its own while this
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import connection
 import grpc
 
 from recognizer.v1 import recognizer_pb2, recognizer_pb2_grpc
@@ -44,13 +46,12 @@ def frames(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("video", type=Path)
-    parser.add_argument("--server", default="127.0.0.1:50051")
+    connection.add_arguments(parser)  # --server, --ca, --cert, --key, --server-name, --token
     parser.add_argument("--language", default="zh")
     args = parser.parse_args()
-    options = [("grpc.max_send_message_length", 32 << 20)]
     sent: dict[str, float] = {}
     failed = 0
-    with grpc.insecure_channel(args.server, options=options) as channel:
+    with connection.open_channel(args) as channel:
         stub = recognizer_pb2_grpc.RecognizerStub(channel)
         try:
             for response in stub.ClassifyStream(frames(args.video, args.language, sent)):

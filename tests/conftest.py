@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import model_files
+from certificates import Pki
 from model_files import Built
 from recognizer.engine.backends import create_backend
 from recognizer.engine.backends.torch_backend import TorchBackend
@@ -97,3 +98,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="NAME=VALUE",
         help="a build argument for the image test's build, repeatable",
     )
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA with a server certificate for localhost and 127.0.0.1, a client certificate
+    (CN acme), and the ones to refuse: a client from another CA, an expired client."""
+    return Pki.make(tmp_path_factory.mktemp("pki"))

@@ -12,12 +12,17 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import matplotlib
 import skimage
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from recognizer.app import Service
-from recognizer.config.schema import EngineSettings, ServerSettings
+from recognizer.config.schema import EngineSettings, SecuritySettings, ServerSettings
 from recognizer.engine.engine import Engine, ServedModel
+from recognizer.security.policy import Security
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 MATPLOTLIB_DATA = Path(matplotlib.get_data_path()) / "sample_data"
@@ -34,6 +39,7 @@ CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO, TRIPOD, MOPED, MILITARY_UNIFORM = 967, 872, 665, 652
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 
 def dev_tool(name: str) -> str:
@@ -43,9 +49,30 @@ def dev_tool(name: str) -> str:
     return path
 
 
+def error_details(error: grpc.RpcError, kind: type[M]) -> list[M]:
+    """The google.rpc details of one type that a failed call carries."""
+    status = rpc_status.from_call(error)
+    found = []
+    for packed in status.details if status else ():
+        if packed.Is(kind.DESCRIPTOR):
+            message = kind()
+            packed.Unpack(message)
+            found.append(message)
+    return found
+
+
+def error_reason(error: grpc.RpcError) -> str:
+    """The ErrorInfo reason of a failed call (every status this server sends has one)."""
+    (info,) = error_details(error, error_details_pb2.ErrorInfo)
+    return info.reason
+
+
 class ServerThread:
     """A real service (gRPC, and HTTP when asked) on free loopback ports, running on its own
     event loop thread.
+
+    `security` turns on TLS and auth as `recognizer serve` would; `server` holds further
+    ServerSettings (reflection=False, ...).
 
     Usage:
 
@@ -62,6 +89,8 @@ class ServerThread:
         metrics_port: int | None = None,
         http: bool = False,
         max_message_mb: float = 32.0,
+        security: SecuritySettings | None = None,
+        server: dict[str, Any] | None = None,
         **engine: Any,
     ) -> None:
         self._loop = asyncio.new_event_loop()
@@ -74,7 +103,9 @@ class ServerThread:
             metrics_port=metrics_port,
             http_port=0 if http else None,
             max_message_mb=max_message_mb,
+            **(server or {}),
         )
+        self._security = Security.from_settings(security or SecuritySettings())
         self.server: Service
 
     @property
@@ -103,7 +134,8 @@ class ServerThread:
         self._thread.start()
 
         async def build() -> Service:
-            return Service(Engine(self._models, self._engine_settings), self._server_settings)
+            engine = Engine(self._models, self._engine_settings, access=self._security.access)
+            return Service(engine, self._server_settings, self._security)
 
         self.server = self.run(build())
         self.run(self.server.start())

@@ -47,7 +47,7 @@ def server(built: dict[str, Built]) -> Iterator[ServerThread]:
     config = Config(
         models=(
             parse_model_flag(f"wanwu={built['wanwu'].path}"),
-            parse_model_flag(f"seed={built['seed'].path}"),
+            parse_model_flag(f"name=seed,path={built['seed'].path},format=torchscript"),
             parse_model_flag(
                 f"name=r18,path={built['r18'].path},architecture=resnet18,max_batch_size=2"
             ),

@@ -13,6 +13,7 @@ from recognizer.engine import sizing
 from recognizer.engine.backends import create_backend, resolve_device
 from recognizer.engine.engine import Engine, ServedModel
 from recognizer.models.loading import load_model
+from recognizer.security.policy import Security
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.server import RecognizerServer
 
@@ -22,9 +23,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def build_engine(config: Config) -> Engine:
+def build_engine(config: Config, security: Security) -> Engine:
     """Load every configured model onto its backend and device (blocking, at start-up)."""
-    return Engine(load_served_models(config), config.engine)
+    return Engine(load_served_models(config), config.engine, access=security.access)
 
 
 def load_served_models(config: Config) -> list[ServedModel]:
@@ -36,7 +37,7 @@ def load_served_models(config: Config) -> list[ServedModel]:
     device = resolve_device(settings.device)
     served = []
     for model_config in config.models:
-        model = load_model(model_config)
+        model = load_model(model_config, allow_code=config.security.allow_code_models)
         backend = create_backend(
             model,
             device=device,
@@ -69,18 +70,21 @@ class Service:
 
     Usage:
 
-        service = Service(engine, ServerSettings(port=0, http_port=0))
+        service = Service(engine, ServerSettings(port=0, http_port=0), Security())
         await service.start()
         ...
         await service.stop()          # drain, finish in-flight work, close the engine
     """
 
-    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+    def __init__(
+        self, engine: Engine, settings: ServerSettings, security: Security | None = None
+    ) -> None:
+        security = security or Security()
         self.engine = engine
         self.settings = settings
-        self.metrics = ServerMetrics(engine)
+        self.metrics = ServerMetrics(engine, tenants=security.authenticator is not None)
         self.metrics_port: int | None = None
-        self.grpc = RecognizerServer(engine, settings, self.metrics)
+        self.grpc = RecognizerServer(engine, settings, self.metrics, security)
         self.http: HttpServer | None = None
         if settings.http_port is not None:
             # Imported only when asked for: with HTTP off, nothing of it is loaded.
@@ -95,8 +99,9 @@ class Service:
             await self.http.start()
         await self.grpc.start()
         if self.settings.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
-            logger.info("metrics on http://%s:%d/metrics", self.settings.host, self.metrics_port)
+            host = self.settings.metrics_host
+            self.metrics_port = self.metrics.serve(host, self.settings.metrics_port)
+            logger.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
 
     async def stop(self) -> None:
         """Drain, then stop: the grace period covers both.
@@ -123,13 +128,14 @@ class Service:
         logger.info("stopped")
 
 
-async def serve(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then drain gracefully and return."""
+async def serve(config: Config, security: Security) -> None:
+    """Serve until SIGTERM or SIGINT, then drain gracefully and return; `security` is
+    Security.from_settings(config.security), read before the models load."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    service = Service(build_engine(config), config.server)
+    service = Service(build_engine(config, security), config.server, security)
     await service.start()
     await stop.wait()
     await service.stop()

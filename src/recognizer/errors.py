@@ -3,6 +3,8 @@
 Raised while serving a request:
 
     RecognizerError
+    ├── UnauthenticatedError     no valid credentials: send a token (or a client certificate)
+    ├── PermissionDeniedError    the caller's tenant may not use the model: pick one it may
     ├── InvalidRequestError      a field of the request is wrong: fix the request
     │   └── InvalidImageError    the image cannot be used: send another
     ├── ModelNotFoundError       the named model is not served: pick a served one
@@ -10,8 +12,9 @@ Raised while serving a request:
     ├── DeadlineExceededError    the caller's deadline passed before inference
     └── ShuttingDownError        the server is draining: go to another replica
 
-The engine raises these without knowing about gRPC; the transport maps each class
-to one canonical status code.
+The engine and the security package raise these without knowing about gRPC; the
+transport maps each class to one canonical status code. Text a caller sent is quoted in
+messages through `quoted`, which caps its length: an error never echoes a megabyte back.
 
 Raised at start-up, when the server must not start:
 
@@ -25,6 +28,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+QUOTED_CHARS = 64  # the most of a caller's text an error message repeats
+
+
+def quoted(text: str, limit: int = QUOTED_CHARS) -> str:
+    """`text` as repr() writes it, cut to `limit` characters and saying by how much."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
 
 class RecognizerError(Exception):
     """Base class: `reason` is a stable UPPER_SNAKE_CASE identifier for programs."""
@@ -36,6 +48,31 @@ class RecognizerError(Exception):
         self.message = message
         if reason is not None:
             self.reason = reason
+
+
+class UnauthenticatedError(RecognizerError):
+    """The call carries no credentials, or credentials that name no tenant.
+
+    Reasons: CREDENTIALS_MISSING (no token, and no client certificate that names a
+    tenant), TOKEN_INVALID (not `Bearer TOKEN`, or a token the tokens file does not hold:
+    wrong or revoked), CERTIFICATE_UNKNOWN (the client certificate names no tenant).
+    """
+
+    reason = "TOKEN_INVALID"
+
+
+class PermissionDeniedError(RecognizerError):
+    """A known tenant asked for a model its tokens file line does not list."""
+
+    reason = "MODEL_NOT_ALLOWED"
+
+    def __init__(self, tenant: str, model: str, allowed: Sequence[str]) -> None:
+        super().__init__(
+            f"tenant {tenant!r} may not use model {quoted(model)}; it may use:"
+            f" {', '.join(allowed) or 'no served model'}"
+        )
+        self.tenant = tenant
+        self.model = model
 
 
 class InvalidRequestError(RecognizerError):
@@ -63,8 +100,8 @@ class ModelNotFoundError(RecognizerError):
     reason = "MODEL_NOT_FOUND"
 
     def __init__(self, name: str, served: Sequence[str]) -> None:
-        super().__init__(f"model {name!r} is not served; served models: {', '.join(served)}")
-        self.name = name
+        super().__init__(f"model {quoted(name)} is not served; served models: {', '.join(served)}")
+        self.name = name[:QUOTED_CHARS]  # echoed in ResourceInfo
         self.served = tuple(served)
 
 

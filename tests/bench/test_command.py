@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from certificates import Pki
 from fakes import colour_model, solid_png
 from recognizer.bench.loadgen import Load
 from recognizer.bench.stats import Outcome, Results
 from recognizer.cli.main import main
+from recognizer.config.schema import SecuritySettings
 from support import ServerThread
+
+TOKEN = "q9Xc1kF0b7WvN2yH4tLm8a"
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +182,20 @@ def test_the_load_generator_never_imports_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_a_bench_runs_over_tls_with_a_token_from_several_processes(
+    pki: Pki, folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "tokens").write_text(f"shop:{TOKEN}\n", encoding="utf-8")
+    security = SecuritySettings(
+        tls_cert=pki.server[0], tls_key=pki.server[1], tokens_file=tmp_path / "tokens"
+    )
+    with ServerThread([colour_model()], security=security) as running:
+        command = ["bench", "--server", running.address, "--images", str(folder)]
+        load = ["--processes", "2", "--concurrency", "2", "--requests", "10", "--warmup", "0"]
+        secure = ["--ca", str(pki.ca), "--token", TOKEN]
+        assert main([*command, *load, *secure, "--json", "-"]) == 0
+        assert json.loads(capsys.readouterr().out)["requests"]["ok"] == 10
+        assert main([*command, *load, "--ca", str(pki.ca)]) == 1
+    assert "UNAUTHENTICATED: this server needs credentials" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from certificates import Pki
 from images import open_image
 from model_files import SEED_NAMES, Built
 from recognizer.cli.main import build_parser
@@ -84,8 +85,89 @@ def served() -> Iterator[ServeProcess]:
         process.stop()
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=ROOT)
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
+
+
+TOKEN = "q9Xc1kF0b7WvN2yH4tLm8a"
+
+
+@pytest.fixture(scope="module")
+def secured(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """`recognizer serve` with TLS (flags) and tokens (the environment)."""
+    tokens = tmp_path_factory.mktemp("tokens") / "tokens"
+    tokens.write_text(f"shop:{TOKEN}\n", encoding="utf-8")
+    process = ServeProcess(
+        "--tls-cert",
+        str(pki.server[0]),
+        "--tls-key",
+        str(pki.server[1]),
+        "--max-batch-size",
+        "4",
+        env={"RECOGNIZER_TOKENS_FILE": str(tokens)},
+    )
+    try:
+        process.address  # noqa: B018 - waits until SERVING
+        yield process
+    finally:
+        process.stop()
+
+
+def test_serve_says_how_it_is_secured(secured: ServeProcess) -> None:
+    secured.address  # noqa: B018 - waits until SERVING
+    log = "".join(secured.log)
+    assert re.search(r"serving recognizer\.v1\.Recognizer on 127\.0\.0\.1:\d+ \(TLS, tokens\)", log)
+    assert "TLS certificate CN=recognizer, valid until" in log
+    assert "plaintext" not in log
+
+
+def test_classify_takes_the_ca_and_the_token_by_flag_or_variable(
+    secured: ServeProcess, pki: Pki
+) -> None:
+    command = (sys.executable, "-m", "recognizer", "classify", "--server", secured.address)
+    image = str(PHOTOS["coffee"])
+    flagged = run(*command, "--ca", str(pki.ca), "--token", TOKEN, image, "--top-k", "1")
+    assert flagged.returncode == 0, flagged.stderr
+    assert "浓缩咖啡" in flagged.stdout
+    from_env = run(*command, image, env={"RECOGNIZER_CA": str(pki.ca), "RECOGNIZER_TOKEN": TOKEN})
+    assert from_env.returncode == 0, from_env.stderr
+    anonymous = run(*command, "--ca", str(pki.ca), image)
+    assert anonymous.returncode == 1
+    assert "UNAUTHENTICATED: this server needs credentials" in anonymous.stderr
+    half = run(*command, "--ca", str(pki.ca), "--cert", str(pki.client[0]), image)
+    assert half.returncode == 2 and "a client certificate needs its key" in half.stderr
+    plain = run(*command, "--token", TOKEN, "--server", "10.1.2.3:50051", image)
+    assert plain.returncode == 2 and "a token goes only over TLS" in plain.stderr
+
+
+def test_the_examples_connect_with_tls_and_a_token(
+    secured: ServeProcess, pki: Pki, tmp_path: Path
+) -> None:
+    flags = ("--server", secured.address, "--ca", str(pki.ca))
+    example = (sys.executable, "clients/classify_backend.py", str(PHOTOS["coffee"]), *flags)
+    backend = run(*example, "--token", TOKEN)
+    assert backend.returncode == 0, backend.stderr
+    assert "espresso" in backend.stdout.splitlines()[0]
+    (tmp_path / "coffee.png").write_bytes(PHOTOS["coffee"].read_bytes())
+    folder = run(
+        sys.executable,
+        "clients/stream_folder.py",
+        str(tmp_path),
+        *flags,
+        env={"RECOGNIZER_TOKEN": TOKEN},
+    )
+    assert folder.returncode == 0, folder.stderr
+    assert folder.stdout.startswith("coffee.png: 浓缩咖啡")
+    refused = run(*example)
+    assert refused.returncode == 1 and refused.stderr.startswith("UNAUTHENTICATED: ")
+    assert "reason CREDENTIALS_MISSING" in refused.stderr
 
 
 def test_classify_prints_a_table_of_labels(served: ServeProcess) -> None:
@@ -388,6 +470,24 @@ def test_models_that_cannot_be_served_stop_start_up_with_a_clear_message(
         assert "Traceback" not in log, (argv, log)
 
 
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (("--tls-cert", "none.pem", "--tls-key", "none.key"), 1, "cannot read --tls-cert none.pem"),
+        (("--tokens-file", "{tmp}/tokens"), 2, "{tmp}/tokens, line 1: expected tenant:token"),
+    ],
+)
+def test_bad_certificates_or_tokens_stop_start_up_before_the_models_load(
+    tmp_path: Path, args: tuple[str, ...], status: int, message: str
+) -> None:
+    (tmp_path / "tokens").write_text("no colon here\n", encoding="utf-8")
+    process = ServeProcess(*(arg.format(tmp=tmp_path) for arg in args))
+    assert process.wait() == status
+    log = "".join(process.log)
+    assert f"cannot start: {message.format(tmp=tmp_path)}" in log
+    assert "loaded" not in log and "Traceback" not in log
+
+
 def test_a_config_file_serves_its_models(
     torchscript_model: Built, onnx_model: Built, tmp_path: Path
 ) -> None:
@@ -403,6 +503,7 @@ path = "{onnx_model.path}"
 [[models]]
 name = "seed"
 path = "{torchscript_model.path}"
+format = "torchscript"
 max_batch_size = 2
 """,
         encoding="utf-8",

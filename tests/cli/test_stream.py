@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from certificates import Pki
 from fakes import colour_model, solid_png
+from recognizer.config.schema import SecuritySettings
 from support import ServerThread
 from videos import solid_video
 
@@ -30,8 +33,15 @@ def recognizer(*args: str) -> list[str]:
     return [sys.executable, "-m", "recognizer", "stream", *args]
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(recognizer(*args), capture_output=True, text=True, timeout=60, cwd=ROOT)
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        recognizer(*args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def frame_lines(stdout: str) -> list[tuple[str, str, str]]:
@@ -122,3 +132,33 @@ def test_a_missing_source_exits_one(tmp_path: Path) -> None:
     result = run(str(tmp_path / "missing.mp4"))
     assert result.returncode == 1
     assert "recognizer stream: cannot open" in result.stderr
+
+
+def test_a_stream_over_tls_with_its_credentials_from_the_environment(
+    pki: Pki, tmp_path: Path
+) -> None:
+    token = "q9Xc1kF0b7WvN2yH4tLm8a"
+    (tmp_path / "tokens").write_text(f"shop:{token}\n", encoding="utf-8")
+    security = SecuritySettings(
+        tls_cert=pki.server[0],
+        tls_key=pki.server[1],
+        tls_client_ca=pki.ca,
+        tokens_file=tmp_path / "tokens",
+    )
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "0.png").write_bytes(solid_png(PICTURES[2]))
+    environ = {
+        "RECOGNIZER_CA": str(pki.ca),
+        "RECOGNIZER_CERT": str(pki.client[0]),
+        "RECOGNIZER_KEY": str(pki.client[1]),
+        "RECOGNIZER_TOKEN": token,
+    }
+    with ServerThread([colour_model()], security=security) as running:
+        args = (str(tmp_path / "frames"), "--server", running.address, "--language", "en")
+        result = run(*args, env=environ)
+        assert result.returncode == 0, result.stderr
+        ((_, _, answer),) = frame_lines(result.stdout)
+        assert answer.startswith("blue")
+        anonymous = run(*args, env={**environ, "RECOGNIZER_TOKEN": ""})
+    assert anonymous.returncode == 1
+    assert "status   UNAUTHENTICATED: this server needs credentials" in anonymous.stdout

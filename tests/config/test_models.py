@@ -146,6 +146,23 @@ def test_the_sidecar_fills_what_the_config_leaves_unset(tmp_path: Path) -> None:
     assert config.labels == (LabelFile(tmp_path / "names.txt", "en"),)
 
 
+def test_a_sidecar_may_name_the_format_but_not_override_it(tmp_path: Path) -> None:
+    (tmp_path / "model.pt").write_bytes(b"")
+    (tmp_path / "model.toml").write_text('format = "torchscript"\n', encoding="utf-8")
+    assert ModelConfig(path=str(tmp_path / "model.pt")).with_sidecar().format == "torchscript"
+    named = ModelConfig(path=str(tmp_path / "model.pt"), format="state_dict")
+    assert named.with_sidecar().format == "state_dict"
+
+
+def test_sha256_is_64_hex_digits_in_either_case() -> None:
+    digest = "AB" * 32
+    assert parse_model_flag(f"path=m.pt,sha256={digest}").sha256 == digest.lower()
+    with pytest.raises(ConfigError, match="sha256 is 64 hex digits, as sha256sum prints it"):
+        parse_model_flag("path=m.pt,sha256=abc")
+    with pytest.raises(ConfigError, match="sha256 is 64 hex digits"):
+        parse_model_flag(f"path=m.pt,sha256={'g' * 64}")
+
+
 def test_a_sidecar_describes_the_file_not_how_it_is_served(tmp_path: Path) -> None:
     (tmp_path / "model.pt").write_bytes(b"")
     (tmp_path / "model.toml").write_text('name = "other"\n', encoding="utf-8")

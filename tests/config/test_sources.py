@@ -88,7 +88,7 @@ def test_every_setting_has_a_flag_a_variable_and_help() -> None:
             (),
             {},
             "prot = 1",
-            "unknown setting 'prot'; the settings are backend, cache_entries, cache_mb",
+            "unknown setting 'prot'; the settings are allow_code_models, backend, cache_entries",
         ),
         ((), {}, "port = true", "recognizer.toml: port: expected a number or text, not true"),
         (
@@ -100,6 +100,10 @@ def test_every_setting_has_a_flag_a_variable_and_help() -> None:
         (("--max-batch-size", "0"), {}, "", "--max-batch-size: input should be greater than"),
         ((), {"RECOGNIZER_MODEL": "path=m.pt,colour=red"}, "", "unknown key 'colour'"),
         (("--log-level", "loud"), {}, "", "--log-level: input should be 'debug', 'info'"),
+        (("--reflection", "maybe"), {}, "", "--reflection: input should be a valid boolean"),
+        (("--tls-cert", "server.pem"), {}, "", "--tls-cert and --tls-key go together"),
+        ((), {"RECOGNIZER_TLS_CLIENT_CA": "ca.pem"}, "", "--tls-client-ca (mTLS) needs TLS"),
+        (("--tenant-from-cert",), {}, "", "--tenant-from-cert needs --tls-client-ca"),
     ],
 )
 def test_bad_settings_name_their_source(
@@ -131,3 +135,30 @@ def test_an_unknown_flag_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert exited.value.code == 2
     assert "unrecognized arguments: --colour red" in capsys.readouterr().err
     assert isinstance(build_parser().parse_args(["serve"]), argparse.Namespace)
+
+
+def test_switches_stand_alone_or_say_on_or_off(tmp_path: Path) -> None:
+    config = load_config(serve_args("--allow-code-models", "--reflection", "off"), {})
+    assert config.security.allow_code_models and not config.server.reflection
+    assert not load_config(serve_args(), {}).security.allow_code_models
+    assert load_config(serve_args(), {}).server.reflection
+    environ = {"RECOGNIZER_PUBLIC_HEALTH": "off", "RECOGNIZER_PUBLIC_REFLECTION": "true"}
+    security = load_config(serve_args(), environ).security
+    assert (security.public_health, security.public_reflection) == (False, True)
+    (tmp_path / "recognizer.toml").write_text("reflection = false", encoding="utf-8")
+    config = load_config(serve_args("--config", str(tmp_path / "recognizer.toml")), {})
+    assert not config.server.reflection
+
+
+def test_files_named_in_the_config_file_are_relative_to_it(tmp_path: Path) -> None:
+    (tmp_path / "recognizer.toml").write_text(
+        'tls_cert = "tls/server.pem"\ntls_key = "/etc/keys/server.key"\ntokens_file = "tokens"\n',
+        encoding="utf-8",
+    )
+    config = load_config(serve_args("--config", str(tmp_path / "recognizer.toml")), {})
+    assert config.security.tls_cert == tmp_path / "tls" / "server.pem"
+    assert config.security.tls_key == Path("/etc/keys/server.key")
+    assert config.security.tokens_file == tmp_path / "tokens"
+    flagged = load_config(serve_args("--tokens-file", "here/tokens"), {})
+    assert flagged.security.tokens_file == Path("here/tokens")  # from the working directory
+    assert flagged.security.auth and not flagged.security.tls

@@ -1,17 +1,24 @@
-"""The result cache: bounded, least recently used out, and right for every option."""
+"""The result cache: bounded, least recently used out, right for every option, and kept
+apart by tenant and by kind of image."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import struct
 
 import numpy as np
 
 from fakes import ColourNet, colour_model, solid_png
 from recognizer.config.schema import EngineSettings
-from recognizer.engine.cache import ResultCache, entry_bytes, image_digest
+from recognizer.engine.cache import CacheKey, ResultCache, cache_key, entry_bytes, image_digest
 from recognizer.engine.engine import Engine
 from recognizer.engine.types import Options, TopClasses
 from recognizer.models.raw import PixelFormat, RawFrame
+
+
+def key(model: str, digest: bytes, tenant: str = "") -> CacheKey:
+    return CacheKey(tenant, model, digest)
 
 
 def scores(k: int) -> TopClasses:
@@ -20,33 +27,33 @@ def scores(k: int) -> TopClasses:
 
 def test_least_recently_used_entries_leave_first() -> None:
     cache = ResultCache(max_entries=2, max_bytes=1 << 20)
-    cache.put("m", b"a", scores(3))
-    cache.put("m", b"b", scores(3))
-    assert cache.get("m", b"a", 3) is not None  # a is now the most recent
-    cache.put("m", b"c", scores(3))
-    assert cache.get("m", b"b", 3) is None
-    assert cache.get("m", b"a", 3) is not None and cache.get("m", b"c", 3) is not None
+    cache.put(key("m", b"a"), scores(3))
+    cache.put(key("m", b"b"), scores(3))
+    assert cache.get(key("m", b"a"), 3) is not None  # a is now the most recent
+    cache.put(key("m", b"c"), scores(3))
+    assert cache.get(key("m", b"b"), 3) is None
+    assert cache.get(key("m", b"a"), 3) is not None and cache.get(key("m", b"c"), 3) is not None
     assert (len(cache), cache.hits, cache.misses) == (2, 3, 1)
 
 
 def test_the_byte_bound_holds() -> None:
     entry = scores(1000)
     cache = ResultCache(max_entries=100, max_bytes=3 * entry_bytes(entry))
-    for key in range(10):
-        cache.put("m", bytes([key]), scores(1000))
+    for number in range(10):
+        cache.put(key("m", bytes([number])), scores(1000))
         assert cache.nbytes <= cache.max_bytes
     assert len(cache) == 3
-    cache.put("m", b"huge", scores(100_000))  # larger than the whole cache: not kept
-    assert cache.get("m", b"huge", 1) is None and len(cache) == 3
+    cache.put(key("m", b"huge"), scores(100_000))  # larger than the whole cache: not kept
+    assert cache.get(key("m", b"huge"), 1) is None and len(cache) == 3
 
 
 def test_entries_answer_fewer_labels_but_not_more() -> None:
     cache = ResultCache(max_entries=10, max_bytes=1 << 20)
-    cache.put("m", b"x", scores(5))
-    hit = cache.get("m", b"x", 2)
+    cache.put(key("m", b"x"), scores(5))
+    hit = cache.get(key("m", b"x"), 2)
     assert hit is not None and hit.class_ids.tolist() == [0, 1]
-    assert cache.get("m", b"x", 6) is None
-    assert cache.get("other-model", b"x", 1) is None
+    assert cache.get(key("m", b"x"), 6) is None
+    assert cache.get(key("other-model", b"x"), 1) is None
 
 
 def test_digests_tell_raw_frames_by_their_geometry() -> None:
@@ -56,6 +63,23 @@ def test_digests_tell_raw_frames_by_their_geometry() -> None:
     assert image_digest(square) != image_digest(RawFrame(4, 4, PixelFormat.BGR8, data))
     assert image_digest(square) == image_digest(RawFrame(4, 4, PixelFormat.RGB8, bytes(48)))
     assert image_digest(b"abc") != image_digest(b"abd")
+
+
+def test_raw_frames_and_encoded_images_hash_in_separate_spaces() -> None:
+    frame = RawFrame(4, 4, PixelFormat.RGB8, bytes(48))
+    # The bytes an unpersonalised hash of the frame would read, sent as an encoded image:
+    layout = struct.pack("<III", 4, 4, 0) + b"RGB8" + bytes(48)
+    unpersonalised = hashlib.blake2b(layout, digest_size=16).digest()
+    assert image_digest(layout) != unpersonalised
+    assert image_digest(frame) != image_digest(layout)
+
+
+def test_tenants_have_entries_of_their_own() -> None:
+    cache = ResultCache(max_entries=10, max_bytes=1 << 20)
+    cache.put(key("m", b"x", tenant="shop"), scores(3))
+    assert cache.get(key("m", b"x", tenant="shop"), 3) is not None
+    assert cache.get(key("m", b"x", tenant="vision"), 3) is None
+    assert cache.get(key("m", b"x"), 3) is None
 
 
 async def test_a_repeated_image_skips_decoding_and_the_model() -> None:
@@ -101,7 +125,7 @@ async def test_entries_own_their_arrays_not_their_batchs() -> None:
     await asyncio.gather(*(engine.classify(image, Options(top_k=2)) for image in images))
     assert engine.cache is not None
     for image in images:
-        hit = engine.cache.get("colours", image_digest(image), 2)
+        hit = engine.cache.get(cache_key("", "colours", image), 2)
         assert hit is not None
         entry_scores = hit.scores.base  # the cached entry, which `get` slices
         assert entry_scores is not None and entry_scores.base is None and entry_scores.size == 2

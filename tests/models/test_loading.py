@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -22,20 +23,66 @@ def test_formats_are_told_from_the_files(
     timm_safetensors: Built,
     onnx_model: Built,
 ) -> None:
-    def detected(built: Built) -> str:
-        return detect_format(ModelConfig(path=str(built.path)))
+    def detected(built: Built, allow_code: bool = False) -> str:
+        return detect_format(ModelConfig(path=str(built.path)), allow_code=allow_code)
 
     assert detect_format(ModelConfig(path="efficientnet-lite0")) == "builtin"
     assert detected(modelscope_model) == "modelscope"
-    assert detected(torchscript_model) == "torchscript"
+    assert detected(torchscript_model, allow_code=True) == "torchscript"
     assert detected(torchvision_state_dict) == "state_dict"
     assert detected(timm_safetensors) == "state_dict"
     assert detected(onnx_model) == "onnx"
 
 
 def test_the_sidecar_beside_a_model_file_is_applied(torchscript_model: Built) -> None:
-    spec = load_model(parse_model_flag(f"seed={torchscript_model.path}")).spec
+    config = parse_model_flag(f"name=seed,path={torchscript_model.path},format=torchscript")
+    spec = load_model(config).spec
     assert (spec.name, spec.preprocessing) == ("seed", SEED)
+
+
+def test_torchscript_with_an_innocent_suffix_is_refused_unless_named(
+    torchscript_model: Built, tmp_path: Path
+) -> None:
+    innocent = tmp_path / "weights.bin"  # a state dict's suffix
+    innocent.write_bytes(torchscript_model.path.read_bytes())
+    for labels in torchscript_model.path.parent.glob("labels_*.txt"):
+        (tmp_path / labels.name).write_bytes(labels.read_bytes())
+    for path in (torchscript_model.path, innocent):
+        with pytest.raises(
+            ModelLoadError,
+            match=rf"{path.name} is TorchScript: code, which runs when it is loaded, so it is"
+            r" loaded only when its format is named: set format=torchscript .* or start the"
+            r" server with --allow-code-models",
+        ):
+            load_model(ModelConfig(path=str(path), architecture="resnet18"))
+    assert load_model(parse_model_flag(f"path={innocent},format=torchscript")).spec.num_classes == 6
+    (tmp_path / "weights.toml").write_text('format = "torchscript"\n', encoding="utf-8")
+    assert load_model(ModelConfig(path=str(innocent))).spec.source_format == "torchscript"
+    allowed = load_model(ModelConfig(path=str(torchscript_model.path)), allow_code=True)
+    assert allowed.spec.source_format == "torchscript"
+
+
+def test_a_pinned_sha256_is_checked_before_loading(onnx_model: Built, tmp_path: Path) -> None:
+    digest = hashlib.sha256(onnx_model.path.read_bytes()).hexdigest()
+    assert load_model(parse_model_flag(f"path={onnx_model.path},sha256={digest}")).spec.name
+    swapped = tmp_path / "vit.onnx"
+    swapped.write_bytes(onnx_model.path.read_bytes() + b"\0")
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"model 'vit': {swapped} has SHA-256 [0-9a-f]{{64}}, not the {digest} that"
+        " sha256= pins",
+    ):
+        load_model(parse_model_flag(f"path={swapped},sha256={digest}"))
+    with pytest.raises(ConfigError, match="sha256 pins a model file, and efficientnet-lite0 is"):
+        load_model(parse_model_flag(f"path=efficientnet-lite0,sha256={digest}"))
+
+
+def test_a_modelscope_directory_pins_its_weights_file(modelscope_model: Built) -> None:
+    weights = modelscope_model.path / "pytorch_model.pt"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    wrong = "0" * 64
+    with pytest.raises(ModelLoadError, match=r"pytorch_model\.pt has SHA-256 " + digest):
+        load_model(parse_model_flag(f"path={modelscope_model.path},sha256={wrong}"))
 
 
 def test_the_builtin_model_takes_a_name_and_a_batch_limit() -> None:

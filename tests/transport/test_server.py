@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
+import re
 import time
 from collections.abc import Iterator
 
@@ -326,3 +328,37 @@ def test_a_draining_server_finishes_calls_in_flight_and_refuses_new_ones() -> No
         assert late.code() == grpc.StatusCode.UNAVAILABLE
         assert [f.result().labels[0].class_id for f in in_flight] == [2, 2, 2]
         stopping.result(timeout=10)
+
+
+# Exposure
+
+
+def test_echoed_strings_are_capped(client: Client, photos: dict[str, bytes]) -> None:
+    response = client.classify(photos["coffee"], request_id="r" * 5000, top_k=1)
+    assert response.request_id == "r" * 256
+    error = failure(lambda: client.classify(photos["coffee"], model="m" * 5000))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert "(5000 characters)" in error.details() and len(error.details()) < 300
+    resource = detail(error, error_details_pb2.ResourceInfo)
+    assert resource.resource_name == "m" * 64  # type: ignore[attr-defined]
+    language = failure(lambda: client.classify(photos["coffee"], language="l" * 5000))
+    assert len(language.details()) < 300
+    frames = [pb.ClassifyRequest(image=photos["coffee"], request_id="f" * 1000, top_k=1)]
+    (answer,) = client.classify_stream(frames)
+    assert answer.request_id == "f" * 256
+
+
+def test_plaintext_beyond_this_machine_is_warned_about_and_metrics_stay_local(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="recognizer"):
+        with ServerThread([colour_model()], metrics_port=0, server={"host": "0.0.0.0"}):
+            pass
+        warned = caplog.text
+        caplog.clear()
+        with ServerThread([colour_model()]):
+            pass
+    assert "serving plaintext on 0.0.0.0, which other machines can reach" in warned
+    assert "Serve TLS with --tls-cert FILE --tls-key FILE" in warned
+    assert re.search(r"metrics on http://127\.0\.0\.1:\d+/metrics", warned)
+    assert "serving plaintext" not in caplog.text  # on loopback

@@ -13,8 +13,8 @@ from recognizer.bench import BenchError
 from recognizer.bench.loadgen import CONNECT_TIMEOUT_S, MAX_DURATION_S, MAX_REQUESTS, Load
 from recognizer.bench.stats import render, summarize
 from recognizer.bench.workload import Workload, find_images
-from recognizer.cli.arguments import MAX_TOP_K, add_server_argument, bounded
-from recognizer.client import Client
+from recognizer.cli.arguments import MAX_TOP_K, add_server_argument, bounded, credentials
+from recognizer.client import Client, Credentials
 from recognizer.client.clients import DEFAULT_TARGET
 
 MAX_CONCURRENCY = 1024
@@ -146,8 +146,14 @@ def run_bench(args: argparse.Namespace) -> int:
         print("recognizer bench: --fps and --policy need --streams", file=sys.stderr)
         return 2
     try:
+        connection = credentials(args)
+    except (OSError, ValueError) as error:
+        print(f"recognizer bench: {error}", file=sys.stderr)
+        return 2
+    try:
         load = Load(
             target=args.server,
+            credentials=connection,
             workload=Workload(
                 images=find_images(args.images),
                 raw=args.raw,
@@ -166,7 +172,7 @@ def run_bench(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
         )
         load.split(args.processes)  # refuse an impossible split before connecting
-        server = describe_server(load.target, load.workload.model)
+        server = describe_server(load.target, load.workload.model, load.credentials)
         from recognizer.bench.processes import run_load  # imports tqdm, only when running
 
         results = run_load(load, processes=args.processes)
@@ -224,13 +230,16 @@ def describe_load(load: Load, processes: int) -> dict[str, Any]:
     }
 
 
-def describe_server(target: str, model: str) -> dict[str, Any] | None:
+def describe_server(
+    target: str, model: str, connection: Credentials | None = None
+) -> dict[str, Any] | None:
     """What the server says it serves for `model`, or None when it does not serve it."""
     try:
-        with Client(target, timeout=CONNECT_TIMEOUT_S) as client:
+        with Client(target, timeout=CONNECT_TIMEOUT_S, credentials=connection) as client:
             models = client.list_models().models
     except grpc.RpcError as error:
-        raise BenchError(f"cannot reach {target}: {error.code().name}") from error
+        reason = f"{error.code().name}: {error.details()}"
+        raise BenchError(f"cannot reach {target}: {reason}") from error
     for info in models:
         if info.name == model or not model:
             return {

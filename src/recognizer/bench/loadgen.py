@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableSequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import grpc
@@ -30,6 +30,7 @@ import grpc
 from recognizer.bench import BenchError
 from recognizer.bench.stats import Outcome, ProcessUsage, Results
 from recognizer.bench.workload import RequestCycle, Workload
+from recognizer.client.channel import Credentials, open_aio_channel
 from recognizer.client.clients import CHANNEL_OPTIONS
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
@@ -60,6 +61,7 @@ class Load:
 
     target: str
     workload: Workload
+    credentials: Credentials = field(default_factory=Credentials)
     concurrency: int = 1
     rate: float = 0.0
     streams: int = 0
@@ -166,7 +168,8 @@ async def run_share(
     `ready` is called (in a thread) once everything is set up and returns the
     time.monotonic() instant at which to start, so processes start together.
     """
-    async with grpc.aio.insecure_channel(load.target, options=CHANNEL_OPTIONS) as channel:
+    channel = open_aio_channel(load.target, load.credentials, options=CHANNEL_OPTIONS)
+    async with channel:
         await _connect(channel, load.target)
         stub = pb_grpc.RecognizerStub(channel)
         requests = RequestCycle(load.workload.requests(), unique=load.workload.unique)

@@ -10,7 +10,7 @@ import sys
 
 import grpc
 
-from recognizer.cli.arguments import MAX_TOP_K, add_server_argument, bounded
+from recognizer.cli.arguments import MAX_TOP_K, add_server_argument, bounded, credentials
 from recognizer.client import Client, error_status
 from recognizer.terminal import pad
 
@@ -30,7 +30,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     failed = 0
-    with Client(args.server) as client:
+    try:
+        connection = credentials(args)
+    except (OSError, ValueError) as error:
+        print(f"recognizer classify: {error}", file=sys.stderr)
+        return 2
+    with Client(args.server, credentials=connection) as client:
         for path in args.images:
             try:
                 response = client.classify(

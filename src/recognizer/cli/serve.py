@@ -15,6 +15,7 @@ import uvloop
 
 from recognizer.config.sources import add_serve_arguments, load_config
 from recognizer.errors import ConfigError, StartupError
+from recognizer.security.policy import Security
 
 logger = logging.getLogger("recognizer")
 
@@ -29,11 +30,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(vars(args), os.environ)
         configure_logging(config.log.log_level)
+        # Certificates and tokens are read first: a bad file stops start-up in a moment,
+        # before torch is imported and the models are loaded.
+        security = Security.from_settings(config.security)
         # Imported here so that only `serve` pays for importing torch.
         from recognizer.app import serve
 
         # uvloop: the event loop costs about a quarter less CPU per request (BENCHMARKS.md).
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, security))
     except ConfigError as error:
         configure_logging("info")  # a no-op once configured
         logger.error("cannot start: %s", error)

@@ -19,8 +19,8 @@ import grpc
 from google.rpc import code_pb2
 from tqdm import tqdm
 
-from recognizer.cli.arguments import add_server_argument, positive
-from recognizer.client import AsyncClient
+from recognizer.cli.arguments import add_server_argument, credentials, positive
+from recognizer.client import AsyncClient, Credentials
 from recognizer.client.payloads import RAW_FORMATS, to_request
 from recognizer.client.sources import Source, SourceError, open_source
 from recognizer.client.streaming import (
@@ -100,13 +100,18 @@ def run_stream(args: argparse.Namespace) -> int:
         print("recognizer stream: --max-frame-age-ms needs --policy latest", file=sys.stderr)
         return 2
     try:
+        connection = credentials(args)
+    except (OSError, ValueError) as error:
+        print(f"recognizer stream: {error}", file=sys.stderr)
+        return 2
+    try:
         source = open_source(args.source, fps=args.fps, limit=args.limit)
     except SourceError as error:
         print(f"recognizer stream: {error}", file=sys.stderr)
         return 1
     try:
         with source:
-            summary = asyncio.run(_stream(args, source))
+            summary = asyncio.run(_stream(args, source, connection))
     except KeyboardInterrupt:
         print("recognizer stream: interrupted", file=sys.stderr)
         return 130
@@ -118,7 +123,9 @@ def run_stream(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
-async def _stream(args: argparse.Namespace, source: Source) -> StreamSummary:
+async def _stream(
+    args: argparse.Namespace, source: Source, connection: Credentials
+) -> StreamSummary:
     options = pb.StreamOptions(
         policy=_POLICIES[args.policy], max_frame_age_ms=args.max_frame_age_ms or 0
     )
@@ -133,7 +140,7 @@ async def _stream(args: argparse.Namespace, source: Source) -> StreamSummary:
 
     loop.add_signal_handler(signal.SIGINT, interrupted)
     try:
-        async with AsyncClient(args.server, timeout=None) as client:
+        async with AsyncClient(args.server, timeout=None, credentials=connection) as client:
             return await stream_frames(
                 client, _requests(args, source), options=options, on_answer=display.show, stop=stop
             )

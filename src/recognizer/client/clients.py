@@ -1,4 +1,5 @@
-"""Thin wrappers over the generated stubs: channels with the right limits, images from paths."""
+"""Thin wrappers over the generated stubs: channels with the right limits and credentials
+(channel.py), images from paths."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
+from recognizer.client.channel import Credentials, open_aio_channel, open_channel
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
@@ -52,7 +54,7 @@ def error_status(error: grpc.RpcError) -> status_pb2.Status | None:
 
 
 class Client:
-    """A blocking client.
+    """A blocking client; `credentials` for TLS, a client certificate, a token.
 
     Usage:
 
@@ -60,11 +62,21 @@ class Client:
             response = client.classify("cat.jpg", top_k=3, language="en")
             for label in response.labels:
                 print(label.label, label.score)
+
+        with Client("recognizer.internal:50051", credentials=Credentials(ca="ca.pem",
+                    token=os.environ["RECOGNIZER_TOKEN"])) as client:
+            ...
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(target, credentials, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.RecognizerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -128,7 +140,7 @@ class Client:
 
 
 class AsyncClient:
-    """An asyncio client.
+    """An asyncio client; `credentials` as for Client.
 
     Usage:
 
@@ -136,9 +148,15 @@ class AsyncClient:
             response = await client.classify(jpeg_bytes, top_k=3)
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = 30.0,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = open_aio_channel(target, credentials, options=CHANNEL_OPTIONS)
         self._stub = pb_grpc.RecognizerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

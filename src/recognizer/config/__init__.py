@@ -14,7 +14,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from recognizer.config.models import ModelConfig
-from recognizer.config.schema import EngineSettings, LogSettings, ServerSettings
+from recognizer.config.schema import (
+    EngineSettings,
+    LogSettings,
+    SecuritySettings,
+    ServerSettings,
+)
 from recognizer.errors import ConfigError
 
 
@@ -24,6 +29,7 @@ class Config:
 
     models: tuple[ModelConfig, ...]
     server: ServerSettings = field(default_factory=ServerSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
@@ -40,4 +46,11 @@ class Config:
             )
 
 
-__all__ = ["Config", "EngineSettings", "LogSettings", "ModelConfig", "ServerSettings"]
+__all__ = [
+    "Config",
+    "EngineSettings",
+    "LogSettings",
+    "ModelConfig",
+    "SecuritySettings",
+    "ServerSettings",
+]

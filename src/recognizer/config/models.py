@@ -5,7 +5,10 @@ Both spell the same keys, declared once as the fields of ModelConfig:
     path            the model: a file, a directory or the name of a built-in model (required)
     name            the name requests use (default: the file or directory name, without
                     the suffix)
-    format          auto (default), builtin, modelscope, torchscript, state_dict or onnx
+    format          auto (default), builtin, modelscope, torchscript, state_dict or onnx;
+                    TorchScript is code and loads only when named (or --allow-code-models)
+    sha256          the file's SHA-256 (a ModelScope directory: its pytorch_model.pt's),
+                    checked before anything is loaded
     architecture    the torchvision or timm network a state dict is for (resnet50,
                     timm/resnet50, torchvision/resnet50)
     labels          a label file; labels.<lang> names one per language
@@ -18,7 +21,7 @@ colon-separated (mean=0.485:0.456:0.406). A TOML [[models]] table uses TOML valu
 its relative paths are taken from the config file's directory.
 
 A model file may have a sidecar: a TOML file of the same name (model.pt: model.toml) with
-the keys that describe the file (architecture, labels, preprocessing, activation,
+the keys that describe the file (format, architecture, labels, preprocessing, activation,
 max_batch_size). Values given with the model win over the sidecar's.
 """
 
@@ -69,6 +72,19 @@ def _per_channel(value: object) -> object:
 Channels = Annotated[tuple[float, float, float], BeforeValidator(_per_channel)]
 
 
+def _hex_digest(value: object) -> object:
+    """A SHA-256 as `sha256sum` prints it: 64 hex digits, in either case."""
+    if isinstance(value, str):
+        digest = value.strip().lower()
+        if len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise ValueError(f"sha256 is 64 hex digits, as sha256sum prints it, not {value!r}")
+        return digest
+    return value
+
+
+Sha256 = Annotated[str, BeforeValidator(_hex_digest)]
+
+
 class ModelConfig(BaseModel):
     """One model to serve. Unset (None) fields are left to the model's files and format.
 
@@ -81,6 +97,7 @@ class ModelConfig(BaseModel):
     path: Text = Field(description="the model's file or directory, or a built-in model's name")
     name: Text = Field("", description="the name requests use")
     format: SourceFormat = Field("auto", description="how the files are read")
+    sha256: Sha256 | None = Field(None, description="the file's SHA-256, checked first")
     architecture: Text | None = Field(None, description="the network a state dict is for")
     labels: tuple[LabelFile, ...] = Field((), description="label files, by language")
     resize: int | None = Field(None, ge=1, description="the shorter side is resized to this")
@@ -165,7 +182,7 @@ class ModelConfig(BaseModel):
         unset = {
             key: getattr(described, key)
             for key in table
-            if getattr(self, key) in (None, ()) and key in SIDECAR_KEYS
+            if getattr(self, key) in (None, (), "auto") and key in SIDECAR_KEYS
         }
         return self.model_copy(update=unset)
 
@@ -207,7 +224,14 @@ class ModelConfig(BaseModel):
 
 PREPROCESSING_KEYS = ("resize", "crop", "interpolation", "mean", "std", "channel_order")
 KEYS = tuple(name for name in ModelConfig.model_fields if name != "base_dir")
-SIDECAR_KEYS = ("architecture", "labels", *PREPROCESSING_KEYS, "activation", "max_batch_size")
+SIDECAR_KEYS = (
+    "format",
+    "architecture",
+    "labels",
+    *PREPROCESSING_KEYS,
+    "activation",
+    "max_batch_size",
+)
 
 
 def parse_model_flag(text: str) -> ModelConfig:

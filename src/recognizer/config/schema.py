@@ -1,7 +1,8 @@
 """Every `serve` setting, declared once: its type, default, bounds, help and where it applies.
 
-A setting is a field of the section it applies to: ServerSettings (the servers) or
-EngineSettings (inference), or the top-level LogSettings. The field's name is its name
+A setting is a field of the section it applies to: ServerSettings (the servers),
+SecuritySettings (TLS, tokens, what is open, which models may run code), EngineSettings
+(inference), or the top-level LogSettings. The field's name is its name
 everywhere: `--max-batch-size` on the command line, `RECOGNIZER_MAX_BATCH_SIZE` in the
 environment and `max_batch_size` in the config file (sources.py reads them, in that
 order of precedence). Validation is pydantic's; values the server chooses for itself
@@ -15,9 +16,18 @@ Usage:
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
 
 MiB = 1 << 20
 GRPC_MESSAGE_LIMIT_MB = 2048  # gRPC's channel arguments are 32-bit integers (2 GiB - 1)
@@ -81,10 +91,18 @@ class ServerSettings(Settings):
     )
     metrics_port: Annotated[int | None, Off] = setting(
         None,
-        "serve Prometheus metrics on this port, on --host (0: any free port)",
+        "serve Prometheus metrics on this port, on --metrics-host (0: any free port)",
         shown="off",
         ge=0,
         le=65535,
+    )
+    metrics_host: str = setting(
+        "127.0.0.1",
+        "address the metrics listen on; loopback unless told otherwise (0.0.0.0: every"
+        " interface), whatever --host is",
+    )
+    reflection: bool = setting(
+        True, "serve gRPC reflection, so grpcurl needs no proto files (off: not served)"
     )
 
     http_port: Annotated[int | None, Off] = setting(
@@ -99,6 +117,68 @@ class ServerSettings(Settings):
     @property
     def max_message_bytes(self) -> int:
         return math.floor(self.max_message_mb * MiB)
+
+
+class SecuritySettings(Settings):
+    """TLS, who may call (tokens and tenants), what stays open, and models that are code.
+
+    Auth is on when a tokens file is given. Certificates, keys and the tokens file are
+    re-read when they change on disk, without a restart.
+    """
+
+    tls_cert: Path | None = setting(
+        None,
+        "serve TLS with this PEM certificate chain (with --tls-key); re-read when it changes",
+        shown="none: plaintext",
+    )
+    tls_key: Path | None = setting(
+        None, "the PEM private key of --tls-cert; re-read when it changes", shown="none"
+    )
+    tls_client_ca: Path | None = setting(
+        None,
+        "require client certificates signed by this PEM CA bundle (mTLS; needs --tls-cert)",
+        shown="none",
+    )
+    tokens_file: Path | None = setting(
+        None,
+        "turn auth on: calls must send authorization: Bearer TOKEN, a token of this file's"
+        " tenant:token [models] lines; re-read when it changes",
+        shown="none: auth off",
+    )
+    tenant_from_cert: bool = setting(
+        False,
+        "with --tls-client-ca and --tokens-file: a client certificate whose subject CN is a"
+        " tenant of the tokens file names that tenant, no token needed",
+    )
+    public_health: bool = setting(
+        True, "with auth on, health checks need no token (Kubernetes probes send none)"
+    )
+    public_reflection: bool = setting(False, "with auth on, reflection needs no token")
+    allow_code_models: bool = setting(
+        False,
+        "load TorchScript files (code, run when loaded) even where format=torchscript is not named",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together: TLS needs both")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca (mTLS) needs TLS: give --tls-cert and --tls-key too")
+        if self.tenant_from_cert and (self.tls_client_ca is None or self.tokens_file is None):
+            raise ValueError(
+                "--tenant-from-cert needs --tls-client-ca (verified client certificates) and"
+                " --tokens-file (the tenants)"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def auth(self) -> bool:
+        return self.tokens_file is not None
 
 
 class EngineSettings(Settings):
@@ -166,4 +246,9 @@ class LogSettings(Settings):
     log_level: LogLevel = setting("info", "logging level: debug, info, warning or error")
 
 
-SECTIONS: tuple[type[Settings], ...] = (ServerSettings, EngineSettings, LogSettings)
+SECTIONS: tuple[type[Settings], ...] = (
+    ServerSettings,
+    SecuritySettings,
+    EngineSettings,
+    LogSettings,
+)

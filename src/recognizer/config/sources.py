@@ -65,12 +65,15 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for section in SECTIONS:
         for key, field in section.model_fields.items():
+            # A switch may stand alone (--allow-code-models) or say on or off (--reflection off).
+            switch = {"nargs": "?", "const": "on"} if field.annotation is bool else {}
             parser.add_argument(
                 flag(key),
                 dest=key,
                 default=argparse.SUPPRESS,
                 metavar=_metavar(field),
                 help=f"{field.description} (default: {_shown(field)}; env {env(key)})",
+                **switch,  # type: ignore[arg-type]
             )
 
 
@@ -109,6 +112,8 @@ def _section(
             values[key], origins[key] = environ[env(key)], env(key)
         elif key in in_file:
             values[key], origins[key] = in_file[key], f"{config_file}: {key}"
+            if _is_path(section.model_fields[key]) and isinstance(in_file[key], str):
+                values[key] = Path(config_file).parent / Path(in_file[key]).expanduser()
     refuse_bools(section, values, origins.__getitem__)
     try:
         return section.model_validate(values)
@@ -162,9 +167,19 @@ def _models(
 
 
 def _metavar(field: FieldInfo) -> str | None:
-    """{a,b,c} for a choice; else argparse's default, the name in capitals."""
+    """{a,b,c} for a choice, on|off for a switch, FILE for a file; else argparse's
+    default, the name in capitals."""
+    if field.annotation is bool:
+        return "on|off"
+    if _is_path(field):
+        return "FILE"
     choices = _choices(field.annotation)
     return "{" + ",".join(choices) + "}" if choices else None
+
+
+def _is_path(field: FieldInfo) -> bool:
+    """A file setting: relative to the config file when it comes from one, like models."""
+    return field.annotation is Path or Path in typing.get_args(field.annotation)
 
 
 def _choices(annotation: Any) -> list[str]:
@@ -175,4 +190,8 @@ def _choices(annotation: Any) -> list[str]:
 
 def _shown(field: FieldInfo) -> object:
     extra: Callable[..., Any] | dict[str, Any] | None = field.json_schema_extra
-    return extra["shown"] if isinstance(extra, dict) and "shown" in extra else field.default
+    if isinstance(extra, dict) and "shown" in extra:
+        return extra["shown"]
+    if isinstance(field.default, bool):
+        return "on" if field.default else "off"
+    return field.default

@@ -21,13 +21,23 @@ from recognizer.engine.backends import Backend
 from recognizer.engine.cache import ResultCache
 from recognizer.engine.runner import ModelRunner
 from recognizer.engine.types import Classification, ModelStatus, Options
-from recognizer.errors import InvalidRequestError, ModelNotFoundError, ShuttingDownError
+from recognizer.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    ShuttingDownError,
+    quoted,
+)
 from recognizer.models.labels import normalize_language
 from recognizer.models.raw import RawFrame
 from recognizer.models.spec import ModelSpec
 
 DEFAULT_LANGUAGE = "zh"
 DRAIN_QUIET_S = 0.3
+
+ModelAccess = Callable[[str, str], bool]
+"""Whether a tenant may use a model, asked as (tenant, model); the security package's
+Authenticator.may_use is one. With none, every caller may use every model."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +62,17 @@ class Engine:
         await engine.close()
     """
 
-    def __init__(self, models: Sequence[ServedModel], settings: EngineSettings) -> None:
+    def __init__(
+        self,
+        models: Sequence[ServedModel],
+        settings: EngineSettings,
+        *,
+        access: ModelAccess | None = None,
+    ) -> None:
         if not models:
             raise ValueError("the engine needs at least one model")
         self.settings = settings
+        self._access = access
         self._runners = {
             model.spec.name: ModelRunner(model.spec, model.backend, settings) for model in models
         }
@@ -193,6 +210,25 @@ class Engine:
             raise ModelNotFoundError(name, list(self._runners))
         return runner
 
+    def runner_for(self, name: str, tenant: str) -> ModelRunner:
+        """The runner a tenant's request names ("" is the default model), if it may use it.
+
+        Errors list only the models the tenant may use, so none learns of the others.
+        """
+        runner = self._runners.get(name or self._default_model)
+        if runner is None:
+            raise ModelNotFoundError(name, self.models_for(tenant))
+        if not self.may_use(tenant, runner.spec.name):
+            raise PermissionDeniedError(tenant, runner.spec.name, self.models_for(tenant))
+        return runner
+
+    def may_use(self, tenant: str, model: str) -> bool:
+        return self._access is None or self._access(tenant, model)
+
+    def models_for(self, tenant: str) -> list[str]:
+        """The served models a tenant may use, default first."""
+        return [name for name in self._runners if self.may_use(tenant, name)]
+
     def language(self, tag: str) -> str:
         """The language asked for; no tag means DEFAULT_LANGUAGE, or a model's fallback."""
         if not tag:
@@ -201,7 +237,8 @@ class Engine:
         if language not in self._languages:
             supported = ", ".join(sorted(self._languages))
             raise InvalidRequestError(
-                f"language {tag!r} is not supported; use one of: {supported}", field="language"
+                f"language {quoted(tag)} is not supported; use one of: {supported}",
+                field="language",
             )
         return language
 

@@ -1,10 +1,12 @@
 """The life of one request in the engine, stage by stage, on the threads it visits.
 
     stage     thread             what happens                          ends it early
-    validate  event loop         model, language, top_k, min_score     InvalidRequestError,
-                                                                       ModelNotFoundError
+    validate  event loop         model (and the tenant's right to      InvalidRequestError,
+                                 it), language, top_k, min_score       ModelNotFoundError,
+                                                                       PermissionDeniedError
     admit     event loop         a place in the model's queue          OverloadedError
-    hash      preprocess pool    the image's digest; a cached answer
+    hash      preprocess pool    the image's digest, in the tenant's
+                                 part of the cache; a cached answer
                                  skips to `name`
     decode    preprocess pool    bytes or raw frame -> uint8 input     InvalidImageError
     queue     preprocess pool    the decoding thread queues the job
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recognizer.engine.cache import ResultCache, image_digest
+from recognizer.engine.cache import CacheKey, ResultCache, cache_key
 from recognizer.engine.types import Classification, Label, Options, Timing, TopClasses
 from recognizer.errors import DeadlineExceededError, InvalidRequestError
 from recognizer.models.preprocessing import decode_image, prepare_input
@@ -100,7 +102,7 @@ class Job:
         self.tenant = tenant
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Classification] = self.loop.create_future()
-        self.cache_key: bytes | None = None
+        self.cache_key: CacheKey | None = None
         self.pixels: np.ndarray = _NOT_DECODED
         self.preprocess_s = 0.0
         self.enqueued_at = 0.0
@@ -134,7 +136,7 @@ async def classify(
 ) -> Classification:
     """Take one request through every stage and return its answer."""
     engine.refuse_if_draining()
-    runner = engine.runner(options.model)
+    runner = engine.runner_for(options.model, tenant)
     language = runner.spec.labels.resolve(engine.language(options.language))
     if not 0.0 <= options.min_score <= 1.0:  # also refuses NaN
         raise InvalidRequestError(
@@ -167,8 +169,8 @@ def prepare(job: Job, cache: ResultCache | None) -> None:
     runner = job.runner
     try:
         if cache is not None:
-            job.cache_key = image_digest(job.image)
-            cached = cache.get(runner.spec.name, job.cache_key, job.top_k)
+            job.cache_key = cache_key(job.tenant, runner.spec.name, job.image)
+            cached = cache.get(job.cache_key, job.top_k)
             if cached is not None:
                 job.answer = name(job, cached, Timing(cache_hit=True))
                 hand_back([job])
@@ -236,7 +238,7 @@ def infer(runner: ModelRunner, batch: Sequence[Job], cache: ResultCache | None) 
     for row, job in enumerate(batch):
         top = TopClasses(scores[row, : job.top_k].copy(), class_ids[row, : job.top_k].copy())
         if cache is not None and job.cache_key is not None:
-            cache.put(runner.spec.name, job.cache_key, top)
+            cache.put(job.cache_key, top)
         timing = Timing(
             queue_s=started - job.enqueued_at,
             preprocess_s=job.preprocess_s,

@@ -1,46 +1,69 @@
 """Load the models a deployment names, failing fast with a message that says what to fix.
 
-The format of a model is told from its files unless the config names it:
+The format of a model is told from its files unless the config (or the file's sidecar)
+names it:
 
     a built-in model's name                          builtin
     a directory with pytorch_model.pt and
       meta_info.txt or label_mapping.txt             modelscope
     a .onnx file                                     onnx
-    a zip archive with TorchScript code in it        torchscript
+    a zip archive with TorchScript code in it        refused: TorchScript is code, run
+                                                     when loaded, so it loads only when
+                                                     format=torchscript names it (or with
+                                                     allow_code, --allow-code-models)
     any other .pth, .pt, .bin or .safetensors file   state_dict (needs an architecture)
+
+Checkpoints are read with torch.load(weights_only=True) or safetensors, which load
+tensors and never run code. A pinned sha256 is checked before any of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from recognizer.config.models import ModelConfig
-from recognizer.errors import ModelLoadError
+from recognizer.errors import ConfigError, ModelLoadError
 from recognizer.models.efficientnet_lite0 import NAME as EFFICIENTNET_LITE0
 from recognizer.models.efficientnet_lite0 import load_efficientnet_lite0
+from recognizer.models.integrity import check_sha256
 from recognizer.models.label_files import read_labels
-from recognizer.models.modelscope import is_modelscope_directory, load_modelscope
+from recognizer.models.modelscope import CHECKPOINT, is_modelscope_directory, load_modelscope
 from recognizer.models.onnx_file import load_onnx
 from recognizer.models.spec import LoadedModel
 from recognizer.models.state_dict import SUFFIXES, load_state_dict_model
 from recognizer.models.torchscript import is_torchscript, load_torchscript
+
+logger = logging.getLogger(__name__)
 
 BUILTIN_MODELS: dict[str, Callable[[], LoadedModel]] = {
     EFFICIENTNET_LITE0: load_efficientnet_lite0,
 }
 
 
-def load_model(config: ModelConfig) -> LoadedModel:
-    """Load the model a config names, in the format given or detected."""
-    source_format = detect_format(config) if config.format == "auto" else config.format
-    loader = LOADERS[source_format]
-    if source_format != "builtin":
-        if not config.location.exists():
+def load_model(config: ModelConfig, *, allow_code: bool = False) -> LoadedModel:
+    """Load the model a config names, in the format given or detected; `allow_code` lets
+    detection pick TorchScript, which is code."""
+    builtin = config.format == "builtin" or (
+        config.format == "auto" and config.path in BUILTIN_MODELS
+    )
+    if not builtin:
+        if config.location.exists():
+            config = config.with_sidecar()  # which may name the format
+        elif config.format != "auto":
             raise ModelLoadError(f"model {config.name!r}: {config.location} does not exist")
-        config = config.with_sidecar()
+    source_format = (
+        detect_format(config, allow_code=allow_code) if config.format == "auto" else config.format
+    )
+    if source_format == "torchscript" and config.format == "auto":
+        logger.warning("loading %s as TorchScript, which is code: --allow-code-models", config.path)
+    if config.sha256 is not None:
+        check_sha256(_pinned_file(config, source_format), config.sha256, model=config.name)
+    loader = LOADERS[source_format]
     try:
         return loader(config)
     except (MemoryError, torch.OutOfMemoryError) as error:
@@ -51,8 +74,9 @@ def load_model(config: ModelConfig) -> LoadedModel:
         raise _out_of_memory(config, error) from error
 
 
-def detect_format(config: ModelConfig) -> str:
-    """The format of a model's files, from their names and content."""
+def detect_format(config: ModelConfig, *, allow_code: bool = False) -> str:
+    """The format of a model's files, from their names and content; TorchScript only with
+    `allow_code`."""
     if config.path in BUILTIN_MODELS:
         return "builtin"
     path = config.location
@@ -71,7 +95,14 @@ def detect_format(config: ModelConfig) -> str:
     if path.suffix == ".onnx":
         return "onnx"
     if is_torchscript(path):
-        return "torchscript"
+        if allow_code:
+            return "torchscript"
+        raise ModelLoadError(
+            f"{path} is TorchScript: code, which runs when it is loaded, so it is loaded only"
+            f" when its format is named: set format=torchscript (in --model, its [[models]]"
+            f" table, or a sidecar {path.with_suffix('.toml').name} beside it), or start the"
+            " server with --allow-code-models"
+        )
     if path.suffix in SUFFIXES:
         return "state_dict"
     raise ModelLoadError(
@@ -79,6 +110,16 @@ def detect_format(config: ModelConfig) -> str:
         f" TorchScript file, or a state dict ({', '.join(SUFFIXES)}) with its architecture;"
         " or set format="
     )
+
+
+def _pinned_file(config: ModelConfig, source_format: str) -> Path:
+    """The file a sha256= key pins: the model's file, or a ModelScope directory's weights."""
+    if source_format == "builtin":
+        raise ConfigError(
+            f"model {config.name!r}: sha256 pins a model file, and {config.path} is built in"
+            " (pip checked its package when it was installed)"
+        )
+    return config.location / CHECKPOINT if config.location.is_dir() else config.location
 
 
 def _load_builtin(config: ModelConfig) -> LoadedModel:

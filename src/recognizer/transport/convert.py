@@ -1,4 +1,8 @@
-"""Translate between recognizer.v1 messages and engine values; nothing else lives here."""
+"""Translate between recognizer.v1 messages and engine values; nothing else lives here.
+
+A request's `request_id` is echoed back at most MAX_REQUEST_ID_CHARS long, so a caller
+cannot make the server repeat megabytes of its own text.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from recognizer.errors import InvalidRequestError
 from recognizer.models.raw import PixelFormat, RawFrame
 from recognizer.transport.status import to_status
 from recognizer.v1 import recognizer_pb2 as pb
+
+MAX_REQUEST_ID_CHARS = 256
 
 _POLICIES = {
     pb.STREAM_POLICY_UNSPECIFIED: StreamPolicy.EVERY_FRAME,
@@ -46,8 +52,13 @@ def to_image(request: pb.ClassifyRequest) -> bytes | RawFrame:
     return RawFrame(raw.width, raw.height, pixel_format, raw.data, raw.row_stride)
 
 
+def request_id(request: pb.ClassifyRequest) -> str:
+    """The id to echo: the request's own, cut to MAX_REQUEST_ID_CHARS."""
+    return request.request_id[:MAX_REQUEST_ID_CHARS]
+
+
 def to_frame(request: pb.ClassifyRequest) -> Frame:
-    return Frame(request.request_id, to_image(request), to_options(request))
+    return Frame(request_id(request), to_image(request), to_options(request))
 
 
 def to_stream_settings(options: pb.StreamOptions) -> StreamSettings:

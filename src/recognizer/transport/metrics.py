@@ -1,9 +1,11 @@
 """Prometheus metrics for one service, in a registry of its own, served over HTTP on demand.
 
 Request counts and latencies are observed as calls finish, by the transport that took
-them (grpc or http), with the canonical status code either way. What the engine knows
-(queued requests, batch sizes, model time, cache, open streams) is read from it at scrape
-time, so the inference hot path carries no metrics code.
+them (grpc or http), with the canonical status code either way; with auth on they are
+labelled by tenant too, a set the tokens file bounds (callers it refuses are counted by
+reason only). What the engine knows (queued requests, batch sizes, model time, cache,
+open streams) is read from it at scrape time, so the inference hot path carries no
+metrics code.
 """
 
 from __future__ import annotations
@@ -34,22 +36,31 @@ Transport = Literal["grpc", "http"]
 
 
 class ServerMetrics:
-    """The metrics of one service, shared by its gRPC and HTTP servers."""
+    """The metrics of one service, shared by its gRPC and HTTP servers; `tenants` adds a
+    tenant label (auth on)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, tenants: bool = False) -> None:
         self.registry = CollectorRegistry()
+        self._tenants = tenants
+        by_tenant = ["tenant"] if tenants else []
         self.requests = Counter(
             "recognizer_requests",
             "Classify calls and stream frames answered, by transport, model and canonical"
             " (gRPC) status code.",
-            ["transport", "model", "code"],
+            ["transport", "model", "code", *by_tenant],
             registry=self.registry,
         )
         self.latency = Histogram(
             "recognizer_request_seconds",
             "Server time from request to answer, by model.",
-            ["model"],
+            ["model", *by_tenant],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.refusals = Counter(
+            "recognizer_unauthenticated",
+            "Calls refused for want of valid credentials, by ErrorInfo reason.",
+            ["reason"],
             registry=self.registry,
         )
         self.registry.register(_EngineCollector(engine))
@@ -59,13 +70,18 @@ class ServerMetrics:
         self._model_label = {"": served[0], **{name: name for name in served}}
 
     def observe(
-        self, transport: Transport, model: str, error: BaseException | None, started: float
+        self,
+        transport: Transport,
+        model: str,
+        error: BaseException | None,
+        started: float,
+        tenant: str = "",
     ) -> None:
         """A call for `model`, begun at `started` (time.monotonic()), ends now: OK or `error`."""
         code = "OK" if error is None else code_for(error).name
-        self._count(transport, model, code, time.monotonic() - started)
+        self._count(transport, model, code, time.monotonic() - started, tenant)
 
-    def observe_frame(self, transport: Transport, result: FrameResult) -> None:
+    def observe_frame(self, transport: Transport, result: FrameResult, tenant: str = "") -> None:
         """A stream frame answered, counted like a call (skipped frames as CANCELLED)."""
         match result:
             case Answered():
@@ -74,12 +90,20 @@ class ServerMetrics:
                 code = "CANCELLED"
             case Failed():
                 code = code_for(result.error).name
-        self._count(transport, result.model, code, time.monotonic() - result.received_at)
+        seconds = time.monotonic() - result.received_at
+        self._count(transport, result.model, code, seconds, tenant)
 
-    def _count(self, transport: Transport, model: str, code: str, seconds: float) -> None:
+    def refused(self, reason: str) -> None:
+        """A caller refused for want of valid credentials."""
+        self.refusals.labels(reason).inc()
+
+    def _count(
+        self, transport: Transport, model: str, code: str, seconds: float, tenant: str
+    ) -> None:
         label = self._model_label.get(model, "unknown")
-        self.requests.labels(transport, label, code).inc()
-        self.latency.labels(label).observe(seconds)
+        by_tenant = (tenant,) if self._tenants else ()
+        self.requests.labels(transport, label, code, *by_tenant).inc()
+        self.latency.labels(label, *by_tenant).observe(seconds)
 
     def serve(self, host: str, port: int) -> int:
         """Serve /metrics over HTTP; returns the bound port."""

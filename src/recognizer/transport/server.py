@@ -1,4 +1,8 @@
-"""Assemble the gRPC server: Recognizer, health and reflection on one port, and drain it."""
+"""Assemble the gRPC server: Recognizer, health and reflection on one port, and drain it.
+
+The port is plaintext, TLS or mTLS as the Security says; with auth on, an interceptor
+names each call's tenant (health, and reflection if asked, may stay open).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,10 @@ from grpc_reflection.v1alpha import reflection
 from recognizer.config.schema import ServerSettings
 from recognizer.engine.engine import Engine
 from recognizer.errors import StartupError
+from recognizer.security.addresses import is_loopback
+from recognizer.security.policy import Security
+from recognizer.transport.auth import HEALTH_METHODS, REFLECTION_METHODS, AuthInterceptor
+from recognizer.transport.credentials import server_credentials
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.servicer import RecognizerServicer
 from recognizer.v1 import recognizer_pb2 as pb
@@ -26,7 +34,8 @@ class RecognizerServer:
 
     Health answers for "" (the whole server), recognizer.v1.Recognizer, and each
     served model by name: SERVING once listening (the engine is warm by then),
-    NOT_SERVING from drain() on.
+    NOT_SERVING from drain() on. The engine should have been built with
+    `security.access`, so that it holds each tenant to its models.
 
     Usage:
 
@@ -38,26 +47,49 @@ class RecognizerServer:
         await server.stop(grace)      # in-flight calls get `grace` seconds
     """
 
-    def __init__(self, engine: Engine, settings: ServerSettings, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: ServerSettings,
+        metrics: ServerMetrics,
+        security: Security | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
+        self.security = security or Security()
         self.port: int | None = None
+        self._metrics = metrics
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
+            interceptors=self._interceptors(),
             options=[
                 ("grpc.max_receive_message_length", settings.max_message_bytes),
                 ("grpc.max_send_message_length", settings.max_message_bytes),
                 ("grpc.so_reuseport", 0),  # a second server on a busy port fails loudly
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-            ]
+            ],
         )
         servicer = RecognizerServicer(engine, metrics)
         pb_grpc.add_RecognizerServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            )
+
+    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """With auth on, one that authenticates every call to a method not left open."""
+        security = self.security
+        if security.authenticator is None:
+            return []
+        public = (
+            *([HEALTH_METHODS] if security.public_health else []),
+            *(REFLECTION_METHODS if security.public_reflection else ()),
         )
+        return [
+            AuthInterceptor(security.authenticator, public=public, on_refusal=self._metrics.refused)
+        ]
 
     @property
     def health_names(self) -> tuple[str, ...]:
@@ -65,15 +97,43 @@ class RecognizerServer:
 
     async def start(self) -> None:
         """Listen, then report SERVING."""
-        address = f"{self.settings.host}:{self.settings.port}"
+        settings, security = self.settings, self.security
+        address = f"{settings.host}:{settings.port}"
         try:
-            self.port = self._server.add_insecure_port(address)
+            if security.certificates is not None:
+                credentials = server_credentials(security.certificates)
+                self.port = self._server.add_secure_port(address, credentials)
+            else:
+                self.port = self._server.add_insecure_port(address)
         except RuntimeError as error:  # grpc says only "Failed to bind"
             raise StartupError(f"cannot listen on {address}: {error}") from error
         await self._server.start()
         for name in self.health_names:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        logger.info("serving %s on %s:%d", SERVICE_NAME, self.settings.host, self.port)
+        self._warn_if_exposed()
+        transport = "mTLS" if security.mutual_tls else "TLS" if security.tls else "plaintext"
+        auth = "tokens" if security.authenticator is not None else "no auth"
+        logger.info(
+            "serving %s on %s:%d (%s, %s)", SERVICE_NAME, settings.host, self.port, transport, auth
+        )
+
+    def _warn_if_exposed(self) -> None:
+        """Plaintext beyond this machine: anyone on the path reads the images, the answers
+        and any token; say how to turn TLS on."""
+        if self.security.tls or is_loopback(self.settings.host):
+            return
+        what = (
+            "the images, the answers and the tokens"
+            if self.security.authenticator
+            else "the images and the answers"
+        )
+        logger.warning(
+            "serving plaintext on %s, which other machines can reach: anyone on the network"
+            " path can read %s. Serve TLS with --tls-cert FILE --tls-key FILE (README:"
+            " Running it securely)",
+            self.settings.host,
+            what,
+        )
 
     async def drain(self) -> None:
         """Report NOT_SERVING. The server still accepts connections, so health checks see

@@ -1,4 +1,8 @@
-"""The Recognizer servicer: each RPC converts its message, awaits the engine, converts back."""
+"""The Recognizer servicer: each RPC converts its message, awaits the engine, converts back.
+
+The caller's tenant (named by the auth interceptor; "" with auth off) goes with each call
+into the engine, which scopes the cache and the models by it, and into the metrics.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from recognizer.engine.stream import Frame, classify_stream
 from recognizer.errors import RecognizerError
 from recognizer.outcomes import FrameOutcome
 from recognizer.transport import convert
+from recognizer.transport.auth import current_tenant
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.status import abort
 from recognizer.v1 import recognizer_pb2 as pb
@@ -33,17 +38,21 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
 
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
         started = time.monotonic()
+        tenant = current_tenant()
         try:
             result = await self._engine.classify(
-                convert.to_image(request), convert.to_options(request), deadline=_deadline(context)
+                convert.to_image(request),
+                convert.to_options(request),
+                deadline=_deadline(context),
+                tenant=tenant,
             )
         except Exception as error:
             if not isinstance(error, RecognizerError):
                 logger.exception("Classify failed")
-            self._metrics.observe("grpc", request.model, error, started)
+            self._metrics.observe("grpc", request.model, error, started, tenant)
             await abort(context, error)
-        self._metrics.observe("grpc", request.model, None, started)
-        return convert.to_response(request.request_id, result)
+        self._metrics.observe("grpc", request.model, None, started, tenant)
+        return convert.to_response(convert.request_id(request), result)
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterable[pb.ClassifyRequest], context: Context
@@ -53,11 +62,13 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         if first is None:
             return
         counts = Counter(dict.fromkeys(FrameOutcome, 0))
+        tenant = current_tenant()
         try:
             settings = convert.to_stream_settings(first.stream_options)
-            async for result in classify_stream(self._engine, _frames(first, requests), settings):
+            frames = _frames(first, requests)
+            async for result in classify_stream(self._engine, frames, settings, tenant=tenant):
                 counts[result.outcome] += 1
-                self._metrics.observe_frame("grpc", result)
+                self._metrics.observe_frame("grpc", result, tenant)
                 yield convert.to_frame_response(result)
         except RecognizerError as error:
             await abort(context, error, _summary(counts))
@@ -66,8 +77,14 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
+        """The served models the caller's tenant may use."""
+        tenant = current_tenant()
         return pb.ListModelsResponse(
-            models=[convert.to_model_info(model) for model in self._engine.describe()]
+            models=[
+                convert.to_model_info(model)
+                for model in self._engine.describe()
+                if self._engine.may_use(tenant, model.spec.name)
+            ]
         )
 
 

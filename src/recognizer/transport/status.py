@@ -1,8 +1,8 @@
 """Map engine errors to google.rpc.Status: one canonical code per error class, with details.
 
 Details follow Google's API error model: every status carries an ErrorInfo with a
-stable reason; bad fields add BadRequest, unknown models ResourceInfo, and a full
-queue RetryInfo saying when to come back. Unexpected failures become INTERNAL with
+stable reason; bad fields add BadRequest, unknown or forbidden models ResourceInfo, and
+a full queue RetryInfo saying when to come back. Unexpected failures become INTERNAL with
 a generic message: internals stay in the server log, not on the wire.
 """
 
@@ -21,13 +21,17 @@ from recognizer.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     OverloadedError,
+    PermissionDeniedError,
     RecognizerError,
     ShuttingDownError,
+    UnauthenticatedError,
 )
 
 DOMAIN = "recognizer"
 
 _CODES: dict[type[RecognizerError], grpc.StatusCode] = {
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
     OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -64,6 +68,13 @@ def to_status(error: BaseException) -> status_pb2.Status:
             resource_type="model",
             resource_name=error.name,
             description=f"served models: {', '.join(error.served)}",
+        )
+        details.append(_pack(resource))
+    elif isinstance(error, PermissionDeniedError):
+        resource = error_details_pb2.ResourceInfo(
+            resource_type="model",
+            resource_name=error.model,
+            description=f"tenant {error.tenant!r} may not use this model",
         )
         details.append(_pack(resource))
     elif isinstance(error, OverloadedError):
