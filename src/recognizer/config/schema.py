@@ -15,6 +15,8 @@ Usage:
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
@@ -23,7 +25,8 @@ MiB = 1 << 20
 GRPC_MESSAGE_LIMIT_MB = 2048  # gRPC's channel arguments are 32-bit integers (2 GiB - 1)
 
 BackendKind = Literal["auto", "openvino", "onnxruntime", "torch"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+Int8Fallback = Literal["none", "fp32"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -45,6 +48,11 @@ def _at_least_a_byte(mebibytes: float) -> float:
 
 
 Mebibytes = Annotated[float, AfterValidator(_at_least_a_byte)]
+
+
+def default_model_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/recognizer, or ~/.cache/recognizer: where caches go on Linux."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recognizer"
 
 
 def setting(default: Any, help: str, *, shown: str | None = None, **bounds: Any) -> Any:
@@ -107,7 +115,26 @@ class EngineSettings(Settings):
     precision: Precision = setting(
         "auto",
         "auto (fp32 on the CPU, fp16 on CUDA), fp32, bf16 (OpenVINO on CPUs with AMX or"
-        " AVX512-BF16: faster, probabilities within 0.05) or fp16 (CUDA)",
+        " AVX512-BF16: faster, probabilities within 0.05), fp16 (CUDA) or int8 (OpenVINO,"
+        " quantised at first start and checked against fp32 before serving)",
+    )
+    int8_min_agreement: float = setting(
+        0.99,
+        "with --precision int8: the share of held-out images whose top-1 class must match"
+        " fp32's before the int8 model serves",
+        ge=0,
+        le=1,
+    )
+    int8_fallback: Int8Fallback = setting(
+        "none",
+        "with --precision int8, when a model falls short of --int8-min-agreement: none (the"
+        " server does not start) or fp32 (that model is served in fp32)",
+    )
+    model_cache_dir: Annotated[Path | None, Off] = setting(
+        default_model_cache_dir(),
+        "where exported and quantised models are kept between starts, keyed by the model"
+        " file's hash and the settings (safe to delete; off: prepared again at every start)",
+        shown="$XDG_CACHE_HOME/recognizer or ~/.cache/recognizer",
     )
     max_batch_size: Annotated[int | None, Auto] = setting(
         None,

@@ -13,34 +13,42 @@ The format of a model is told from its files unless the config names it:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-
-import torch
+import importlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
-from recognizer.models.efficientnet_lite0 import NAME as EFFICIENTNET_LITE0
-from recognizer.models.efficientnet_lite0 import load_efficientnet_lite0
-from recognizer.models.label_files import read_labels
-from recognizer.models.modelscope import is_modelscope_directory, load_modelscope
-from recognizer.models.onnx_file import load_onnx
-from recognizer.models.spec import LoadedModel
-from recognizer.models.state_dict import SUFFIXES, load_state_dict_model
-from recognizer.models.torchscript import is_torchscript, load_torchscript
+from recognizer.models import efficientnet_lite0, modelscope
+from recognizer.models.label_files import discover_label_files, read_labels
+from recognizer.models.labels import Labels
+from recognizer.models.preprocessing import Preprocessing
+from recognizer.models.spec import LoadedModel, ModelSpec
+from recognizer.models.state_dict import SUFFIXES
+from recognizer.models.torchscript import is_torchscript
 
 BUILTIN_MODELS: dict[str, Callable[[], LoadedModel]] = {
-    EFFICIENTNET_LITE0: load_efficientnet_lite0,
+    efficientnet_lite0.NAME: efficientnet_lite0.load_efficientnet_lite0,
 }
 
 
-def load_model(config: ModelConfig) -> LoadedModel:
-    """Load the model a config names, in the format given or detected."""
+def resolve_source(config: ModelConfig) -> tuple[ModelConfig, str]:
+    """The config with its sidecar's keys, and the format of its files."""
     source_format = detect_format(config) if config.format == "auto" else config.format
-    loader = LOADERS[source_format]
     if source_format != "builtin":
         if not config.location.exists():
             raise ModelLoadError(f"model {config.name!r}: {config.location} does not exist")
         config = config.with_sidecar()
+    return config, source_format
+
+
+def load_model(config: ModelConfig) -> LoadedModel:
+    """Load the model a config names, in the format given or detected."""
+    import torch
+
+    config, source_format = resolve_source(config)
+    loader = LOADERS[source_format]
     try:
         return loader(config)
     except (MemoryError, torch.OutOfMemoryError) as error:
@@ -49,6 +57,63 @@ def load_model(config: ModelConfig) -> LoadedModel:
         if "can't allocate memory" not in str(error):  # PyTorch's CPU allocator
             raise
         raise _out_of_memory(config, error) from error
+
+
+def model_file(config: ModelConfig, source_format: str) -> Path:
+    """The file holding a model's weights: what its cache entries are keyed by."""
+    if source_format == "builtin":
+        return efficientnet_lite0.weights_file()
+    if source_format == "modelscope":
+        return config.location / modelscope.CHECKPOINT
+    return config.location
+
+
+def model_labels(
+    config: ModelConfig, source_format: str, *, num_classes: int, architecture: str
+) -> Labels:
+    """The labels a model of this format is served with: the config's, or the files it has."""
+    if source_format == "builtin":
+        if not config.labels:
+            return efficientnet_lite0.imagenet_labels()
+        return read_labels(config.labels, num_classes=num_classes, model=config.path)
+    if source_format == "modelscope":
+        return modelscope.read_modelscope_labels(config, num_classes, architecture)
+    path = config.location
+    shown = (
+        path.name if source_format in ("torchscript", "onnx") else f"{path.name} ({architecture})"
+    )
+    return read_labels(
+        config.labels or discover_label_files(path.parent), num_classes=num_classes, model=shown
+    )
+
+
+def describe_model(
+    config: ModelConfig, source_format: str, description: Mapping[str, Any]
+) -> ModelSpec:
+    """The spec of a model prepared before (a cache entry's description), without loading it.
+
+    The labels are read again, so a changed label file is served at once.
+    """
+    num_classes = int(description["num_classes"])
+    architecture = str(description["architecture"])
+    preprocessing = dict(description["preprocessing"])
+    return ModelSpec(
+        name=config.name,
+        architecture=architecture,
+        source_format=source_format,
+        labels=model_labels(
+            config, source_format, num_classes=num_classes, architecture=architecture
+        ),
+        preprocessing=Preprocessing(
+            **{
+                **preprocessing,
+                "mean": tuple(preprocessing["mean"]),
+                "std": tuple(preprocessing["std"]),
+            }
+        ),
+        activation=description["activation"],
+        max_batch_size=description["max_batch_size"],
+    )
 
 
 def detect_format(config: ModelConfig) -> str:
@@ -62,7 +127,7 @@ def detect_format(config: ModelConfig) -> str:
             f" model (built-in models: {', '.join(BUILTIN_MODELS)})"
         )
     if path.is_dir():
-        if is_modelscope_directory(path):
+        if modelscope.is_modelscope_directory(path):
             return "modelscope"
         raise ModelLoadError(
             f"{path} is a directory but not a ModelScope model, which has pytorch_model.pt"
@@ -89,10 +154,8 @@ def _load_builtin(config: ModelConfig) -> LoadedModel:
         )
     model = BUILTIN_MODELS[config.path]()
     spec = model.spec
-    labels = (
-        read_labels(config.labels, num_classes=spec.num_classes, model=config.path)
-        if config.labels
-        else spec.labels
+    labels = model_labels(
+        config, "builtin", num_classes=spec.num_classes, architecture=spec.architecture
     )
     configured = config.spec(
         architecture=spec.architecture,
@@ -110,10 +173,24 @@ def _out_of_memory(config: ModelConfig, error: BaseException) -> ModelLoadError:
     )
 
 
+def _imported(where: str) -> Callable[[ModelConfig], LoadedModel]:
+    """A loader imported when first called: loaders need PyTorch or ONNX Runtime, which a
+    model served from the cache never imports."""
+
+    def load(config: ModelConfig) -> LoadedModel:
+        module, name = where.split(":")
+        loader: Callable[[ModelConfig], LoadedModel] = getattr(
+            importlib.import_module(module), name
+        )
+        return loader(config)
+
+    return load
+
+
 LOADERS: dict[str, Callable[[ModelConfig], LoadedModel]] = {
     "builtin": _load_builtin,
-    "modelscope": load_modelscope,
-    "torchscript": load_torchscript,
-    "state_dict": load_state_dict_model,
-    "onnx": load_onnx,
+    "modelscope": _imported("recognizer.models.modelscope:load_modelscope"),
+    "torchscript": _imported("recognizer.models.torchscript:load_torchscript"),
+    "state_dict": _imported("recognizer.models.state_dict:load_state_dict_model"),
+    "onnx": _imported("recognizer.models.onnx_file:load_onnx"),
 }
