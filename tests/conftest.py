@@ -3,8 +3,15 @@ checkpoints of every format the service loads (built once per session)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+# The model cache of every server the tests start, in this process or as `recognizer serve`
+# (which inherits the environment), is one of the session's own, not the user's: set
+# before recognizer's settings read it.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="recognizer-tests-cache-")
 
 import pytest
 import torch

@@ -12,7 +12,8 @@ import torch
 
 from fakes import colour_model
 from recognizer.engine.backends import Backend, create_backend, resolve_device
-from recognizer.engine.backends.graphs import activate, export_to_onnx, top_k_scores
+from recognizer.engine.backends.arrays import activate, top_k_scores
+from recognizer.engine.backends.graphs import export_to_onnx
 from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend
 from recognizer.engine.backends.openvino_backend import OpenVinoBackend
 from recognizer.engine.backends.torch_backend import TorchBackend
@@ -187,4 +188,4 @@ def test_devices_that_are_not_there_are_start_up_errors(device: str) -> None:
 
 
 def test_auto_device_is_the_cpu_without_cuda() -> None:
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
