@@ -114,7 +114,7 @@ def test_auto_picks_openvino_on_the_cpu(default_loaded: LoadedModel) -> None:
     [
         ("onnxruntime", "bf16", "ONNX Runtime runs efficientnet-lite0 in fp32"),
         ("torch", "fp16", "PyTorch runs efficientnet-lite0 in fp32 on the CPU"),
-        ("openvino", "fp16", "OpenVINO runs fp32 or bf16"),
+        ("openvino", "fp16", "OpenVINO runs fp32, bf16 or int8"),
     ],
 )
 def test_precisions_a_backend_cannot_run_are_start_up_errors(

@@ -252,8 +252,10 @@ def graph_backend(
     workers: int,
     threads_per_worker: int,
     precision: str,
+    compiled_cache: Path | None = None,
 ) -> Backend:
-    """OpenVINO or ONNX Runtime running a graph file (ONNX, or OpenVINO's IR) on the CPU."""
+    """OpenVINO or ONNX Runtime running a graph file (ONNX, or OpenVINO's IR) on the CPU;
+    OpenVINO keeps what it compiles in `compiled_cache`, if given."""
     if kind == "openvino":
         from recognizer.engine.backends.openvino_backend import OpenVinoBackend
 
@@ -263,6 +265,7 @@ def graph_backend(
             workers=workers,
             threads_per_worker=threads_per_worker,
             precision=precision,
+            compiled_cache=compiled_cache,
         )
     if kind == "onnxruntime":
         from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 GRAPH = "model.onnx"
 INT8_GRAPH = "int8.xml"
+COMPILED = "openvino"  # OpenVINO's compiled models, for the next start
 GRAPH_BACKENDS = ("openvino", "onnxruntime")
 
 
@@ -295,6 +296,7 @@ def _serve(
                 workers=workers,
                 threads_per_worker=threads_per_worker,
                 precision="int8",
+                compiled_cache=entry.path(COMPILED),
             )
             backend.quantization_check = check
             return backend
@@ -328,4 +330,5 @@ def _fp32(
         workers=workers,
         threads_per_worker=threads_per_worker,
         precision=precision,
+        compiled_cache=entry.path(COMPILED),
     )
