@@ -94,19 +94,7 @@ def load_backend(
             precision=precision,
         )
         return model.spec, backend
-    key = cache_key(
-        {
-            "model": file_digest(model_file(config, source_format)),
-            "source_format": source_format,
-            "config": config.model_dump(
-                mode="json", exclude={"name", "labels", "base_dir", "path"}
-            ),
-            "backend": settings.backend,
-            "precision": precision,
-            "versions": versions("openvino", "onnxruntime", "torch", "timm", "nncf"),
-            "int8": _int8_key() if int8 else None,
-        }
-    )
+    key = _key(config, source_format, settings, precision)
     built = _Built()
     with _store(settings.model_cache_dir) as store:
         entry = store.get(key)
@@ -143,6 +131,41 @@ def load_backend(
         spec = describe_model(config, source_format, entry.description)
         backend = _serve(entry, spec, settings, precision, workers, threads_per_worker, built)
     return spec, backend
+
+
+def cached_graph(config: ModelConfig, settings: EngineSettings) -> Path | None:
+    """The graph file a CPU start with these settings serves from, if it is in the cache."""
+    if settings.model_cache_dir is None:
+        return None
+    config, source_format = resolve_source(config)
+    precision = resolve_precision(settings.precision, "cpu")
+    entry = ModelStore(settings.model_cache_dir).get(
+        _key(config, source_format, settings, precision)
+    )
+    if entry is None:
+        return None
+    if precision == "int8":
+        return entry.path(str(entry.description["int8"]["graph"]))
+    return entry.path(str(entry.description["graph"]))
+
+
+def _key(
+    config: ModelConfig, source_format: str, settings: EngineSettings, precision: Precision
+) -> str:
+    """Everything that decides what preparing this model makes, as a cache key."""
+    return cache_key(
+        {
+            "model": file_digest(model_file(config, source_format)),
+            "source_format": source_format,
+            "config": config.model_dump(
+                mode="json", exclude={"name", "labels", "base_dir", "path"}
+            ),
+            "backend": settings.backend,
+            "precision": precision,
+            "versions": versions("openvino", "onnxruntime", "torch", "timm", "nncf"),
+            "int8": _int8_key() if precision == "int8" else None,
+        }
+    )
 
 
 class _NotExportable(Exception):
