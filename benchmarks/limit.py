@@ -166,6 +166,7 @@ def measure_limit(
         "model": spec.name,
         "backend": backend.name,
         "precision": backend.precision,
+        "quantization_check": _check(backend.quantization_check),
         "device": backend.device,
         "inference_workers": workers,
         "threads_per_worker": threads,
@@ -214,6 +215,17 @@ def runtime_rates(graph: Path | None, size: int, seconds: float) -> dict[str, fl
             tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
             print(f"benchmark_app -hint {hint} failed: {' / '.join(tail)}", file=sys.stderr)
     return rates
+
+
+def _check(check: Any) -> dict[str, float] | None:
+    """An int8 model's agreement with fp32, as the server measured it."""
+    if check is None:
+        return None
+    return {
+        "top1_agreement": check.top1_agreement,
+        "mean_top5_difference": check.mean_top5_difference,
+        "held_out_images": check.held_out_images,
+    }
 
 
 def _version(package: str) -> str | None:

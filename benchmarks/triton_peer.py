@@ -59,13 +59,14 @@ def serve(args: argparse.Namespace) -> None:
     core = ov.Core()
 
     def prepare(data: bytes) -> Any:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB")
-            width, height = image.size
-            scale = RESIZE / min(width, height)
-            image = image.resize((round(width * scale), round(height * scale)), Image.BILINEAR)
-            left, top = (image.width - CROP) // 2, (image.height - CROP) // 2
-            return np.asarray(image.crop((left, top, left + CROP, top + CROP)), dtype=np.uint8)
+        with Image.open(io.BytesIO(data)) as opened:
+            image = opened.convert("RGB")
+        width, height = image.size
+        scale = RESIZE / min(width, height)
+        size = (round(width * scale), round(height * scale))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        left, top = (image.width - CROP) // 2, (image.height - CROP) // 2
+        return np.asarray(image.crop((left, top, left + CROP, top + CROP)), dtype=np.uint8)
 
     def instance() -> Any:
         compiled = core.compile_model(
@@ -75,7 +76,7 @@ def serve(args: argparse.Namespace) -> None:
         )
         request = compiled.create_infer_request()
 
-        @batch  # type: ignore[misc]
+        @batch  # type: ignore[untyped-decorator]
         def infer(image: Any) -> dict[str, Any]:
             pixels = np.stack([prepare(bytes(row[0])) for row in image])
             logits = request.infer({0: pixels})[0]
