@@ -348,7 +348,9 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     rounds = results["rounds"]
     extra: dict[str, float | None] = {
         "recognizer_over_whole_job_limit": _median(
-            _ratio(r["recognizer"]["throughput_rps"], r["limit"].get("whole_job_limit_images_per_s"))
+            _ratio(
+                r["recognizer"]["throughput_rps"], r["limit"].get("whole_job_limit_images_per_s")
+            )
             for r in rounds
         )
     }
@@ -361,7 +363,8 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
         )
         extra[f"{ours}_over_whole_job_limit"] = _median(
             _ratio(
-                r[ours]["throughput_rps"], r[f"limit_{precision}"].get("whole_job_limit_images_per_s")
+                r[ours]["throughput_rps"],
+                r[f"limit_{precision}"].get("whole_job_limit_images_per_s"),
             )
             for r in rounds
         )

@@ -5,7 +5,8 @@
     python benchmarks/triton_peer.py load --url http://127.0.0.1:8000 --images bench-images/ \\
         --concurrency 16 [--duration 10] [--json triton.json]
 
-`export` writes EfficientNet-Lite0 as recognizer exports it (ONNX, uint8 NHWC input with
+The Triton venv wants Python 3.12: PyTriton 0.7's model stub fails on Python 3.11.7
+(multiprocessing's resource tracker). `export` writes EfficientNet-Lite0 as recognizer exports it (ONNX, uint8 NHWC input with
 normalisation folded in), so both servers run the same graph. `serve` runs in a venv of
 its own (benchmarks/triton-requirements.txt: PyTriton needs numpy<2) and needs nothing
 from recognizer: Triton 2.5x with dynamic batching (up to --max-batch-size, waiting at
@@ -25,6 +26,7 @@ import io
 import json
 import os
 import struct
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,12 @@ def serve(args: argparse.Namespace) -> None:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
+    # Triton's Python backend stub links libpython, which a pyenv or venv Python keeps
+    # off the loader's path.
+    libdir = sysconfig.get_config_var("LIBDIR")
+    os.environ["LD_LIBRARY_PATH"] = ":".join(
+        part for part in (libdir, os.environ.get("LD_LIBRARY_PATH")) if part
+    )
     cores = os.cpu_count() or 1
     threads = max(1, cores // args.instances)
     core = ov.Core()
