@@ -5,9 +5,10 @@
     python benchmarks/triton_peer.py load --url http://127.0.0.1:8000 --images bench-images/ \\
         --concurrency 16 [--duration 10] [--json triton.json]
 
-The Triton venv wants Python 3.12: PyTriton 0.7's model stub fails on Python 3.11.7
-(multiprocessing's resource tracker). `export` writes EfficientNet-Lite0 as recognizer exports it (ONNX, uint8 NHWC input with
-normalisation folded in), so both servers run the same graph. `serve` runs in a venv of
+`export` writes EfficientNet-Lite0 as recognizer exports it (ONNX, uint8 NHWC input
+with normalisation folded in), so both servers run the same graph. The Triton venv wants
+Python 3.12: PyTriton 0.7's model stub fails on Python 3.11.7 (its resource tracker).
+`serve` runs in a venv of
 its own (benchmarks/triton-requirements.txt: PyTriton needs numpy<2) and needs nothing
 from recognizer: Triton 2.5x with dynamic batching (up to --max-batch-size, waiting at
 most --max-delay-ms), --instances model instances, each with its own compiled OpenVINO
