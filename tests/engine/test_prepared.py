@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_files import Built
 from recognizer.client import Client
-from recognizer.config.models import ModelConfig
+from recognizer.config.models import ModelConfig, parse_model_flag
 from recognizer.config.schema import EngineSettings
 from recognizer.engine.backends.prepared import load_backend
 from recognizer.engine.engine import ServedModel
-from recognizer.errors import QuantizationError
+from recognizer.errors import BackendError, QuantizationError
 from recognizer.models.efficientnet_lite0 import PREPROCESSING
 from recognizer.models.preprocessing import decode_image, prepare_input
 from support import ServerThread
@@ -128,3 +129,36 @@ def test_int8_below_the_agreement_required_can_fall_back_to_fp32(
     assert served.backend.precision == "fp32"  # and ListModels shows the check that failed
     _, ids = served.backend(coffee(photos), 1)
     assert ids[0, 0] == ESPRESSO
+
+
+@pytest.mark.parametrize(
+    ("fixture", "keys"),
+    [
+        ("timm_safetensors", "architecture=timm/test_convnext,resize=183,crop=160"),
+        ("onnx_model", ""),
+    ],
+)
+def test_int8_applies_to_state_dicts_and_onnx_files(
+    fixture: str, keys: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    built: Built = request.getfixturevalue(fixture)
+    config = parse_model_flag(f"name=m,path={built.path}" + (f",{keys}" if keys else ""))
+    settings = EngineSettings(model_cache_dir=tmp_path, precision="int8", int8_min_agreement=0)
+    spec, backend = load_backend(config, settings, device="cpu", workers=1, threads_per_worker=1)
+    assert backend.precision == "int8" and backend.quantization_check is not None
+    assert backend.quantization_check.held_out_images >= 300
+    pixels = np.zeros((2, spec.preprocessing.crop, spec.preprocessing.crop, 3), np.uint8)
+    scores, _ = backend(pixels, spec.num_classes)
+    assert scores.shape == (2, spec.num_classes)
+
+
+def test_int8_refuses_torchscript_unless_it_may_fall_back(
+    torchscript_model: Built, tmp_path: Path
+) -> None:
+    config = parse_model_flag(f"name=seed,path={torchscript_model.path}")
+    settings = EngineSettings(model_cache_dir=tmp_path, precision="int8")
+    with pytest.raises(BackendError, match="TorchScript runs on PyTorch only"):
+        load_backend(config, settings, device="cpu", workers=1, threads_per_worker=1)
+    fallback = settings.model_copy(update={"int8_fallback": "fp32"})
+    _, backend = load_backend(config, fallback, device="cpu", workers=1, threads_per_worker=1)
+    assert (backend.name, backend.precision) == ("torch", "fp32")
