@@ -79,7 +79,7 @@ class OpenVinoBackend:
             raise BackendError(f"OpenVINO cannot compile {spec.name}: {error}") from error
         if len(self._compiled.inputs) != 1:
             raise BackendError(
-                f"{spec.name} has {len(self._compiled.inputs)} inputs; an image model has one"
+                f"{spec.name} has {len(self._compiled.inputs)} ONNX inputs; an image model has one"
             )
         takes_pixels = self._compiled.input(0).get_element_type() == ov.Type.u8
         self._inputs = GraphInputs(spec, takes_pixels=takes_pixels)
