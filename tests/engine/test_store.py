@@ -51,3 +51,12 @@ def test_keys_follow_content_and_settings(tmp_path: Path) -> None:
     assert file_digest(one) != file_digest(two)
     assert cache_key({"precision": "fp32"}) == cache_key({"precision": "fp32"})
     assert cache_key({"precision": "fp32"}) != cache_key({"precision": "int8"})
+
+
+def test_a_cache_that_cannot_be_written_still_prepares_into_the_fallback(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    store = ModelStore(blocked / "cache", fallback=tmp_path / "scratch")
+    entry = store.put("k", lambda folder: {"num_classes": 3})
+    assert entry.folder == tmp_path / "scratch" / "k"
+    assert store.get("k") is None

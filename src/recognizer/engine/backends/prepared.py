@@ -196,12 +196,10 @@ def _int8_key() -> dict[str, Any]:
 
 @contextmanager
 def _store(root: Path | None) -> Iterator[ModelStore]:
-    """The cache at `root`, or, with the cache off, one that lasts for this load only."""
-    if root is not None:
-        yield ModelStore(root)
-        return
+    """The cache at `root`; with the cache off, or where it cannot be written (a read-only
+    home, say), new entries go to a folder that lasts for this load only."""
     with tempfile.TemporaryDirectory(prefix="recognizer-models-") as scratch:
-        yield ModelStore(Path(scratch))
+        yield ModelStore(root or Path(scratch), fallback=Path(scratch))
 
 
 def _prepare(

@@ -44,10 +44,12 @@ class Entry:
 
 
 class ModelStore:
-    """Prepared models under `root`, one folder per key."""
+    """Prepared models under `root`, one folder per key; new entries go to `fallback` when
+    `root` cannot be written."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, fallback: Path | None = None) -> None:
         self.root = root
+        self.fallback = fallback
 
     def get(self, key: str) -> Entry | None:
         """The entry for `key`, or None if there is none or it cannot be read."""
@@ -66,8 +68,16 @@ class ModelStore:
     def put(self, key: str, write: Callable[[Path], Mapping[str, Any]]) -> Entry:
         """Make the entry for `key`: `write(folder)` fills a fresh folder and returns the
         description, and the folder then takes its place at once."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            scratch = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=self.root))
+        except OSError as error:
+            if self.fallback is None or self.fallback == self.root:
+                raise
+            logger.warning(
+                "cannot write the model cache %s (%s); preparing without it", self.root, error
+            )
+            return ModelStore(self.fallback).put(key, write)
         try:
             description = dict(write(scratch))
             (scratch / DESCRIPTION).write_text(json.dumps(description, indent=2), "utf-8")
