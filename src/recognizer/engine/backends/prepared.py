@@ -227,14 +227,19 @@ def _prepare(
                 raise
             raise _NotExportable(str(error)) from error
     (folder / GRAPH).write_bytes(graph.data)
-    kind, built.fp32 = choose_graph_backend(
-        model,
-        folder / GRAPH,
-        kind="openvino" if precision == "int8" else settings.backend,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        precision="fp32" if precision == "int8" else precision,
-    )
+    try:
+        kind, built.fp32 = choose_graph_backend(
+            model,
+            folder / GRAPH,
+            kind="openvino" if precision == "int8" else settings.backend,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            precision="fp32" if precision == "int8" else precision,
+        )
+    except BackendError as error:  # no graph backend runs it as PyTorch does
+        if precision != "fp32" or settings.backend != "auto" or graph is model.network:
+            raise
+        raise _NotExportable(str(error)) from error
     description: dict[str, Any] = {
         "source_format": source_format,
         "architecture": spec.architecture,
