@@ -4,14 +4,10 @@ checkpoints of every format the service loads (built once per session)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-# The model cache of every server the tests start, in this process or as `recognizer serve`
-# (which inherits the environment), is one of the session's own, not the user's: set
-# before recognizer's settings read it.
-os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="recognizer-tests-cache-")
 
 import pytest
 import torch
@@ -87,3 +83,17 @@ def timm_safetensors(tmp_path_factory: pytest.TempPathFactory) -> Built:
 @pytest.fixture(scope="session")
 def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return model_files.onnx_model(tmp_path_factory.mktemp("onnx") / "vit")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The model cache of every server the tests start, in this process or as `recognizer
+    serve` (which inherits the environment), is the session's own, not the user's."""
+    config.stash[CACHE_HOME] = tempfile.mkdtemp(prefix="recognizer-tests-cache-")
+    os.environ["XDG_CACHE_HOME"] = config.stash[CACHE_HOME]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash.get(CACHE_HOME, ""), ignore_errors=True)
+
+
+CACHE_HOME = pytest.StashKey[str]()

@@ -130,11 +130,12 @@ class EngineSettings(Settings):
         "with --precision int8, when a model falls short of --int8-min-agreement: none (the"
         " server does not start) or fp32 (that model is served in fp32)",
     )
-    model_cache_dir: Annotated[Path | None, Off] = setting(
-        default_model_cache_dir(),
-        "where exported and quantised models are kept between starts, keyed by the model"
-        " file's hash and the settings (safe to delete; off: prepared again at every start)",
-        shown="$XDG_CACHE_HOME/recognizer or ~/.cache/recognizer",
+    model_cache_dir: Annotated[Path | None, Off] = Field(
+        default_factory=default_model_cache_dir,  # read when the settings are made
+        description="where exported and quantised models are kept between starts, keyed by"
+        " the model file's hash and the settings (safe to delete; off: prepared again at"
+        " every start)",
+        json_schema_extra={"shown": "$XDG_CACHE_HOME/recognizer or ~/.cache/recognizer"},
     )
     max_batch_size: Annotated[int | None, Auto] = setting(
         None,
