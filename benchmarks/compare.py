@@ -17,23 +17,32 @@ machine's speed drifts between minutes. It prints one table with the ratios, and
 compare.json (every document the runs produced, with the machine and versions) and
 compare.png (throughput and p99 latency against concurrency) into --out. --quick
 shortens every phase, for a smoke test; its numbers mean nothing.
+
+The rounds also run, when they can: recognizer in each of --precisions beyond fp32 (int8
+by default, and bf16 on CPUs that have it), with the limit measured in that precision
+too (int8 is served with --int8-min-agreement 0: this measures speed, and the agreement
+the server measured is reported beside it); and NVIDIA Triton serving the same graph
+with OpenVINO (benchmarks/triton_peer.py), when --triton-python names a Python with
+PyTriton (default: .venv-triton/bin/python in the checkout, if it exists).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -43,7 +52,7 @@ HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 SERVICE_READY = re.compile(r"serving recognizer\.v1\.Recognizer on ([\d.]+:\d+)")
 BASELINE_READY = re.compile(r"listening on (http://[\d.]+:\d+)")
-START_TIMEOUT_S = 600.0
+START_TIMEOUT_S = 900.0  # a first int8 start quantises the model
 SERVICES = (("recognizer", "recognizer"), ("seed baseline", "baseline"))  # (name, results key)
 VERSIONS = (
     "recognizer",
@@ -58,6 +67,7 @@ VERSIONS = (
     "fastapi",
     "uvicorn",
     "httpx",
+    "nncf",
 )
 
 
@@ -115,6 +125,20 @@ def main() -> None:
         help="one more flag for recognizer serve, repeatable (--serve-arg=--http-port=0 checks"
         " that serving HTTP beside gRPC costs gRPC nothing)",
     )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32", "int8", *(["bf16"] if _has_bf16() else [])],
+        help="recognizer's precisions in the rounds (default: fp32 int8, and bf16 where the"
+        " CPU has it)",
+    )
+    parser.add_argument(
+        "--triton-python",
+        type=Path,
+        default=HERE.parent / ".venv-triton" / "bin" / "python",
+        help="a Python with PyTriton for the Triton peer (default: .venv-triton/bin/python;"
+        " skipped if missing)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke test: every phase short")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
@@ -134,10 +158,22 @@ def main() -> None:
     limit = run_limit(images, plan, plan.limit_batch_sizes)
     recognizer_command = [PYTHON, "-m", "recognizer", "serve", "--port", "0", *args.serve_arg]
     baseline_command = [PYTHON, str(HERE / "seed_baseline.py"), "serve", "--port", "0"]
+    others = [precision for precision in args.precisions if precision != "fp32"]
+    triton = args.triton_python if args.triton_python.exists() else None
+    if triton is None:
+        print(f"no Triton peer: {args.triton_python} does not exist", file=sys.stderr)
     with (
         started(recognizer_command, SERVICE_READY) as address,
         started(baseline_command, BASELINE_READY) as url,
+        ExitStack() as stack,
     ):
+        precise = {
+            precision: stack.enter_context(
+                started([*recognizer_command, *precision_flags(precision)], SERVICE_READY)
+            )
+            for precision in others
+        }
+        triton_url = stack.enter_context(started_triton(triton, args.out)) if triton else None
 
         def ours(flag: str, value: str) -> dict[str, Any]:
             return bench_service(address, images, plan, args.processes, flag, value)
@@ -156,6 +192,17 @@ def main() -> None:
             "recognizer": lambda: ours("--concurrency", concurrency),
             "baseline": lambda: theirs("--concurrency", concurrency),
         }
+        for precision, served in precise.items():
+            measures[f"limit_{precision}"] = functools.partial(
+                run_limit, images, plan, plan.limit_batch_sizes, precision
+            )
+            measures[f"recognizer_{precision}"] = functools.partial(
+                bench_service, served, images, plan, args.processes, "--concurrency", concurrency
+            )
+        if triton_url:
+            measures["triton"] = functools.partial(
+                bench_triton, triton_url, images, plan, "--concurrency", concurrency
+            )
         rounds = [interleaved_round(measures, index) for index in range(plan.rounds)]
 
     results = {
@@ -183,12 +230,51 @@ def interleaved_round(
     return {name: measures[name]() for name in names}
 
 
-def run_limit(images: Path, plan: Plan, batch_sizes: Sequence[int]) -> dict[str, Any]:
+def precision_flags(precision: str) -> list[str]:
+    """recognizer serve's flags for a precision; int8 serves whatever its agreement."""
+    flags = ["--precision", precision]
+    return [*flags, "--int8-min-agreement", "0"] if precision == "int8" else flags
+
+
+@contextmanager
+def started_triton(python: Path, out: Path) -> Iterator[str]:
+    """The Triton peer serving the graph recognizer exports, on a free port."""
+    model = out / "triton-model"
+    export = [PYTHON, str(HERE / "triton_peer.py"), "export", "--out", str(model)]
+    subprocess.run(export, check=True, stdout=sys.stderr)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(python), str(HERE / "triton_peer.py"), "serve", "--port", str(port)]
+    command += ["--model-file", str(model / "model.onnx")]
+    with started(command, BASELINE_READY) as url:
+        yield url
+
+
+def bench_triton(url: str, images: Path, plan: Plan, flag: str, value: str) -> dict[str, Any]:
+    return run_json(
+        [PYTHON, str(HERE / "triton_peer.py"), "load", "--url", url], images, plan, flag, value
+    )
+
+
+def _has_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AMX or AVX512-BF16)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def run_limit(
+    images: Path, plan: Plan, batch_sizes: Sequence[int], precision: str = "fp32"
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "limit.json"
         command = [PYTHON, str(HERE / "limit.py"), "--images", str(images), "--json", str(output)]
         command += ["--warmup", str(plan.limit_warmup_s), "--duration", str(plan.limit_duration_s)]
-        command += ["--batch-sizes", *map(str, batch_sizes)]
+        command += ["--batch-sizes", *map(str, batch_sizes), "--precision", precision]
+        command += ["--runtime-seconds", str(max(1, round(plan.limit_duration_s * 2)))]
         subprocess.run(command, check=True, stdout=sys.stderr)
         result: dict[str, Any] = json.loads(output.read_text())
     return result
@@ -269,7 +355,41 @@ def ratios(results: dict[str, Any]) -> dict[str, float | None]:
     the three back to back, because a shared machine's speed drifts from minute to minute.
     """
     rounds = results["rounds"]
+    extra: dict[str, float | None] = {
+        "recognizer_over_whole_job_limit": _median(
+            _ratio(
+                r["recognizer"]["throughput_rps"], r["limit"].get("whole_job_limit_images_per_s")
+            )
+            for r in rounds
+        )
+    }
+    precisions = [key.removeprefix("recognizer_") for key in (rounds[0] if rounds else ())]
+    precisions = [key for key in precisions if key in ("int8", "bf16", "fp16")]
+    for precision in precisions:
+        ours = f"recognizer_{precision}"
+        extra[f"{ours}_over_recognizer"] = _median(
+            _ratio(r[ours]["throughput_rps"], r["recognizer"]["throughput_rps"]) for r in rounds
+        )
+        extra[f"{ours}_over_whole_job_limit"] = _median(
+            _ratio(
+                r[ours]["throughput_rps"],
+                r[f"limit_{precision}"].get("whole_job_limit_images_per_s"),
+            )
+            for r in rounds
+        )
+        extra[f"{ours}_p99_over_recognizer_p99"] = _median(
+            _ratio(_p99(r[ours]), _p99(r["recognizer"])) for r in rounds
+        )
+        if all("triton" in r for r in rounds):
+            extra[f"{ours}_over_triton"] = _median(
+                _ratio(r[ours]["throughput_rps"], r["triton"]["throughput_rps"]) for r in rounds
+            )
+    if rounds and all("triton" in r for r in rounds):
+        extra["recognizer_over_triton"] = _median(
+            _ratio(r["recognizer"]["throughput_rps"], r["triton"]["throughput_rps"]) for r in rounds
+        )
     return {
+        **extra,
         "recognizer_over_limit": _median(
             _ratio(r["recognizer"]["throughput_rps"], r["limit"]["images_per_s"]) for r in rounds
         ),
@@ -310,6 +430,22 @@ def report(results: dict[str, Any]) -> str:
             f"{_num(one['recognizer']['throughput_rps']):>12}"
             f"{_num(one['baseline']['throughput_rps']):>10}"
         )
+    lines += ["", "every measure of the rounds (img/s; p99 ms for the services):"]
+    for name in results["rounds"][0] if results["rounds"] else ():
+        row: list[str] = []
+        for one in results["rounds"]:
+            measured = one[name]
+            if "throughput_rps" in measured:
+                row.append(f"{_num(measured['throughput_rps'])} ({_num(_p99(measured))})")
+            else:
+                whole = measured.get("whole_job_limit_images_per_s")
+                row.append(f"{_num(measured['images_per_s'])} [whole job {_num(whole)}]")
+        lines.append(f"  {name:<18}" + "  ".join(row))
+    lines += [""] + [
+        f"{name:<48}{_num(value, 2)}  (median of rounds)"
+        for name, value in ratio.items()
+        if value is not None and "half_load" not in name
+    ]
     lines += [
         "",
         f"recognizer / limit     {_num(ratio['recognizer_over_limit'], 2)}  (median of rounds)",

@@ -13,7 +13,11 @@ eager PyTorch the same way, to compare the backends.
 
 It also measures the two halves alone, so the report shows which one sets the limit:
 preprocessing on the whole pool with no model, and the model on stacked pixels with no
-decoding.
+decoding. And it measures the model with the runtime's own benchmark, OpenVINO's
+`benchmark_app` (from the openvino wheel) with its best hint (throughput or latency),
+on the very graph the backend runs, at batch 1; with that rate M and preprocessing's P,
+each using every core, the whole job's limit is 1 / (1/M + 1/P) images a second: what
+the machine could do if nothing but the runtime's own scheduling and our decoding ran.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -60,9 +68,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "bf16"),
+        choices=("auto", "fp32", "bf16", "int8"),
         default="auto",
         help="as `recognizer serve --precision` (default: auto, fp32 on the CPU)",
+    )
+    parser.add_argument(
+        "--runtime-seconds",
+        type=float,
+        default=10.0,
+        help="seconds benchmark_app runs per hint (default: 10; 0 skips it)",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     args = parser.parse_args()
@@ -73,6 +87,7 @@ def main() -> None:
         batch_sizes=args.batch_sizes,
         warmup_s=args.warmup,
         duration_s=args.duration,
+        runtime_s=args.runtime_seconds,
     )
     print(render(result))
     if args.json:
@@ -87,33 +102,34 @@ def measure_limit(
     batch_sizes: Sequence[int],
     warmup_s: float,
     duration_s: float,
+    runtime_s: float = 0.0,
 ) -> dict[str, Any]:
-    """Images per second end to end at each batch size, and of each half alone."""
-    import torch
-
+    """Images per second end to end at each batch size, of each half alone, and of the
+    model under the runtime's own benchmark."""
     from recognizer.config.models import ModelConfig
     from recognizer.config.schema import EngineSettings
     from recognizer.config.sources import DEFAULT_MODEL
     from recognizer.engine import sizing
-    from recognizer.engine.backends import create_backend, resolve_device
+    from recognizer.engine.backends import resolve_device
+    from recognizer.engine.backends.prepared import cached_graph, load_backend
     from recognizer.engine.tuning import measure_throughput
-    from recognizer.models.loading import load_model
     from recognizer.models.preprocessing import decode_image, prepare_input
 
-    model = load_model(ModelConfig(path=DEFAULT_MODEL))
     device = resolve_device("auto")
-    settings = EngineSettings()
-    workers = sizing.inference_workers(settings, device.type)  # as recognizer.app builds it
-    threads = sizing.intra_op_threads(settings, device.type)
-    backend = create_backend(
+    # The server's own settings and model cache, so the int8 model is the server's too; the
+    # gate is the server's business: the limit measures speed whatever the agreement.
+    settings = EngineSettings(backend=backend_kind, precision=precision, int8_min_agreement=0)
+    workers = sizing.inference_workers(settings, device)  # as recognizer.app builds it
+    threads = sizing.intra_op_threads(settings, device)
+    model = ModelConfig(path=DEFAULT_MODEL)
+    spec, backend = load_backend(
         model,
+        settings,
         device=device,
-        kind=backend_kind,
         workers=workers,
         threads_per_worker=threads,
-        precision=precision,
     )
-    preprocessing = model.spec.preprocessing
+    preprocessing = spec.preprocessing
 
     def prepare(data: bytes) -> np.ndarray:
         return prepare_input(decode_image(data), preprocessing)
@@ -139,16 +155,23 @@ def measure_limit(
     model_only = measure_throughput(
         backend, preprocessing.crop, best, workers=workers, seconds=duration_s
     )
+    runtime = (
+        runtime_rates(cached_graph(model, settings), preprocessing.crop, runtime_s)
+        if runtime_s > 0 and backend.name == "openvino"
+        else {}
+    )
+    runtime_best = max(runtime.values(), default=None)
     return {
-        "schema": "recognizer-limit/1",
-        "model": model.spec.name,
+        "schema": "recognizer-limit/2",
+        "model": spec.name,
         "backend": backend.name,
-        "precision": precision,
+        "precision": backend.precision,
+        "quantization_check": _check(backend.quantization_check),
         "device": backend.device,
         "inference_workers": workers,
         "threads_per_worker": threads,
         "preprocess_threads": settings.preprocess_threads,
-        "torch": torch.__version__,
+        "openvino": _version("openvino"),
         "images": len(images),
         "warmup_s": warmup_s,
         "duration_s": duration_s,
@@ -157,7 +180,61 @@ def measure_limit(
         "images_per_s": round(rates[best], 2),
         "preprocess_only_images_per_s": round(preprocess_only, 2),
         "model_only_images_per_s": round(model_only, 2),
+        "runtime_benchmark_fps_by_hint": runtime,
+        "runtime_best_fps": runtime_best,
+        "whole_job_limit_images_per_s": (
+            round(1 / (1 / runtime_best + 1 / preprocess_only), 2) if runtime_best else None
+        ),
     }
+
+
+def runtime_rates(graph: Path | None, size: int, seconds: float) -> dict[str, float]:
+    """FPS of OpenVINO's benchmark_app on `graph` at batch 1, by performance hint."""
+    tool = shutil.which("benchmark_app", path=str(Path(sys.executable).parent))
+    if graph is None or tool is None:
+        return {}
+    rates: dict[str, float] = {}
+    for hint in ("throughput", "latency"):
+        command = [
+            tool,
+            "-m",
+            str(graph),
+            "-d",
+            "CPU",
+            "-hint",
+            hint,
+            "-t",
+            str(max(1, round(seconds))),
+        ]
+        command += ["-shape", f"[1,{size},{size},3]"]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        found = re.search(r"Throughput:\s+([\d.]+) FPS", done.stdout + done.stderr)
+        if found:
+            rates[hint] = float(found.group(1))
+        else:
+            tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+            print(f"benchmark_app -hint {hint} failed: {' / '.join(tail)}", file=sys.stderr)
+    return rates
+
+
+def _check(check: Any) -> dict[str, float] | None:
+    """An int8 model's agreement with fp32, as the server measured it."""
+    if check is None:
+        return None
+    return {
+        "top1_agreement": check.top1_agreement,
+        "mean_top5_difference": check.mean_top5_difference,
+        "held_out_images": check.held_out_images,
+    }
+
+
+def _version(package: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def pipeline_rate(
@@ -248,6 +325,13 @@ def render(result: dict[str, Any]) -> str:
         f"  preprocessing alone  {result['preprocess_only_images_per_s']:.1f} images/s",
         f"  model alone          {result['model_only_images_per_s']:.1f} images/s",
     ]
+    for hint, fps in result["runtime_benchmark_fps_by_hint"].items():
+        lines.append(f"  benchmark_app -hint {hint:<10} {fps:.1f} FPS (batch 1, model alone)")
+    if result["whole_job_limit_images_per_s"]:
+        lines.append(
+            f"whole-job limit      {result['whole_job_limit_images_per_s']:.1f} images/s"
+            " (benchmark_app's best with preprocessing's cost added)"
+        )
     return "\n".join(lines)
 
 

@@ -26,9 +26,11 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from fastapi import FastAPI, UploadFile
 
@@ -95,15 +97,15 @@ def serve(host: str, port: int, workers: int) -> None:
     uvicorn.Server(config).run(sockets=[listener])
 
 
-def multipart(path: Path) -> tuple[str, bytes]:
-    """The content type and body of a form upload of one file, encoded once, up front."""
+def multipart(path: Path) -> tuple[dict[str, str], bytes]:
+    """The headers and body of a form upload of one file, encoded once, up front."""
     head = (
         f"--{BOUNDARY}\r\n"
         f'Content-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     )
     body = head.encode() + path.read_bytes() + f"\r\n--{BOUNDARY}--\r\n".encode()
-    return f"multipart/form-data; boundary={BOUNDARY}", body
+    return {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}, body
 
 
 async def run_http_load(
@@ -116,20 +118,23 @@ async def run_http_load(
     duration_s: float = 10.0,
     requests: int | None = None,
     timeout_s: float = 30.0,
+    encode: Callable[[Path], tuple[dict[str, str], bytes]] = multipart,
 ) -> Results:
-    """POST the images round-robin in a closed loop (or open, at `rate`) and measure it."""
+    """POST the images round-robin in a closed loop (or open, at `rate`) and measure it.
+
+    `encode` makes each image's request headers and body, once, up front: a form upload
+    here, a KServe v2 inference request for Triton (triton_peer.py).
+    """
     import httpx
 
-    uploads = itertools.cycle([multipart(Path(path)) for path in images])
+    uploads = itertools.cycle([encode(Path(path)) for path in images])
     limits = httpx.Limits(max_connections=1024, max_keepalive_connections=1024)
     async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
 
         async def send() -> Outcome:
-            content_type, body = next(uploads)
+            headers, body = next(uploads)
             try:
-                response = await client.post(
-                    url, content=body, headers={"content-type": content_type}
-                )
+                response = await client.post(url, content=body, headers=headers)
             except httpx.HTTPError as error:
                 return Outcome(type(error).__name__)
             return Outcome("OK" if response.status_code == 200 else f"HTTP {response.status_code}")
@@ -159,15 +164,22 @@ def load(args: argparse.Namespace) -> None:
             timeout_s=args.timeout,
         )
     )
+    report_http_load(args, results, images, url=args.url, load="POST multipart")
+
+
+def report_http_load(
+    args: argparse.Namespace, results: Results, images: Sequence[str], *, url: str, load: str
+) -> None:
+    """Print the summary of an HTTP load run, and write its JSON if asked."""
     shape = (
         f"open loop at {args.rate:g} requests/s"
         if args.rate
         else (f"closed loop, {args.concurrency} callers")
     )
     setup = {
-        "target": args.url,
-        "load": f"POST multipart, {shape}; {len(images)} encoded images",
-        "rpc": "POST /predict",
+        "target": url,
+        "load": f"{load}, {shape}; {len(images)} encoded images",
+        "rpc": f"POST {urlparse(url).path}",
         "loop": "open" if args.rate else "closed",
         "concurrency": None if args.rate else args.concurrency,
         "rate": args.rate or None,

@@ -3,6 +3,9 @@ checkpoints of every format the service loads (built once per session)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +108,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA with a server certificate for localhost and 127.0.0.1, a client certificate
     (CN acme), and the ones to refuse: a client from another CA, an expired client."""
     return Pki.make(tmp_path_factory.mktemp("pki"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The model cache of every server the tests start, in this process or as `recognizer
+    serve` (which inherits the environment), is the session's own, not the user's."""
+    config.stash[CACHE_HOME] = tempfile.mkdtemp(prefix="recognizer-tests-cache-")
+    os.environ["XDG_CACHE_HOME"] = config.stash[CACHE_HOME]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash.get(CACHE_HOME, ""), ignore_errors=True)
+
+
+CACHE_HOME = pytest.StashKey[str]()

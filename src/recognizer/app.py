@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 from recognizer.config import Config
 from recognizer.config.schema import ServerSettings
 from recognizer.engine import sizing
-from recognizer.engine.backends import create_backend, resolve_device
+from recognizer.engine.backends import resolve_device
+from recognizer.engine.backends.prepared import load_backend
 from recognizer.engine.engine import Engine, ServedModel
-from recognizer.models.loading import load_model
 from recognizer.security.policy import Security
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.server import RecognizerServer
@@ -35,20 +35,19 @@ def load_served_models(config: Config) -> list[ServedModel]:
     """
     settings = config.engine
     device = resolve_device(settings.device)
+    device_type = device.split(":")[0]
     served = []
     for model_config in config.models:
-        model = load_model(model_config, allow_code=config.security.allow_code_models)
-        backend = create_backend(
-            model,
+        spec, backend = load_backend(
+            model_config,
+            settings,
+            allow_code=config.security.allow_code_models,
             device=device,
-            kind=settings.backend,
-            workers=sizing.inference_workers(settings, device.type),
-            threads_per_worker=sizing.intra_op_threads(settings, device.type),
-            precision=settings.precision,
+            workers=sizing.inference_workers(settings, device_type),
+            threads_per_worker=sizing.intra_op_threads(settings, device_type),
         )
-        spec = model.spec
         logger.info(
-            "loaded %s (%s %s, %d classes, labels in %s, %s) on %s with %s",
+            "loaded %s (%s %s, %d classes, labels in %s, %s) on %s with %s in %s",
             spec.name,
             spec.source_format,
             spec.architecture or "model",
@@ -57,6 +56,7 @@ def load_served_models(config: Config) -> list[ServedModel]:
             spec.preprocessing,
             backend.device,
             backend.name,
+            backend.precision,
         )
         served.append(ServedModel(spec, backend))
     return served

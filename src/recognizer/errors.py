@@ -22,6 +22,7 @@ Raised at start-up, when the server must not start:
     ├── ConfigError              the configuration is malformed: an unknown key, a bad value
     ├── ModelLoadError           a configured model cannot be loaded
     └── BackendError             a model cannot run on the backend or device asked for
+        └── QuantizationError    an int8 model agrees with fp32 less than required
 """
 
 from __future__ import annotations
@@ -147,3 +148,7 @@ class ModelLoadError(StartupError):
 
 class BackendError(StartupError):
     """A model cannot run on the backend or device asked for."""
+
+
+class QuantizationError(BackendError):
+    """A quantised model falls short of the agreement with fp32 it must reach to serve."""

@@ -30,7 +30,16 @@ from recognizer.bench.stats import Outcome, ProcessUsage, Results, summarize
 from support import ESPRESSO, PHOTOS
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
-SCRIPTS = ("images.py", "limit.py", "seed_baseline.py", "compare.py", "streams.py", "scaleout.py")
+SCRIPTS = (
+    "images.py",
+    "limit.py",
+    "seed_baseline.py",
+    "compare.py",
+    "streams.py",
+    "scaleout.py",
+    "footprint.py",
+    "triton_peer.py",
+)
 
 
 def load_script(name: str) -> ModuleType:
@@ -94,8 +103,8 @@ def seed_url() -> Iterator[str]:
 
 def test_the_seed_baseline_classifies_a_multipart_upload(seed_url: str) -> None:
     seed = load_script("seed_baseline")
-    content_type, body = seed.multipart(PHOTOS["coffee"])
-    response = httpx.post(seed_url, content=body, headers={"content-type": content_type})
+    headers, body = seed.multipart(PHOTOS["coffee"])
+    response = httpx.post(seed_url, content=body, headers=headers)
     assert response.status_code == 200
     predictions = response.json()["predictions"]
     assert len(predictions) == 5
@@ -184,6 +193,7 @@ def test_the_comparison_states_its_claims_as_ratios(tmp_path: Path) -> None:
     }
     results["ratios"] = compare.ratios(results)
     assert results["ratios"] == {
+        "recognizer_over_whole_job_limit": None,  # no benchmark_app in these rounds
         "recognizer_over_limit": 0.8,  # the rounds' ratios are 0.8, 0.95 and 0.6
         "recognizer_over_baseline": 4.0,  # 4.0, 5.7 and 3.0
         "recognizer_half_load_p99_over_idle_p50": 3.0,
@@ -233,3 +243,30 @@ def test_the_scale_out_report_gives_ratios_and_the_proxys_cost() -> None:
         assert pinned.replica(0) is not None and pinned.load != pinned.envoy
     else:
         assert pinned.replica(0) is None
+
+
+def test_the_comparison_rates_int8_and_triton_in_the_same_rounds() -> None:
+    compare = load_script("compare")
+    rounds = [
+        {
+            "limit": {"images_per_s": 70.0, "whole_job_limit_images_per_s": whole},
+            "recognizer": summary(ours, 20, 300, concurrency=16),
+            "baseline": summary(20, 100, 900, concurrency=16),
+            "limit_int8": {"images_per_s": 100.0, "whole_job_limit_images_per_s": whole8},
+            "recognizer_int8": summary(int8, 20, p99, concurrency=16),
+            "triton": summary(triton, 100, 1000, concurrency=16),
+        }
+        for whole, ours, whole8, int8, p99, triton in (
+            (80.0, 60.0, 120.0, 90.0, 200.0, 30.0),
+            (100.0, 70.0, 150.0, 99.0, 240.0, 40.0),
+            (90.0, 50.0, 100.0, 90.0, 350.0, 36.0),
+        )
+    ]
+    idle = {"sweep": {"1": summary(10, 10, 12, concurrency=1)}, "half_load": None}
+    ratios = compare.ratios({"rounds": rounds, "recognizer": idle, "baseline": idle})
+    assert ratios["recognizer_over_whole_job_limit"] == 0.7  # 0.75, 0.7 and 0.556
+    assert ratios["recognizer_int8_over_recognizer"] == 1.5  # 1.5, 1.414 and 1.8
+    assert ratios["recognizer_int8_over_triton"] == 2.5  # 3.0, 2.475 and 2.5
+    assert ratios["recognizer_int8_over_whole_job_limit"] == 0.75  # 0.75, 0.66 and 0.9
+    assert ratios["recognizer_int8_p99_over_recognizer_p99"] == 0.8  # 0.667, 0.8 and 1.167
+    assert ratios["recognizer_over_triton"] == 1.75  # 2.0, 1.75 and 1.389

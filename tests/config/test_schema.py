@@ -14,6 +14,6 @@ README = Path(__file__).parents[2] / "README.md"
 def test_the_readme_configuration_table_lists_every_setting_and_no_other() -> None:
     text = README.read_text(encoding="utf-8")
     table = text[text.index("## Configuration") : text.index("## Serving your own models")]
-    documented = set(re.findall(r"^\| `(--[a-z-]+)` \|", table, flags=re.MULTILINE))
+    documented = set(re.findall(r"^\| `(--[a-z0-9-]+)` \|", table, flags=re.MULTILINE))
     declared = {flag(key) for section in SECTIONS for key in section.model_fields}
     assert documented - {"--config", "--model"} == declared

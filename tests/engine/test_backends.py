@@ -12,7 +12,8 @@ import torch
 
 from fakes import colour_model
 from recognizer.engine.backends import Backend, create_backend, resolve_device
-from recognizer.engine.backends.graphs import activate, export_to_onnx, top_k_scores
+from recognizer.engine.backends.arrays import activate, top_k_scores
+from recognizer.engine.backends.graphs import export_to_onnx
 from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend
 from recognizer.engine.backends.openvino_backend import OpenVinoBackend
 from recognizer.engine.backends.torch_backend import TorchBackend
@@ -113,7 +114,7 @@ def test_auto_picks_openvino_on_the_cpu(default_loaded: LoadedModel) -> None:
     [
         ("onnxruntime", "bf16", "ONNX Runtime runs efficientnet-lite0 in fp32"),
         ("torch", "fp16", "PyTorch runs efficientnet-lite0 in fp32 on the CPU"),
-        ("openvino", "fp16", "OpenVINO runs fp32 or bf16"),
+        ("openvino", "fp16", "OpenVINO runs fp32, bf16 or int8"),
     ],
 )
 def test_precisions_a_backend_cannot_run_are_start_up_errors(
@@ -187,4 +188,4 @@ def test_devices_that_are_not_there_are_start_up_errors(device: str) -> None:
 
 
 def test_auto_device_is_the_cpu_without_cuda() -> None:
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")

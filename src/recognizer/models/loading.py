@@ -20,34 +20,33 @@ tensors and never run code. A pinned sha256 is checked before any of it.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from recognizer.config.models import ModelConfig
 from recognizer.errors import ConfigError, ModelLoadError
-from recognizer.models.efficientnet_lite0 import NAME as EFFICIENTNET_LITE0
-from recognizer.models.efficientnet_lite0 import load_efficientnet_lite0
+from recognizer.models import efficientnet_lite0, modelscope
 from recognizer.models.integrity import check_sha256
-from recognizer.models.label_files import read_labels
-from recognizer.models.modelscope import CHECKPOINT, is_modelscope_directory, load_modelscope
-from recognizer.models.onnx_file import load_onnx
-from recognizer.models.spec import LoadedModel
-from recognizer.models.state_dict import SUFFIXES, load_state_dict_model
-from recognizer.models.torchscript import is_torchscript, load_torchscript
+from recognizer.models.label_files import discover_label_files, read_labels
+from recognizer.models.labels import Labels
+from recognizer.models.preprocessing import Preprocessing
+from recognizer.models.spec import LoadedModel, ModelSpec
+from recognizer.models.state_dict import SUFFIXES
+from recognizer.models.torchscript import is_torchscript
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_MODELS: dict[str, Callable[[], LoadedModel]] = {
-    EFFICIENTNET_LITE0: load_efficientnet_lite0,
+    efficientnet_lite0.NAME: efficientnet_lite0.load_efficientnet_lite0,
 }
 
 
-def load_model(config: ModelConfig, *, allow_code: bool = False) -> LoadedModel:
-    """Load the model a config names, in the format given or detected; `allow_code` lets
-    detection pick TorchScript, which is code."""
+def resolve_source(config: ModelConfig, *, allow_code: bool = False) -> tuple[ModelConfig, str]:
+    """The config with its sidecar's keys, and the format of its files, whose pinned sha256
+    (if any) has been checked; `allow_code` lets detection pick TorchScript, which is code."""
     builtin = config.format == "builtin" or (
         config.format == "auto" and config.path in BUILTIN_MODELS
     )
@@ -63,6 +62,14 @@ def load_model(config: ModelConfig, *, allow_code: bool = False) -> LoadedModel:
         logger.warning("loading %s as TorchScript, which is code: --allow-code-models", config.path)
     if config.sha256 is not None:
         check_sha256(_pinned_file(config, source_format), config.sha256, model=config.name)
+    return config, source_format
+
+
+def load_model(config: ModelConfig, *, allow_code: bool = False) -> LoadedModel:
+    """Load the model a config names, in the format given or detected (resolve_source)."""
+    import torch
+
+    config, source_format = resolve_source(config, allow_code=allow_code)
     loader = LOADERS[source_format]
     try:
         return loader(config)
@@ -72,6 +79,63 @@ def load_model(config: ModelConfig, *, allow_code: bool = False) -> LoadedModel:
         if "can't allocate memory" not in str(error):  # PyTorch's CPU allocator
             raise
         raise _out_of_memory(config, error) from error
+
+
+def model_file(config: ModelConfig, source_format: str) -> Path:
+    """The file holding a model's weights: what its cache entries are keyed by."""
+    if source_format == "builtin":
+        return efficientnet_lite0.weights_file()
+    if source_format == "modelscope":
+        return config.location / modelscope.CHECKPOINT
+    return config.location
+
+
+def model_labels(
+    config: ModelConfig, source_format: str, *, num_classes: int, architecture: str
+) -> Labels:
+    """The labels a model of this format is served with: the config's, or the files it has."""
+    if source_format == "builtin":
+        if not config.labels:
+            return efficientnet_lite0.imagenet_labels()
+        return read_labels(config.labels, num_classes=num_classes, model=config.path)
+    if source_format == "modelscope":
+        return modelscope.read_modelscope_labels(config, num_classes, architecture)
+    path = config.location
+    shown = (
+        path.name if source_format in ("torchscript", "onnx") else f"{path.name} ({architecture})"
+    )
+    return read_labels(
+        config.labels or discover_label_files(path.parent), num_classes=num_classes, model=shown
+    )
+
+
+def describe_model(
+    config: ModelConfig, source_format: str, description: Mapping[str, Any]
+) -> ModelSpec:
+    """The spec of a model prepared before (a cache entry's description), without loading it.
+
+    The labels are read again, so a changed label file is served at once.
+    """
+    num_classes = int(description["num_classes"])
+    architecture = str(description["architecture"])
+    preprocessing = dict(description["preprocessing"])
+    return ModelSpec(
+        name=config.name,
+        architecture=architecture,
+        source_format=source_format,
+        labels=model_labels(
+            config, source_format, num_classes=num_classes, architecture=architecture
+        ),
+        preprocessing=Preprocessing(
+            **{
+                **preprocessing,
+                "mean": tuple(preprocessing["mean"]),
+                "std": tuple(preprocessing["std"]),
+            }
+        ),
+        activation=description["activation"],
+        max_batch_size=description["max_batch_size"],
+    )
 
 
 def detect_format(config: ModelConfig, *, allow_code: bool = False) -> str:
@@ -86,7 +150,7 @@ def detect_format(config: ModelConfig, *, allow_code: bool = False) -> str:
             f" model (built-in models: {', '.join(BUILTIN_MODELS)})"
         )
     if path.is_dir():
-        if is_modelscope_directory(path):
+        if modelscope.is_modelscope_directory(path):
             return "modelscope"
         raise ModelLoadError(
             f"{path} is a directory but not a ModelScope model, which has pytorch_model.pt"
@@ -119,7 +183,7 @@ def _pinned_file(config: ModelConfig, source_format: str) -> Path:
             f"model {config.name!r}: sha256 pins a model file, and {config.path} is built in"
             " (pip checked its package when it was installed)"
         )
-    return config.location / CHECKPOINT if config.location.is_dir() else config.location
+    return model_file(config, source_format)
 
 
 def _load_builtin(config: ModelConfig) -> LoadedModel:
@@ -130,10 +194,8 @@ def _load_builtin(config: ModelConfig) -> LoadedModel:
         )
     model = BUILTIN_MODELS[config.path]()
     spec = model.spec
-    labels = (
-        read_labels(config.labels, num_classes=spec.num_classes, model=config.path)
-        if config.labels
-        else spec.labels
+    labels = model_labels(
+        config, "builtin", num_classes=spec.num_classes, architecture=spec.architecture
     )
     configured = config.spec(
         architecture=spec.architecture,
@@ -151,10 +213,24 @@ def _out_of_memory(config: ModelConfig, error: BaseException) -> ModelLoadError:
     )
 
 
+def _imported(where: str) -> Callable[[ModelConfig], LoadedModel]:
+    """A loader imported when first called: loaders need PyTorch or ONNX Runtime, which a
+    model served from the cache never imports."""
+
+    def load(config: ModelConfig) -> LoadedModel:
+        module, name = where.split(":")
+        loader: Callable[[ModelConfig], LoadedModel] = getattr(
+            importlib.import_module(module), name
+        )
+        return loader(config)
+
+    return load
+
+
 LOADERS: dict[str, Callable[[ModelConfig], LoadedModel]] = {
     "builtin": _load_builtin,
-    "modelscope": load_modelscope,
-    "torchscript": load_torchscript,
-    "state_dict": load_state_dict_model,
-    "onnx": load_onnx,
+    "modelscope": _imported("recognizer.models.modelscope:load_modelscope"),
+    "torchscript": _imported("recognizer.models.torchscript:load_torchscript"),
+    "state_dict": _imported("recognizer.models.state_dict:load_state_dict_model"),
+    "onnx": _imported("recognizer.models.onnx_file:load_onnx"),
 }

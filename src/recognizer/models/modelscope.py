@@ -22,11 +22,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from recognizer.config.models import ModelConfig
-from recognizer.models.checkpoints import read_state_dict
 from recognizer.models.label_files import LabelFile, read_labels
+from recognizer.models.labels import Labels
 from recognizer.models.preprocessing import Preprocessing
 from recognizer.models.spec import LoadedModel
-from recognizer.models.state_dict import fit_architecture
 
 CHECKPOINT = "pytorch_model.pt"
 LABEL_FILES = ("meta_info.txt", "label_mapping.txt")
@@ -47,22 +46,30 @@ def is_modelscope_directory(path: Path) -> bool:
 
 def load_modelscope(config: ModelConfig) -> LoadedModel:
     """Load a ModelScope classification directory; the class count is the checkpoint's."""
+    from recognizer.models.checkpoints import read_state_dict
+    from recognizer.models.state_dict import fit_architecture
+
     directory = config.location
     fitted = fit_architecture(
         read_state_dict(directory / CHECKPOINT),
         config.architecture or ARCHITECTURE,
         checkpoint=str(directory / CHECKPOINT),
     )
-    found = tuple(LabelFile(directory / name, "zh") for name in LABEL_FILES)
-    labels = read_labels(
-        config.labels or tuple(file for file in found if file.path.is_file())[:1],
-        num_classes=fitted.num_classes,
-        model=f"{directory.name} ({fitted.architecture})",
-    )
     spec = config.spec(
         architecture=fitted.architecture,
         source_format="modelscope",
-        labels=labels,
+        labels=read_modelscope_labels(config, fitted.num_classes, fitted.architecture),
         preprocessing=config.preprocessing_over(PREPROCESSING),
     )
     return LoadedModel(spec, fitted.network)
+
+
+def read_modelscope_labels(config: ModelConfig, num_classes: int, architecture: str) -> Labels:
+    """The config's labels, or the directory's own (Chinese) label file."""
+    directory = config.location
+    found = tuple(LabelFile(directory / name, "zh") for name in LABEL_FILES)
+    return read_labels(
+        config.labels or tuple(file for file in found if file.path.is_file())[:1],
+        num_classes=num_classes,
+        model=f"{directory.name} ({architecture})",
+    )

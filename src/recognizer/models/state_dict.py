@@ -8,17 +8,16 @@ classes needs no more than `architecture=resnet50`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, NamedTuple
 
 from recognizer.config.models import ModelConfig
 from recognizer.errors import ConfigError, ModelLoadError
-from recognizer.models import architectures
-from recognizer.models.checkpoints import load_strictly, read_state_dict
 from recognizer.models.label_files import discover_label_files, read_labels
 from recognizer.models.preprocessing import Preprocessing
 from recognizer.models.spec import LoadedModel
+
+if TYPE_CHECKING:  # SUFFIXES is read without PyTorch, to tell formats apart
+    import torch
 
 SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
@@ -39,6 +38,8 @@ def load_state_dict_model(config: ModelConfig) -> LoadedModel:
             " weights but not the network: name the network with architecture=NAME (a"
             " torchvision or timm model, such as resnet50)"
         )
+    from recognizer.models.checkpoints import read_state_dict
+
     fitted = fit_architecture(
         read_state_dict(config.location), config.architecture, checkpoint=config.location.name
     )
@@ -64,6 +65,9 @@ def fit_architecture(
     A bare name both libraries have (resnet50) takes the first whose tensors fit; if
     none fits, the error is the first's.
     """
+    from recognizer.models import architectures
+    from recognizer.models.checkpoints import load_strictly
+
     tried = architectures.candidates(architecture)
     failures: list[ModelLoadError] = []
     for name in tried:

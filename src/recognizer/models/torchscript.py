@@ -11,14 +11,16 @@ from __future__ import annotations
 import warnings
 import zipfile
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
 from recognizer.models.label_files import discover_label_files, read_labels
 from recognizer.models.preprocessing import Preprocessing
 from recognizer.models.spec import LoadedModel
+
+if TYPE_CHECKING:  # is_torchscript tells the format without PyTorch
+    import torch
 
 
 def is_torchscript(path: Path) -> bool:
@@ -30,6 +32,8 @@ def is_torchscript(path: Path) -> bool:
 
 
 def load_torchscript(config: ModelConfig) -> LoadedModel:
+    import torch
+
     path = config.location
     try:
         with warnings.catch_warnings():
@@ -54,6 +58,8 @@ def load_torchscript(config: ModelConfig) -> LoadedModel:
 
 def count_classes(network: torch.nn.Module, crop: int, what: str) -> int:
     """Run the network once on a blank image; its output must be (1, classes) logits."""
+    import torch
+
     try:
         with torch.inference_mode():
             output = network(torch.zeros(1, 3, crop, crop))

@@ -15,7 +15,7 @@ from recognizer.engine.stream import (
     StreamPolicy,
     StreamSettings,
 )
-from recognizer.engine.types import Classification, ModelStatus, Options
+from recognizer.engine.types import Classification, ModelStatus, Options, QuantizationCheck
 from recognizer.errors import InvalidRequestError
 from recognizer.models.raw import PixelFormat, RawFrame
 from recognizer.transport.status import to_status
@@ -134,4 +134,17 @@ def to_model_info(model: ModelStatus) -> pb.ModelInfo:
             channel_order=preprocessing.channel_order,
         ),
         activation=_ACTIVATIONS[spec.activation],
+        precision=model.precision,
+        quantization_check=_quantization_check(model.quantization_check),
+    )
+
+
+def _quantization_check(check: QuantizationCheck | None) -> pb.QuantizationCheck | None:
+    if check is None:
+        return None
+    return pb.QuantizationCheck(
+        top1_agreement=check.top1_agreement,
+        mean_top5_difference=check.mean_top5_difference,
+        held_out_images=check.held_out_images,
+        min_agreement=check.min_agreement,
     )

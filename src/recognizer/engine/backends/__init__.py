@@ -9,17 +9,22 @@ there, and PyTorch on CUDA.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from recognizer.config.schema import BackendKind, Precision
+from recognizer.engine.types import QuantizationCheck
 from recognizer.errors import BackendError
-from recognizer.models.spec import LoadedModel, OnnxGraph
+from recognizer.models.spec import LoadedModel, ModelSpec, OnnxGraph
+
+if TYPE_CHECKING:  # PyTorch is imported only where a model needs it: a cached one does not
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -30,18 +35,32 @@ REDUCED_PRECISION_TOLERANCE = 0.05
 
 
 class Backend(Protocol):
-    """Maps an (N, H, W, 3) uint8 batch to the top-k (scores, class ids), each (N, k)."""
+    """Maps an (N, H, W, 3) uint8 batch to the top-k (scores, class ids), each (N, k).
+
+    `precision` is what the model runs in ("fp32", "bf16", "fp16", "int8");
+    `quantization_check` is set where int8 was asked for (prepared.py).
+    """
 
     name: str
     device: str
+    precision: str
+    quantization_check: QuantizationCheck | None
 
     def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-def resolve_device(device: str) -> torch.device:
-    """Turn "auto", "cpu", "cuda" or "cuda:N" into a device this machine has."""
+def resolve_device(device: str) -> str:
+    """Turn "auto", "cpu", "cuda" or "cuda:N" into "cpu" or "cuda:N", a device this machine has.
+
+    "auto" on a machine without NVIDIA's driver is the CPU without importing PyTorch,
+    which would cost a second and hundreds of MiB for nothing.
+    """
+    if device == "cpu" or (device == "auto" and not _nvidia_driver()):
+        return "cpu"
+    import torch
+
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except RuntimeError:
@@ -55,16 +74,25 @@ def resolve_device(device: str) -> torch.device:
                 f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA"
                 " device(s) exist"
             )
-        return torch.device("cuda", index)
+        return f"cuda:{index}"
     if resolved.type != "cpu":
         raise BackendError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
-    return resolved
+    return "cpu"
+
+
+def _nvidia_driver() -> bool:
+    """Whether NVIDIA's driver library loads: without it, PyTorch finds no CUDA device."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def create_backend(
     model: LoadedModel,
     *,
-    device: torch.device,
+    device: str | torch.device,
     kind: BackendKind,
     workers: int,
     threads_per_worker: int,
@@ -77,9 +105,15 @@ def create_backend(
     with a warning when one cannot run the model; TorchScript runs on PyTorch (the
     exporter cannot trace into it), ONNX files on the graph backends. Every export is
     checked against PyTorch before it serves. "auto" precision is fp32 on the CPU and
-    fp16 on CUDA. A model too large for the device is a BackendError that says so.
+    fp16 on CUDA. A model too large for the device is a BackendError that says so. int8
+    is prepared.py's: it needs the model cache and the gate.
     """
-    precision = resolve_precision(precision, device)
+    import torch
+
+    device = torch.device(device)
+    precision = resolve_precision(precision, str(device))
+    if precision == "int8":
+        raise BackendError(f"{model.spec.name}: int8 models are made by prepared.load_backend")
     candidates = [kind] if kind != "auto" else _auto_candidates(model, device)
     graph = functools.cache(lambda: _graph(model))  # exported once, whichever backend runs it
     failures: list[str] = []
@@ -99,14 +133,16 @@ def create_backend(
     raise BackendError("; ".join(failures))
 
 
-def resolve_precision(precision: Precision, device: torch.device) -> Precision:
+def resolve_precision(precision: Precision, device: str) -> Precision:
     if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        return "fp16" if device.startswith("cuda") else "fp32"
     return precision
 
 
 def _auto_candidates(model: LoadedModel, device: torch.device) -> list[BackendKind]:
     """The backends "auto" tries for a model, fastest first."""
+    import torch
+
     if device.type == "cuda":
         return ["onnxruntime"] if isinstance(model.network, OnnxGraph) else ["torch"]
     if isinstance(model.network, torch.jit.ScriptModule):
@@ -131,9 +167,11 @@ def _build(
     threads_per_worker: int,
     precision: Precision,
 ) -> Backend:
+    import torch
+
     from recognizer.engine.backends.graphs import check_against_torch
     from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend
-    from recognizer.engine.backends.openvino_backend import OpenVinoBackend
+    from recognizer.engine.backends.openvino_backend import OpenVinoBackend, read_graph
     from recognizer.engine.backends.torch_backend import TorchBackend
 
     name = model.spec.name
@@ -152,7 +190,7 @@ def _build(
     backend: Backend
     if kind == "openvino":
         backend = OpenVinoBackend(
-            graph(),
+            read_graph(graph()),
             model.spec,
             workers=workers,
             threads_per_worker=threads_per_worker,
@@ -165,3 +203,76 @@ def _build(
         tolerance = EXPORT_TOLERANCE if exact else REDUCED_PRECISION_TOLERANCE
         check_against_torch(backend, model, name=kind, tolerance=tolerance, same_top1=exact)
     return backend
+
+
+def choose_graph_backend(
+    model: LoadedModel,
+    graph: Path,
+    *,
+    kind: BackendKind,
+    workers: int,
+    threads_per_worker: int,
+    precision: Precision,
+) -> tuple[str, Backend]:
+    """The first graph backend ("auto": OpenVINO, then ONNX Runtime) that runs the exported
+    `graph` file as PyTorch runs `model`, and its name."""
+    from recognizer.engine.backends.graphs import check_against_torch
+
+    candidates = ["openvino", "onnxruntime"] if kind == "auto" else [kind]
+    failures: list[str] = []
+    for index, candidate in enumerate(candidates):
+        try:
+            backend = graph_backend(
+                candidate,
+                graph,
+                model.spec,
+                workers=workers,
+                threads_per_worker=threads_per_worker,
+                precision=precision,
+            )
+            if not isinstance(model.network, OnnxGraph):
+                exact = precision == "fp32"
+                tolerance = EXPORT_TOLERANCE if exact else REDUCED_PRECISION_TOLERANCE
+                check_against_torch(
+                    backend, model, name=candidate, tolerance=tolerance, same_top1=exact
+                )
+            return candidate, backend
+        except BackendError as error:
+            failures.append(str(error))
+            if index + 1 < len(candidates):
+                logger.warning("%s; trying %s next", error, candidates[index + 1])
+    raise BackendError("; ".join(failures))
+
+
+def graph_backend(
+    kind: str,
+    graph: Path,
+    spec: ModelSpec,
+    *,
+    workers: int,
+    threads_per_worker: int,
+    precision: str,
+    compiled_cache: Path | None = None,
+) -> Backend:
+    """OpenVINO or ONNX Runtime running a graph file (ONNX, or OpenVINO's IR) on the CPU;
+    OpenVINO keeps what it compiles in `compiled_cache`, if given."""
+    if kind == "openvino":
+        from recognizer.engine.backends.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(
+            graph,
+            spec,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            precision=precision,
+            compiled_cache=compiled_cache,
+        )
+    if kind == "onnxruntime":
+        from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend
+
+        if precision != "fp32":
+            raise BackendError(f"ONNX Runtime runs {spec.name} in fp32, not {precision}")
+        return OnnxRuntimeBackend(
+            OnnxGraph(graph.read_bytes()), spec, device="cpu", threads=threads_per_worker
+        )
+    raise BackendError(f"{kind} does not run graph files")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnxruntime as ort
-import torch
 
-from recognizer.engine.backends.graphs import GraphInputs, activate, top_k_scores
+from recognizer.engine.backends.arrays import GraphInputs, activate, top_k_scores
 from recognizer.errors import BackendError
 from recognizer.models.spec import ModelSpec, OnnxGraph
+
+if TYPE_CHECKING:
+    from recognizer.engine.types import QuantizationCheck
 
 
 class OnnxRuntimeBackend:
@@ -18,16 +22,17 @@ class OnnxRuntimeBackend:
     """
 
     name = "onnxruntime"
+    precision = "fp32"
+    quantization_check: QuantizationCheck | None = None
 
-    def __init__(
-        self, graph: OnnxGraph, spec: ModelSpec, *, device: torch.device, threads: int
-    ) -> None:
+    def __init__(self, graph: OnnxGraph, spec: ModelSpec, *, device: object, threads: int) -> None:
+        device = str(device)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
-        if device.type == "cuda":
+        if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendError(
                     f"{spec.name} needs onnxruntime-gpu to run on {device}; install it, or"
@@ -38,7 +43,7 @@ class OnnxRuntimeBackend:
             self._session = ort.InferenceSession(graph.data, options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise BackendError(f"ONNX Runtime cannot load {spec.name}: {error}") from error
-        self.device = str(device)
+        self.device = device
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise BackendError(f"{spec.name} has {len(inputs)} ONNX inputs; an image model has one")

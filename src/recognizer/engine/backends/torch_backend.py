@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import torch
 
+from recognizer.engine.types import QuantizationCheck
 from recognizer.models.spec import LoadedModel
 
 
@@ -18,9 +19,11 @@ class TorchBackend:
     """
 
     name = "torch"
+    quantization_check: QuantizationCheck | None = None
 
     def __init__(self, model: LoadedModel, *, device: torch.device, half: bool = False) -> None:
         spec = model.spec
+        self.precision = "fp16" if half else "fp32"
         self.device = str(device)
         self._device = device
         self._dtype = torch.float16 if half else torch.float32
