@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -46,6 +46,9 @@ def dev_tool(name: str) -> str:
 class ServerThread:
     """A real RecognizerServer on a free loopback port, running on its own event loop thread.
 
+    Keyword arguments are engine settings; `server` holds server settings (no drain delay
+    unless given, and port 0 unless given).
+
     Usage:
 
         with ServerThread([model], max_batch_size=4) as running:
@@ -58,6 +61,7 @@ class ServerThread:
         *,
         grace_period: float = 5.0,
         metrics_port: int | None = None,
+        server: Mapping[str, Any] | None = None,
         **engine: Any,
     ) -> None:
         self._loop = asyncio.new_event_loop()
@@ -65,13 +69,20 @@ class ServerThread:
         self._models = models
         self._engine_settings = EngineSettings(**engine)
         self._server_settings = ServerSettings(
-            port=0, grace_period=grace_period, metrics_port=metrics_port
+            **{
+                "port": 0,
+                "grace_period": grace_period,
+                "metrics_port": metrics_port,
+                "drain_delay": 0,
+                **(server or {}),
+            }
         )
         self.server: RecognizerServer
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
+        host = self._server_settings.host
+        return f"{'127.0.0.1' if host == 'localhost' else host}:{self.server.port}"
 
     @property
     def engine(self) -> Engine:

@@ -15,6 +15,8 @@ from recognizer.transport.server import RecognizerServer
 
 logger = logging.getLogger(__name__)
 
+EXIT_UNHEALTHY = 3  # every model stopped working: restart the process
+
 
 def build_engine(config: Config) -> Engine:
     """Load every configured model onto its backend and device (blocking, at start-up)."""
@@ -55,13 +57,32 @@ def load_served_models(config: Config) -> list[ServedModel]:
     return served
 
 
-async def serve(config: Config) -> None:
-    """Serve until SIGTERM or SIGINT, then drain gracefully and return."""
-    stop = asyncio.Event()
+async def serve(config: Config) -> int:
+    """Serve until signalled, then drain gracefully; returns the process's exit status.
+
+    SIGTERM (an orchestrator stopping the replica) drains after --drain-delay, SIGINT
+    (Ctrl-C) at once, and a second signal cuts the delay short. If the watchdog finds
+    every model broken for --unhealthy-exit seconds, the server drains at once and
+    EXIT_UNHEALTHY is returned, so that a supervisor restarts the process.
+    """
     loop = asyncio.get_running_loop()
+    signals: list[signal.Signals] = []
+    signalled, hurry = asyncio.Event(), asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        (hurry if signals else signalled).set()
+        signals.append(signum)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     server = RecognizerServer(build_engine(config), config.server)
     await server.start()
-    await stop.wait()
-    await server.stop()
+    waits = [asyncio.create_task(event.wait()) for event in (signalled, server.engine.hopeless)]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    if not signals:
+        await server.stop(drain_delay=0)
+        return EXIT_UNHEALTHY
+    await server.stop(None if signals[0] == signal.SIGTERM else 0, hurry=hurry)
+    return 0

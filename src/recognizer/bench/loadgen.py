@@ -30,7 +30,7 @@ import grpc
 from recognizer.bench import BenchError
 from recognizer.bench.stats import Outcome, ProcessUsage, Results
 from recognizer.bench.workload import RequestCycle, Workload
-from recognizer.client.clients import CHANNEL_OPTIONS
+from recognizer.client.clients import MESSAGE_OPTIONS
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
@@ -166,7 +166,8 @@ async def run_share(
     `ready` is called (in a thread) once everything is set up and returns the
     time.monotonic() instant at which to start, so processes start together.
     """
-    async with grpc.aio.insecure_channel(load.target, options=CHANNEL_OPTIONS) as channel:
+    # No service config: the bench counts every refusal, so nothing is retried or balanced.
+    async with grpc.aio.insecure_channel(load.target, options=MESSAGE_OPTIONS) as channel:
         await _connect(channel, load.target)
         stub = pb_grpc.RecognizerStub(channel)
         requests = RequestCycle(load.workload.requests(), unique=load.workload.unique)

@@ -1,7 +1,9 @@
-"""Thin wrappers over the generated stubs: channels with the right limits, images from paths."""
+"""Thin wrappers over the generated stubs: channels with the right limits and service config,
+images from paths."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
@@ -18,11 +20,75 @@ from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
 ImageSource = bytes | str | os.PathLike[str]
 DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TIMEOUT_S = 30.0
+SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
 _MAX_MESSAGE_BYTES = 32 << 20
-CHANNEL_OPTIONS = [
+MESSAGE_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
 ]
+
+
+def service_config(timeout: float | None = DEFAULT_TIMEOUT_S) -> str:
+    """The gRPC service config our clients carry, as JSON.
+
+    - Calls are balanced per call over every address the target resolves to (round_robin:
+      `ipv4:10.0.0.1:50051,10.0.0.2:50051`, or a DNS name with several records), and only
+      to servers whose health says SERVING, which each connection watches (so a draining
+      or broken replica gets no new calls).
+    - Classify and ListModels are retried on UNAVAILABLE (a draining replica, a broken
+      model: the retry goes to another address) and on RESOURCE_EXHAUSTED; for the latter
+      our server sends its RetryInfo delay as `grpc-retry-pushback-ms` too, and gRPC's
+      retries wait exactly that long. Five attempts at most, and retries stop while more
+      than about one call in ten fails (retryThrottling), so overload is not multiplied.
+    - They have a default deadline of `timeout` seconds (a shorter one given to a call wins).
+    - A stream is retried on UNAVAILABLE only, and only before any answer came back.
+    """
+    retry = {
+        "maxAttempts": 5,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+    }
+    unary: dict[str, object] = {
+        "name": [
+            {"service": SERVICE, "method": "Classify"},
+            {"service": SERVICE, "method": "ListModels"},
+        ],
+        "retryPolicy": retry,
+    }
+    if timeout is not None:
+        unary["timeout"] = f"{timeout:g}s"
+    stream = {
+        "name": [{"service": SERVICE, "method": "ClassifyStream"}],
+        "retryPolicy": {**retry, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": SERVICE},
+            "methodConfig": [unary, stream],
+            "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
+        }
+    )
+
+
+def channel_options(timeout: float | None = DEFAULT_TIMEOUT_S) -> list[tuple[str, str | int]]:
+    """Our clients' channel options: message limits, the service config, a retry buffer that
+    holds the largest request (else a large image could not be retried), and keepalive pings
+    that find a server gone without closing the connection."""
+    return [
+        *MESSAGE_OPTIONS,
+        ("grpc.service_config", service_config(timeout)),
+        ("grpc.enable_retries", 1),
+        ("grpc.per_rpc_retry_buffer_size", _MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+    ]
+
+
+CHANNEL_OPTIONS = channel_options()
 
 
 def classify_request(
@@ -62,9 +128,11 @@ class Client:
                 print(label.label, label.score)
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self, target: str = DEFAULT_TARGET, *, timeout: float | None = DEFAULT_TIMEOUT_S
+    ) -> None:
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(target, options=channel_options(timeout))
         self._stub = pb_grpc.RecognizerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -136,9 +204,11 @@ class AsyncClient:
             response = await client.classify(jpeg_bytes, top_k=3)
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self, target: str = DEFAULT_TARGET, *, timeout: float | None = DEFAULT_TIMEOUT_S
+    ) -> None:
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(target, options=channel_options(timeout))
         self._stub = pb_grpc.RecognizerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -1,16 +1,18 @@
 """The engine: the one entry point the transport calls to classify an image.
 
 It holds what every request shares (the served models, the preprocess pool, the result
-cache, the count of work in flight) and decides when the server may stop. The path of
-one request through it is in lifecycle.py.
+cache, the decoding memory budget, the callers' rate limits, the count of work in
+flight), runs the watchdog that judges each model's health, and decides when the server
+may stop. The path of one request through it is in lifecycle.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -18,16 +20,24 @@ from dataclasses import dataclass
 from recognizer.config.schema import EngineSettings
 from recognizer.engine import lifecycle, sizing
 from recognizer.engine.backends import Backend
+from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import ResultCache
+from recognizer.engine.ratelimit import RateLimiter
 from recognizer.engine.runner import ModelRunner
-from recognizer.engine.types import Classification, ModelStatus, Options
+from recognizer.engine.types import Classification, Health, ModelStatus, Options
+from recognizer.engine.watchdog import Watchdog
 from recognizer.errors import InvalidRequestError, ModelNotFoundError, ShuttingDownError
 from recognizer.models.labels import normalize_language
 from recognizer.models.raw import RawFrame
 from recognizer.models.spec import ModelSpec
 
+logger = logging.getLogger(__name__)
+
 DEFAULT_LANGUAGE = "zh"
 DRAIN_QUIET_S = 0.3
+CLOSE_TIMEOUT_S = 10.0
+
+HealthCallback = Callable[[str, Health], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,7 @@ class Engine:
 
     Work in flight (accepted requests and open streams) is counted on the event loop,
     which alone changes it; `wait_idle` and `close` wait on events set when it ends.
+    `hopeless` is set when the watchdog finds every model broken for too long.
 
     Usage:
 
@@ -71,6 +82,23 @@ class Engine:
             if settings.cache_entries
             else None
         )
+        self.decode_budget = MemoryBudget(sizing.decode_budget_bytes(settings))
+        self.rate_limiter = (
+            RateLimiter(
+                settings.rate_limit, settings.rate_limit_burst or math.ceil(settings.rate_limit)
+            )
+            if settings.rate_limit is not None
+            else None
+        )
+        self.hopeless = asyncio.Event()
+        self._health_callbacks: list[HealthCallback] = []
+        self._watchdog = Watchdog(
+            list(self._runners.values()),
+            settings,
+            on_change=self._health_changed,
+            on_hopeless=self.hopeless.set,
+        )
+        self._watching: asyncio.Task[None] | None = None
         self._draining = False
         self._requests = 0
         self._streams: set[Callable[[], object]] = set()
@@ -98,11 +126,20 @@ class Engine:
         return self.runner(model).pending
 
     async def start(self) -> None:
-        """Warm every model up off the event loop, then start the inference workers."""
+        """Warm every model up off the event loop, then start the workers and the watchdog."""
         loop = asyncio.get_running_loop()
         for runner in self._runners.values():
             await loop.run_in_executor(self.preprocess_pool, runner.warm_up)
             runner.start(self.cache)
+        self._watching = asyncio.create_task(self._watchdog.run(), name="watchdog")
+
+    def on_health_change(self, callback: HealthCallback) -> None:
+        """Have `callback(model, health)` awaited whenever the watchdog's verdict changes."""
+        self._health_callbacks.append(callback)
+
+    async def _health_changed(self, model: str, health: Health) -> None:
+        for callback in self._health_callbacks:
+            await callback(model, health)
 
     async def classify(
         self,
@@ -145,9 +182,9 @@ class Engine:
             self._settle()
 
     @contextmanager
-    def admission(self, runner: ModelRunner) -> Iterator[None]:
-        """Hold a place in the model's queue and count the request as work in flight."""
-        with runner.admission():
+    def admission(self, job: lifecycle.Job) -> Iterator[None]:
+        """Hold the job's place in its model's queue and count it as work in flight."""
+        with job.runner.shares.place(job):
             self._requests += 1
             self._no_requests.clear()
             self._idle.clear()
@@ -177,14 +214,23 @@ class Engine:
         except TimeoutError:
             return False
 
-    async def close(self) -> None:
-        """Answer what was accepted, then stop the preprocess pool and the workers."""
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Answer what was accepted, then stop the preprocess pool, the workers and the
+        watchdog, within about `timeout` seconds: requests still unanswered by then are
+        refused with ShuttingDownError, and workers hung in a model call are left behind."""
+        deadline = time.monotonic() + timeout
         self.drain()
-        await self._no_requests.wait()  # accepted requests may still need the pool
+        if not await _wait(self._no_requests, timeout):
+            for runner in self._runners.values():
+                runner.shares.fail_all(ShuttingDownError)
+            await self._no_requests.wait()  # the failed requests' callers now return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.preprocess_pool.shutdown)
         for runner in self._runners.values():
-            await loop.run_in_executor(None, runner.stop)
+            remaining = max(deadline - time.monotonic(), 0.0)
+            await loop.run_in_executor(None, runner.stop, remaining)
+        if self._watching is not None:
+            self._watching.cancel()
 
     def runner(self, name: str) -> ModelRunner:
         """The runner of a served model; "" is the default model."""
@@ -216,3 +262,13 @@ class Engine:
             self._no_requests.set()
             if not self._streams:
                 self._idle.set()
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Whether the event was set within `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -62,7 +63,8 @@ class Classification:
 class ModelStatus:
     """How a served model runs (spec, backend, device, batch limit) and what it has done.
 
-    `batch_sizes` counts the batches run by size; `inference_s` is their total model time.
+    `batch_sizes` counts the batches run by size; `inference_s` is their total model time;
+    `serving` is the watchdog's verdict.
     """
 
     spec: ModelSpec
@@ -70,5 +72,18 @@ class ModelStatus:
     device: str
     max_batch_size: int
     pending: int = 0
+    serving: bool = True
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
     inference_s: float = 0.0
+
+
+class Health(enum.Enum):
+    """Whether a model works: the watchdog's verdict (engine/watchdog.py)."""
+
+    SERVING = "serving"
+    STALLED = "every worker is in a model call that does not return"
+    FAILING = "its calls fail, and so does a blank image"
+
+    @property
+    def serving(self) -> bool:
+        return self is Health.SERVING

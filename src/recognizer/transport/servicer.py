@@ -1,7 +1,13 @@
-"""The Recognizer servicer: each RPC converts its message, awaits the engine, converts back."""
+"""The Recognizer servicer: each RPC converts its message, awaits the engine, converts back.
+
+Each call is counted against its caller (transport/callers.py) for fair shares and rate
+limits. An answer with many labels is converted to its message on a thread, off the
+event loop (thousands of labels take milliseconds to build).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -18,9 +24,11 @@ from recognizer.engine.stream import (
     Skipped,
     classify_stream,
 )
-from recognizer.errors import RecognizerError
+from recognizer.engine.types import Classification
+from recognizer.errors import DeadlineExceededError, RecognizerError
 from recognizer.outcomes import FrameOutcome
 from recognizer.transport import convert
+from recognizer.transport.callers import caller
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.status import abort, code_for
 from recognizer.v1 import recognizer_pb2 as pb
@@ -29,14 +37,18 @@ from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
+LARGE_ANSWER = 100  # labels from which an answer is converted on a thread
 
 
 class RecognizerServicer(pb_grpc.RecognizerServicer):
     """Serves recognizer.v1.Recognizer on top of an Engine."""
 
-    def __init__(self, engine: Engine, metrics: ServerMetrics) -> None:
+    def __init__(
+        self, engine: Engine, metrics: ServerMetrics, *, first_frame_timeout: float = 10.0
+    ) -> None:
         self._engine = engine
         self._metrics = metrics
+        self._first_frame_timeout = first_frame_timeout
         served = [model.spec.name for model in engine.describe()]
         # Metrics are labelled by model; "" asks for the default, unknown names share one.
         self._metric_model = {"": served[0], **{name: name for name in served}}
@@ -46,7 +58,10 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         model = self._metric_model.get(request.model, "unknown")
         try:
             result = await self._engine.classify(
-                convert.to_image(request), convert.to_options(request), deadline=_deadline(context)
+                convert.to_image(request),
+                convert.to_options(request),
+                deadline=_deadline(context),
+                tenant=caller(context),
             )
         except Exception as error:
             if not isinstance(error, RecognizerError):
@@ -54,22 +69,35 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             self._metrics.observe(model, code_for(error).name, time.monotonic() - started)
             await abort(context, error)
         self._metrics.observe(model, "OK", time.monotonic() - started)
+        if _large(result):
+            return await asyncio.to_thread(convert.to_response, request.request_id, result)
         return convert.to_response(request.request_id, result)
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterable[pb.ClassifyRequest], context: Context
     ) -> AsyncIterator[pb.ClassifyResponse]:
         requests = aiter(request_iterator)
-        first = await anext(requests, None)
+        try:
+            async with asyncio.timeout(self._first_frame_timeout):
+                first = await anext(requests, None)
+        except TimeoutError:
+            await abort(context, _first_frame_late(self._first_frame_timeout))
+            return
         if first is None:
             return
         counts = Counter(dict.fromkeys(FrameOutcome, 0))
         try:
             settings = convert.to_stream_settings(first.stream_options)
-            async for result in classify_stream(self._engine, _frames(first, requests), settings):
+            frames = _frames(first, requests)
+            async for result in classify_stream(
+                self._engine, frames, settings, tenant=caller(context)
+            ):
                 counts[result.outcome] += 1
                 self._observe_frame(result)
-                yield convert.to_frame_response(result)
+                if isinstance(result, Answered) and _large(result.classification):
+                    yield await asyncio.to_thread(convert.to_frame_response, result)
+                else:
+                    yield convert.to_frame_response(result)
         except RecognizerError as error:
             await abort(context, error, _summary(counts))
         context.set_trailing_metadata(_summary(counts))
@@ -100,6 +128,16 @@ async def _frames(
     yield convert.to_frame(first)
     async for request in rest:
         yield convert.to_frame(request)
+
+
+def _large(result: Classification) -> bool:
+    return len(result.labels) >= LARGE_ANSWER
+
+
+def _first_frame_late(timeout: float) -> DeadlineExceededError:
+    return DeadlineExceededError(
+        f"no frame came within {timeout:g}s of opening the stream", reason="FIRST_FRAME_TIMEOUT"
+    )
 
 
 def _summary(counts: Counter[FrameOutcome]) -> tuple[tuple[str, str], ...]:
