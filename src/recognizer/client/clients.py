@@ -33,16 +33,21 @@ def service_config(timeout: float | None = DEFAULT_TIMEOUT_S) -> str:
     """The gRPC service config our clients carry, as JSON.
 
     - Calls are balanced per call over every address the target resolves to (round_robin:
-      `ipv4:10.0.0.1:50051,10.0.0.2:50051`, or a DNS name with several records), and only
-      to servers whose health says SERVING, which each connection watches (so a draining
-      or broken replica gets no new calls).
+      `ipv4:10.0.0.1:50051,10.0.0.2:50051`, or a DNS name with several records); an
+      address that refuses connections is skipped until it accepts them again.
     - Classify and ListModels are retried on UNAVAILABLE (a draining replica, a broken
-      model: the retry goes to another address) and on RESOURCE_EXHAUSTED; for the latter
-      our server sends its RetryInfo delay as `grpc-retry-pushback-ms` too, and gRPC's
-      retries wait exactly that long. Five attempts at most, and retries stop while more
-      than about one call in ten fails (retryThrottling), so overload is not multiplied.
+      model: round_robin sends the retry to the next address) and on RESOURCE_EXHAUSTED;
+      for the latter our server sends its RetryInfo delay as `grpc-retry-pushback-ms`
+      too, and gRPC's retries wait exactly that long. Five attempts at most, and retries
+      stop while failures outnumber a tenth of successes by 50 (retryThrottling), so an
+      overload is not multiplied.
     - They have a default deadline of `timeout` seconds (a shorter one given to a call wins).
     - A stream is retried on UNAVAILABLE only, and only before any answer came back.
+
+    Client-side health checks (gRFC A17) are left off on purpose: with one address (a
+    Kubernetes Service, a single replica) they fail every call on the client while the
+    server says NOT_SERVING, though it still serves during its drain delay, and say less
+    than the server's own UNAVAILABLE would.
     """
     retry = {
         "maxAttempts": 5,
@@ -67,7 +72,6 @@ def service_config(timeout: float | None = DEFAULT_TIMEOUT_S) -> str:
     return json.dumps(
         {
             "loadBalancingConfig": [{"round_robin": {}}],
-            "healthCheckConfig": {"serviceName": SERVICE},
             "methodConfig": [unary, stream],
             "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
         }
@@ -85,6 +89,7 @@ def channel_options(timeout: float | None = DEFAULT_TIMEOUT_S) -> list[tuple[str
         ("grpc.per_rpc_retry_buffer_size", _MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 60_000),
         ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.ping_timeout_ms", 20_000),
     ]
 
 

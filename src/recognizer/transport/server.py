@@ -46,6 +46,7 @@ def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 0),  # a second server on a busy port fails loudly
         ("grpc.keepalive_time_ms", ms(settings.keepalive_time)),
         ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout)),
+        ("grpc.http2.ping_timeout_ms", ms(settings.keepalive_timeout)),  # else a minute
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
