@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import os
 import shutil
 import sys
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import matplotlib
@@ -20,6 +22,7 @@ from recognizer.engine.engine import Engine, ServedModel
 from recognizer.transport.server import RecognizerServer
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 MATPLOTLIB_DATA = Path(matplotlib.get_data_path()) / "sample_data"
 
 # Real photos shipped by well-known packages, with the ImageNet classes they show.
@@ -41,6 +44,16 @@ def dev_tool(name: str) -> str:
     path = shutil.which(name, path=os.pathsep.join([os.path.dirname(sys.executable), os.defpath]))
     assert path, f"{name} is not installed: run `make install`"
     return path
+
+
+def load_script(name: str) -> ModuleType:
+    """Import benchmarks/<name>.py under a name of its own (tests/images.py exists too)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 class ServerThread:

@@ -8,7 +8,6 @@ comparison's arithmetic run on stand-ins.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
 import subprocess
 import sys
@@ -17,7 +16,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -26,20 +24,10 @@ import pytest
 from PIL import Image
 
 from recognizer.bench.stats import Outcome, ProcessUsage, Results, summarize
-from support import ESPRESSO, PHOTOS
+from support import ESPRESSO, PHOTOS, load_script
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
-SCRIPTS = ("images.py", "limit.py", "seed_baseline.py", "compare.py", "streams.py")
-
-
-def load_script(name: str) -> ModuleType:
-    """Import benchmarks/<name>.py under a name of its own (tests/images.py exists too)."""
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+SCRIPTS = ("images.py", "limit.py", "seed_baseline.py", "compare.py", "streams.py", "faults.py")
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -86,7 +86,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         raise InvalidImageError("image is empty", reason="IMAGE_EMPTY")
     # Pillow's process-wide guard stays on, as some decoders (GIF) allocate a canvas while
     # opening, before our check; it is only raised so that it never refuses (nor warns
-    # about) what we allow.
+    # about) what we allow. Pillow warns about some malformed files (corrupt EXIF in a
+    # TIFF) and goes on; where warnings are errors, such a file is one it cannot read.
     pillow_limit = Image.MAX_IMAGE_PIXELS
     if pillow_limit is not None and pillow_limit < max_pixels:
         Image.MAX_IMAGE_PIXELS = max_pixels
@@ -94,7 +95,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as error:
         raise too_large(None, max_pixels) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Warning) as error:
         raise InvalidImageError(
             f"image is not a supported format ({', '.join(SUPPORTED_FORMATS)})",
             reason="IMAGE_UNDECODABLE",
@@ -155,7 +156,7 @@ def prepare_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarra
         reduce_on_decode(image, size)
         ImageOps.exif_transpose(image, in_place=True)
         image = flatten(image)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except (OSError, SyntaxError, ValueError, Warning, Image.DecompressionBombError) as error:
         raise InvalidImageError(
             "image data is truncated or corrupt", reason="IMAGE_CORRUPT"
         ) from error
