@@ -98,7 +98,10 @@ class ModelRunner:
             on_cpu = self.backend.device == "cpu"
             self.queue.max_batch_size = self._capped(CPU_BATCH_SIZE) if on_cpu else self._tuned()
         for batch_size in sorted({1, self.max_batch_size}):
+            started = time.monotonic()
             self._run_blank(batch_size)
+        # The model's speed, a first estimate (high, if this was its first call) for RetryInfo.
+        self._seconds_per_item = (time.monotonic() - started) / self.max_batch_size
 
     def probe(self) -> None:
         """Run the model once on a blank image; raises if it fails (the watchdog's test)."""

@@ -39,8 +39,8 @@ C = TypeVar("C", bound=Claim)
 class FairShares(Generic[C]):
     """The places of one model's queue, by caller.
 
-    `retry_after(places)` estimates how long `places` queued requests take to clear, for
-    the RetryInfo of a refusal.
+    `retry_after(requests)` estimates how long `requests` queued requests take to clear,
+    for the RetryInfo of a refusal: a caller's own, times the callers it takes turns with.
     """
 
     def __init__(self, model: str, capacity: int, retry_after: Callable[[int], float]) -> None:
@@ -76,7 +76,7 @@ class FairShares(Generic[C]):
                 raise OverloadedError(
                     f"model {self.model!r} has {self.capacity} requests queued, its limit,"
                     f" and this caller holds {held} of them, its share being {share}",
-                    retry_after_s=self._retry_after(max(held, 1)),
+                    retry_after_s=self._retry_after(max(held, 1) * self.callers),
                 )
             if not self._make_room(share):
                 raise OverloadedError(
@@ -125,7 +125,7 @@ class FairShares(Generic[C]):
                 f"model {self.model!r} is full and this caller held {held} of its"
                 f" {self.capacity} places, over its share of {share}: its newest request"
                 " gave its place to a caller within its share",
-                retry_after_s=self._retry_after(held),
+                retry_after_s=self._retry_after(held * self.callers),
             )
         )
         return True
