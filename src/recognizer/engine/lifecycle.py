@@ -171,6 +171,7 @@ async def classify(
     tenant: str,
 ) -> Classification:
     """Take one request through every stage and return its answer."""
+    # validate
     engine.refuse_if_draining()
     runner = engine.runner(options.model)
     runner.refuse_if_unavailable()
@@ -183,8 +184,10 @@ async def classify(
     top_k = min(
         options.top_k or settings.default_top_k, runner.spec.num_classes, settings.max_top_k
     )
+    # limit
     if engine.rate_limiter is not None:
         engine.rate_limiter.take(tenant)
+    # admit: a place held until the answer comes or the caller gives up
     job = Job(
         runner,
         image,
