@@ -59,10 +59,8 @@ def test_the_service_config_balances_retries_and_sets_a_deadline() -> None:
     unary, stream = config["methodConfig"]
     assert {name["method"] for name in unary["name"]} == {"Classify", "ListModels"}
     assert unary["timeout"] == "12.5s"
-    assert set(unary["retryPolicy"]["retryableStatusCodes"]) == {
-        "UNAVAILABLE",
-        "RESOURCE_EXHAUSTED",
-    }
+    retryable = {"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"}
+    assert set(unary["retryPolicy"]["retryableStatusCodes"]) == retryable
     assert stream["name"] == [{"service": "recognizer.v1.Recognizer", "method": "ClassifyStream"}]
     assert "timeout" not in stream  # a camera's stream may run for hours
     assert stream["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]

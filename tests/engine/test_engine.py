@@ -7,12 +7,13 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import suppress
 
 import pytest
 
 from fakes import POISON, ColourNet, colour_model, solid_png
 from recognizer.config.schema import EngineSettings
-from recognizer.engine.engine import DRAIN_QUIET_S, Engine, ServedModel
+from recognizer.engine.engine import DRAIN_QUIET_MAX_S, DRAIN_QUIET_S, Engine, ServedModel
 from recognizer.engine.types import Options
 from recognizer.errors import (
     DeadlineExceededError,
@@ -208,6 +209,25 @@ async def test_draining_waits_until_refused_callers_go_quiet() -> None:
     # A caller was just refused: its next call may be on the wire, so wait for quiet.
     assert not await engine.wait_idle(timeout=DRAIN_QUIET_S / 3)
     assert await engine.wait_idle(timeout=DRAIN_QUIET_S * 3)
+    await engine.close()
+
+
+async def test_draining_stops_waiting_for_quiet_when_refusals_go_on() -> None:
+    engine = await started([colour_model()], max_batch_size=1)
+    engine.drain()
+
+    async def keep_calling() -> None:  # a client balancing over replicas, say
+        while True:
+            with suppress(ShuttingDownError):
+                await engine.classify(solid_png(RED), Options())
+            await asyncio.sleep(DRAIN_QUIET_S / 5)
+
+    caller = asyncio.create_task(keep_calling())
+    await asyncio.sleep(DRAIN_QUIET_S / 3)  # its first calls have been refused
+    started_at = time.monotonic()
+    assert await engine.wait_idle(timeout=DRAIN_QUIET_MAX_S * 5)
+    assert DRAIN_QUIET_MAX_S <= time.monotonic() - started_at < DRAIN_QUIET_MAX_S * 3
+    caller.cancel()
     await engine.close()
 
 

@@ -259,10 +259,12 @@ def test_a_full_queue_is_resource_exhausted_with_retry_info() -> None:
             inference_workers=1,
             max_queued_requests=2,
         ) as running,
-        Client(running.address) as client,
+        grpc.insecure_channel(running.address) as channel,  # no retries: see the refusals
         concurrent.futures.ThreadPoolExecutor(8) as pool,
     ):
-        calls = [pool.submit(client.classify, solid_png((0, 0, 200))) for _ in range(8)]
+        stub = pb_grpc.RecognizerStub(channel)
+        request = pb.ClassifyRequest(image=solid_png((0, 0, 200)))
+        calls = [pool.submit(stub.Classify, request) for _ in range(8)]
         done = [f.exception() or f.result() for f in calls]
         refused = [e for e in done if isinstance(e, grpc.RpcError)]
         assert 0 < len(refused) <= 6

@@ -38,9 +38,11 @@ def service_config(timeout: float | None = DEFAULT_TIMEOUT_S) -> str:
     - Classify and ListModels are retried on UNAVAILABLE (a draining replica, a broken
       model: round_robin sends the retry to the next address) and on RESOURCE_EXHAUSTED;
       for the latter our server sends its RetryInfo delay as `grpc-retry-pushback-ms`
-      too, and gRPC's retries wait exactly that long. Five attempts at most, and retries
-      stop while failures outnumber a tenth of successes by 50 (retryThrottling), so an
-      overload is not multiplied.
+      too, and gRPC's retries wait exactly that long. They are retried on CANCELLED too,
+      which our server never answers itself but gRPC's does, to calls that reach it as
+      it stops (grpc/grpc#41785); the calls are idempotent. Five attempts at most, and
+      retries stop while failures outnumber a tenth of successes by 50 (retryThrottling),
+      so an overload is not multiplied.
     - They have a default deadline of `timeout` seconds (a shorter one given to a call wins).
     - A stream is retried on UNAVAILABLE only, and only before any answer came back.
 
@@ -54,7 +56,7 @@ def service_config(timeout: float | None = DEFAULT_TIMEOUT_S) -> str:
         "initialBackoff": "0.1s",
         "maxBackoff": "2s",
         "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+        "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"],
     }
     unary: dict[str, object] = {
         "name": [

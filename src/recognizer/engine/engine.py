@@ -9,7 +9,6 @@ may stop. The path of one request through it is in lifecycle.py.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
@@ -31,10 +30,9 @@ from recognizer.models.labels import normalize_language
 from recognizer.models.raw import RawFrame
 from recognizer.models.spec import ModelSpec
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_LANGUAGE = "zh"
 DRAIN_QUIET_S = 0.3
+DRAIN_QUIET_MAX_S = 2.0
 CLOSE_TIMEOUT_S = 10.0
 
 HealthCallback = Callable[[str, Health], Awaitable[None]]
@@ -199,18 +197,24 @@ class Engine:
 
         While callers are still being refused, it waits for them to stop too (a quiet
         `DRAIN_QUIET_S`), so that the server closes once they have seen UNAVAILABLE, and
-        not while their next call is on the wire (which gRPC would cancel).
+        not while their next call is on the wire (which gRPC would cancel). It waits for
+        quiet `DRAIN_QUIET_MAX_S` at most: a client balancing its calls over several
+        replicas goes on sending some here until the connection closes.
         """
         try:
             async with asyncio.timeout(timeout):
+                await self._idle.wait()
+                stop_waiting = time.monotonic() + DRAIN_QUIET_MAX_S
                 while True:
                     await self._idle.wait()
-                    quiet_for = DRAIN_QUIET_S - (time.monotonic() - self._last_refusal)
-                    if quiet_for <= 0 and self._idle.is_set():
+                    now = time.monotonic()
+                    quiet_for = DRAIN_QUIET_S - (now - self._last_refusal)
+                    if quiet_for <= 0 or now >= stop_waiting:
                         return True
                     self._refused.clear()
                     with suppress(TimeoutError):
-                        await asyncio.wait_for(self._refused.wait(), max(quiet_for, 0.0))
+                        wait = min(quiet_for, stop_waiting - now)
+                        await asyncio.wait_for(self._refused.wait(), wait)
         except TimeoutError:
             return False
 
