@@ -41,6 +41,8 @@ MAX_TICK_S = 0.25
 
 
 class Watchdog:
+    """Judges the runners' health from their progress; run() on the event loop until cancelled."""
+
     def __init__(
         self,
         runners: Sequence[ModelRunner],
@@ -57,6 +59,7 @@ class Watchdog:
         self._on_hopeless = on_hopeless
         self._tick = min(MAX_TICK_S, self._stall_s / 4)
         self._probing: set[str] = set()
+        self._probed_tasks: set[asyncio.Task[None]] = set()  # referenced until they end
         self._next_probe: dict[str, float] = {}
         self._all_broken_since: float | None = None
 
@@ -107,9 +110,14 @@ class Watchdog:
                 logger.warning("%s: the probe failed too: %s", name, error)
                 ok = False
             with suppress(RuntimeError):  # the loop closed: nobody is watching any more
-                loop.call_soon_threadsafe(lambda: loop.create_task(self._probed(runner, ok)))
+                loop.call_soon_threadsafe(self._report, runner, ok)
 
         threading.Thread(target=probe, name=f"probe-{name}", daemon=True).start()
+
+    def _report(self, runner: ModelRunner, ok: bool) -> None:
+        task = asyncio.get_running_loop().create_task(self._probed(runner, ok))
+        self._probed_tasks.add(task)
+        task.add_done_callback(self._probed_tasks.discard)
 
     async def _probed(self, runner: ModelRunner, ok: bool) -> None:
         name = runner.spec.name
