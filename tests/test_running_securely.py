@@ -59,7 +59,7 @@ def test_the_tls_and_token_setup_works_as_written(
     shutil.copy(PHOTOS["hopper"], tmp_path / "photo.jpg")
     with ServerThread([colour_model()], security=config.security) as running:
         calls = shell_block("Every call now needs")
-        port = running.server.port
+        port = running.server.grpc.port
         output = bash(calls.replace("localhost:50051", f"localhost:{port}"), tmp_path, TOKEN=token)
     listed, answer = output.split("{", 1)
     assert "recognizer.v1.Recognizer" in listed.split()
