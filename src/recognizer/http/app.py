@@ -4,8 +4,9 @@ which routes need a token.
 Open without one, whatever the settings: the page, its assets, the OpenAPI document and
 the docs page (files of the package, no data; the page must load to ask for a token),
 and /metrics, which answers only when --host is a loopback address (the metrics rules:
-no token, never beyond this machine unless --metrics-host says so). Health and readiness
-are open with --public-health. Everything else needs a token when auth is on.
+no token, and not beyond this machine; --metrics-port with --metrics-host is the way to
+let them out). Health and readiness are open with --public-health. Everything else needs
+a token when auth is on.
 """
 
 from __future__ import annotations
