@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import statistics
 import threading
 import time
@@ -285,3 +286,54 @@ def test_the_next_frame_is_produced_while_the_current_one_waits_and_is_written()
     summary = asyncio.run(stream_frames(Client(), frames()))  # type: ignore[arg-type]
     assert overlapped == [True] * count  # each write found the next frame under way
     assert (summary.sent, summary.counts["answered"], summary.ok) == (count, count, True)
+
+
+def test_a_stream_whose_server_stops_is_reopened_on_the_next_with_the_frames_unanswered() -> None:
+    slow = ColourNet(delay_s=0.02)  # frames queue up, so some are in flight when it stops
+    with (
+        ServerThread([colour_model(network=slow)], max_batch_size=2) as first,
+        ServerThread([colour_model(network=slow)], max_batch_size=2) as second,
+    ):
+        servers = {first.address: first, second.address: second}
+        frames = [
+            OutgoingFrame(pb.ClassifyRequest(image=solid_png(PICTURES[i % 3]), request_id=str(i)))
+            for i in range(40)
+        ]
+        answers: list[FrameAnswer] = []
+        stopping: list[concurrent.futures.Future[None]] = []
+
+        def on_answer(answer: FrameAnswer) -> None:
+            answers.append(answer)
+            if len(answers) == 10:  # stop the server that has the stream, as SIGTERM would
+                (serving,) = (s for s in servers.values() if s.engine.open_streams)
+                stopping.append(serving.submit(serving.server.stop(drain_delay=0)))
+
+        async def run() -> StreamSummary:
+            async with AsyncClient(f"ipv4:{first.address},{second.address}") as client:
+                return await stream_frames(client, frames, on_answer=on_answer)
+
+        summary = asyncio.run(run())
+        stopping[0].result(timeout=30)
+    assert sorted(int(a.response.request_id) for a in answers) == list(range(40))
+    for answer in answers:
+        assert answer.response.labels[0].class_id == int(answer.response.request_id) % 3
+    assert (summary.reopened, summary.sent, summary.ok) == (1, 40, True)
+    # Both streams' trailers: each frame was classified once, by one server or the other.
+    assert summary.server_counts == {"answered": 40, "skipped": 0, "failed": 0}
+
+
+def test_a_stream_is_reopened_at_most_reopens_times_in_a_row() -> None:
+    async def refuse_streams() -> None:
+        draining.engine.drain()  # from now on every stream is refused with UNAVAILABLE
+
+    with ServerThread([colour_model()]) as draining:
+        draining.run(refuse_streams())
+        frames = [OutgoingFrame(pb.ClassifyRequest(image=solid_png(PICTURES[0]), request_id="0"))]
+
+        async def run() -> StreamSummary:
+            async with AsyncClient(draining.address) as client:
+                return await stream_frames(client, frames, reopens=2)
+
+        summary = asyncio.run(run())
+    assert (summary.reopened, summary.code) == (2, grpc.StatusCode.UNAVAILABLE)
+    assert summary.unanswered == summary.sent and not summary.ok

@@ -24,6 +24,7 @@ from recognizer.client import AsyncClient, Credentials
 from recognizer.client.payloads import RAW_FORMATS, to_request
 from recognizer.client.sources import Source, SourceError, open_source
 from recognizer.client.streaming import (
+    REOPENS,
     FrameAnswer,
     OutgoingFrame,
     StreamSummary,
@@ -90,6 +91,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--limit", type=positive(int), metavar="N", help="stop after this many frames"
     )
     stream.add_argument(
+        "--reopens",
+        type=int,
+        default=REOPENS,
+        metavar="N",
+        help="open a stream that broke off (its replica drained or died) again, with the"
+        f" frames it had not answered, at most N times in a row (default: {REOPENS})",
+    )
+    stream.add_argument(
         "--quiet", "-q", action="store_true", help="print only the summary, not each frame"
     )
 
@@ -98,6 +107,9 @@ def run_stream(args: argparse.Namespace) -> int:
     """Stream the source, print the answers and the summary; returns the exit status."""
     if args.max_frame_age_ms and args.policy != "latest":
         print("recognizer stream: --max-frame-age-ms needs --policy latest", file=sys.stderr)
+        return 2
+    if args.reopens < 0:
+        print("recognizer stream: --reopens must be 0 or more", file=sys.stderr)
         return 2
     try:
         connection = credentials(args)
@@ -142,7 +154,12 @@ async def _stream(
     try:
         async with AsyncClient(args.server, timeout=None, credentials=connection) as client:
             return await stream_frames(
-                client, _requests(args, source), options=options, on_answer=display.show, stop=stop
+                client,
+                _requests(args, source),
+                options=options,
+                on_answer=display.show,
+                stop=stop,
+                reopens=args.reopens,
             )
     finally:
         display.close()
@@ -217,6 +234,8 @@ def _summary(summary: StreamSummary) -> str:
         f"frames   {frames}",
         f"latency  {latency or '-'}  (classified frames, from send to answer)",
         f"server   {server or 'no counts'}",
-        f"status   {summary.code.name}" + (f": {summary.details}" if summary.details else ""),
+        f"status   {summary.code.name}"
+        + (f": {summary.details}" if summary.details else "")
+        + (f" (reopened {summary.reopened}x)" if summary.reopened else ""),
     ]
     return "\n".join(lines)

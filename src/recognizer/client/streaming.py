@@ -9,6 +9,10 @@ bookkeeping needs no locks, and frames are produced (decoded, encoded) in a work
 thread, one ahead of the send, so producing never delays a timestamp. The blocking API
 would run the sender as a request generator on gRPC's own thread, where an exception
 from the source turns into a cancelled call.
+
+A stream that breaks off (its replica drains or dies) is opened again and the frames it
+left unanswered are sent again on the new one, which lands on another replica; the
+frames are idempotent, so sending one twice costs only time.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +34,9 @@ from recognizer.outcomes import FrameOutcome
 from recognizer.v1 import recognizer_pb2 as pb
 
 Call = grpc.aio.StreamStreamCall[pb.ClassifyRequest, pb.ClassifyResponse]
+REOPENS = 3
+_REOPEN_BACKOFF_S = 0.1
+_REOPEN_BACKOFF_MAX_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +75,10 @@ class StreamSummary:
     latencies_s: list[float] = field(default_factory=list)  # of classified frames only
     elapsed_s: float = 0.0  # from the first send to the last answer
     server_counts: dict[FrameOutcome, int] = field(default_factory=dict)  # from the trailers
-    code: grpc.StatusCode = grpc.StatusCode.OK
+    code: grpc.StatusCode = grpc.StatusCode.OK  # of the last stream
     details: str = ""
     source_error: Exception | None = None  # why frames stopped coming early, if they did
+    reopened: int = 0  # streams opened again after one broke off
 
     @property
     def unanswered(self) -> int:
@@ -104,21 +113,29 @@ async def stream_frames(
     options: pb.StreamOptions | None = None,
     on_answer: Callable[[FrameAnswer], object] = lambda answer: None,
     stop: asyncio.Event | None = None,
+    reopens: int = REOPENS,
 ) -> StreamSummary:
-    """Send `frames` over one ClassifyStream, calling `on_answer` with each answer.
+    """Send `frames` over a ClassifyStream, calling `on_answer` with each answer.
 
     `options` go on the first request. Setting `stop` stops sending, and so does an
     exception from `frames` (kept in the summary); either way the frames already sent
-    are still answered. The stream's status and the server's trailing counts are put
-    in the summary, not raised.
+    are still answered. The stream's status and the server's trailing counts (summed
+    over the streams it took) are put in the summary, not raised.
+
+    A stream that breaks off is opened again, at most `reopens` times in a row (a stream
+    that answered a frame before breaking earns them back), after 0.1 s, then twice as
+    long each time up to 2 s. It broke off if it ended with UNAVAILABLE (its replica is
+    draining, stopped or unreachable) or with INTERNAL and no trailers, which is how
+    gRPC reports a stream that a proxy reset because its replica died (Envoy resets it
+    with INTERNAL_ERROR). The frames it had not answered are sent first on the new
+    stream, in the order they were sent, and `options` with the first of them; their
+    latency still counts from their first send.
     """
-    session = _Session(client.open_stream(), on_answer)
+    session = _Session(client, on_answer, options)
     with ThreadPoolExecutor(1, thread_name_prefix="frames") as producer:
-        sender = asyncio.create_task(
-            session.send(iter(frames), options, producer, stop or asyncio.Event())
-        )
+        sender = asyncio.create_task(session.send(iter(frames), producer, stop or asyncio.Event()))
         try:
-            await session.receive()
+            await session.receive(reopens)
         finally:
             sender.cancel()  # it is done, unless the stream ended before the frames did
             session.call.cancel()
@@ -128,20 +145,44 @@ async def stream_frames(
     return session.summary
 
 
-class _Session:
-    """The frames in flight, by request_id, and what has been counted so far."""
+@dataclass(slots=True)
+class _Pending:
+    """A frame sent and not answered yet: kept whole, to be sent again if its stream breaks."""
 
-    def __init__(self, call: Call, on_answer: Callable[[FrameAnswer], object]) -> None:
-        self.call = call
-        self.summary = StreamSummary()
+    name: str
+    request: pb.ClassifyRequest
+    sent_at: float
+    written: bool = False  # whether some stream has taken it (counted in `sent`)
+
+
+class _Session:
+    """The current stream, the frames in flight by request_id, and what has been counted.
+
+    Writes go one at a time under `_writing`, so that a new stream gets the unanswered
+    frames before any new one, and each frame is written to each stream at most once.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        on_answer: Callable[[FrameAnswer], object],
+        options: pb.StreamOptions | None,
+    ) -> None:
+        self._client = client
         self._on_answer = on_answer
-        self._in_flight: dict[str, tuple[str, float]] = {}  # request_id: (name, sent at)
+        self._options = options
+        self.call: Call = client.open_stream()
+        self.summary = StreamSummary()
+        self._in_flight: dict[str, _Pending] = {}
         self._started: float | None = None  # when the first frame was sent
+        self._writing = asyncio.Lock()
+        self._fresh = True  # nothing written to `call` yet: the next write carries options
+        self._half_closed = False  # the sender is done: a new stream is half-closed too
+        self._replaced = asyncio.Event()  # set when `call` is replaced or has ended for good
 
     async def send(
         self,
         frames: Iterator[OutgoingFrame],
-        options: pb.StreamOptions | None,
         producer: ThreadPoolExecutor,
         stop: asyncio.Event,
     ) -> None:
@@ -172,59 +213,122 @@ class _Session:
                         await asyncio.wait({stopped}, timeout=schedule + frame.due - now)
                         if stop.is_set():
                             break
-                if not await self._write(frame, options if self._started is None else None):
+                if not await self._send(frame):
                     return
-            await self.call.done_writing()
+            async with self._writing:
+                self._half_closed = True
+                await self._close_writing()
         finally:
             stopped.cancel()
             # A frame produced ahead but not sent is dropped, and so is the source's error.
             if not produced.cancel() and not produced.cancelled():
                 produced.exception()  # retrieved, so that asyncio does not log it
 
-    async def _write(self, frame: OutgoingFrame, options: pb.StreamOptions | None) -> bool:
-        """Send one frame; False if the stream has already ended (receive says how)."""
-        request = frame.request
-        if options is not None:
+    async def _send(self, frame: OutgoingFrame) -> bool:
+        """Send a new frame; False if the stream has ended for good (receive says how)."""
+        async with self._writing:
+            call, replaced = self.call, self._replaced
+            sent_at = time.perf_counter()
+            if self._started is None:
+                self._started = sent_at
+            # Registered before the write: its answer may be read before the write returns.
+            pending = _Pending(frame.name, frame.request, sent_at)
+            self._in_flight[frame.request.request_id] = pending
+            if await self._write(pending):
+                return True
+        # The stream broke: receive() either sends this frame again on a new stream, with
+        # the others unanswered, or ends.
+        await replaced.wait()
+        if self.call is call:
+            del self._in_flight[frame.request.request_id]
+            return False
+        return True
+
+    async def _write(self, pending: _Pending) -> bool:
+        """Write a frame to the current stream (holding `_writing`); False if it has ended."""
+        request = pending.request
+        if self._fresh and self._options is not None:
             request = pb.ClassifyRequest()
-            request.CopyFrom(frame.request)
-            request.stream_options.CopyFrom(options)
-        sent_at = time.perf_counter()
-        if self._started is None:
-            self._started = sent_at
-        # Registered before the write: its answer may be read before the write returns.
-        self._in_flight[request.request_id] = (frame.name, sent_at)
+            request.CopyFrom(pending.request)
+            request.stream_options.CopyFrom(self._options)
         try:
             await self.call.write(request)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            del self._in_flight[request.request_id]
             return False
-        self.summary.sent += 1
+        self._fresh = False
+        if not pending.written:
+            pending.written = True
+            self.summary.sent += 1
         return True
 
-    async def receive(self) -> None:
-        """Read answers until the stream ends, then keep its status and trailing counts."""
-        try:
-            async for response in self.call:
-                self._answered(response, time.perf_counter())
-        except grpc.aio.AioRpcError:
-            pass  # read below, like the status of a stream that ended well
-        summary = self.summary
-        summary.code = await self.call.code()
-        summary.details = await self.call.details() or ""
-        trailers = await self.call.trailing_metadata() or ()
-        counts = dict(trailers)
-        summary.server_counts = {
-            outcome: int(counts[outcome.trailer])
-            for outcome in FrameOutcome
-            if outcome.trailer in counts
-        }
+    async def receive(self, reopens: int) -> None:
+        """Read answers until the stream ends, opening it again while it breaks off; then keep
+        the last stream's status and the trailing counts."""
+        left = reopens
+        while True:
+            call, answers = self.call, self._answers()
+            try:
+                async for response in call:
+                    self._answered(response, time.perf_counter())
+            except grpc.aio.AioRpcError:
+                pass  # read below, like the status of a stream that ended well
+            code = await call.code()
+            trailers = await call.trailing_metadata() or ()
+            self._count_trailers(dict(trailers))
+            left = reopens if self._answers() > answers else left
+            unfinished = bool(self._in_flight) or not self._half_closed
+            if not (left and unfinished and _broke_off(code, trailed=bool(trailers))):
+                self.summary.code = code
+                self.summary.details = await call.details() or ""
+                self._replaced.set()  # the stream has ended for good: a waiting sender stops
+                return
+            await asyncio.sleep(
+                min(_REOPEN_BACKOFF_S * 2 ** (reopens - left), _REOPEN_BACKOFF_MAX_S)
+            )
+            left -= 1
+            await self._reopen()
+
+    async def _reopen(self) -> None:
+        """Open a new stream and send it the frames not answered, before any new frame."""
+        async with self._writing:
+            self.call = self._client.open_stream()
+            self._fresh = True
+            self.summary.reopened += 1
+            replaced, self._replaced = self._replaced, asyncio.Event()
+            replaced.set()
+            for pending in list(self._in_flight.values()):
+                if not await self._write(pending):
+                    return  # this stream broke too: receive() reads why
+            if self._half_closed:
+                await self._close_writing()
+
+    async def _close_writing(self) -> None:
+        """Half-close the current stream; if it has broken, receive() reads why."""
+        with suppress(grpc.aio.AioRpcError):
+            await self.call.done_writing()
+
+    def _answers(self) -> int:
+        return sum(self.summary.counts.values())
+
+    def _count_trailers(self, trailers: dict[str, str | bytes]) -> None:
+        counts = self.summary.server_counts
+        for outcome in FrameOutcome:
+            if outcome.trailer in trailers:
+                counts[outcome] = counts.get(outcome, 0) + int(trailers[outcome.trailer])
 
     def _answered(self, response: pb.ClassifyResponse, now: float) -> None:
-        name, sent_at = self._in_flight.pop(response.request_id)
-        answer = FrameAnswer(name, response, now - sent_at)
+        pending = self._in_flight.pop(response.request_id)
+        answer = FrameAnswer(pending.name, response, now - pending.sent_at)
         self.summary.counts[answer.outcome] += 1
         if answer.outcome is FrameOutcome.ANSWERED:
             self.summary.latencies_s.append(answer.latency_s)
         assert self._started is not None  # set before the first write
         self.summary.elapsed_s = now - self._started
         self._on_answer(answer)
+
+
+def _broke_off(code: grpc.StatusCode, *, trailed: bool) -> bool:
+    """Whether a stream ended because its replica went away, not because of what it sent:
+    UNAVAILABLE, or INTERNAL without the trailers every answer of our server carries
+    (gRPC's report of a stream reset by a proxy)."""
+    return code is grpc.StatusCode.UNAVAILABLE or (code is grpc.StatusCode.INTERNAL and not trailed)
