@@ -50,21 +50,33 @@ class Replica:
         cores: Sequence[int] | None = None,
         echo: bool = False,
     ) -> None:
-        command = [sys.executable, "-m", "recognizer", "serve", "--port", "0"]
-        command += ["--metrics-port", "0", *args]
-        if cores is not None:
-            command = ["taskset", "--cpu-list", ",".join(map(str, cores)), *command]
-        self.command = command
-        self.log: list[str] = []
+        self._args = list(args)
+        self._cores = cores
+        self._echo = echo
         self.port: int | None = None
         self.metrics_port: int | None = None
-        self._echo = echo
+        self._start()
+
+    def _start(self) -> None:
+        command = [sys.executable, "-m", "recognizer", "serve", "--port", str(self.port or 0)]
+        command += ["--metrics-port", str(self.metrics_port or 0), *self._args]
+        if self._cores is not None:
+            command = ["taskset", "--cpu-list", ",".join(map(str, self._cores)), *command]
+        self.command = command
+        self.log: list[str] = []
         self._ready = threading.Event()
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self._reader = threading.Thread(target=self._read_log, daemon=True)
         self._reader.start()
+
+    def restart(self) -> Self:
+        """Start the replica again on the same ports once it has exited (stop() first), as a
+        new pod at the same address would; wait_serving() follows."""
+        assert self.process.poll() is not None, "still running: stop() it first"
+        self._start()
+        return self
 
     def _read_log(self) -> None:
         assert self.process.stdout is not None
@@ -90,16 +102,26 @@ class Replica:
         assert self.port is not None, "not serving yet"
         return f"127.0.0.1:{self.port}"
 
-    def answered(self, code: str = "OK") -> int:
-        """Calls and frames this replica answered with `code`, from its own /metrics."""
+    def metrics(self) -> str:
+        """This replica's /metrics page."""
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as response:
-            page = response.read().decode()
+            page: str = response.read().decode()
+        return page
+
+    def answered(self, code: str = "OK") -> int:
+        """Calls and frames this replica answered with `code` since it started."""
+        page = self.metrics()
         pattern = re.compile(
             r'^recognizer_requests_total\{(?=[^}]*code="' + re.escape(code) + r'")[^}]*\} (\S+)$',
             re.MULTILINE,
         )
         return int(sum(float(value) for value in pattern.findall(page)))
+
+    def open_streams(self) -> int:
+        """ClassifyStream calls open on this replica now."""
+        match = re.search(r"^recognizer_open_streams (\S+)$", self.metrics(), re.MULTILINE)
+        return int(float(match.group(1))) if match else 0
 
     def send(self, sig: signal.Signals = signal.SIGTERM) -> None:
         """Signal the replica if it still runs (SIGTERM drains it), without waiting."""
