@@ -1,5 +1,5 @@
 """The Python clients against a real server: paths or bytes in, messages and statuses out,
-and the service config they carry: balancing, retries, deadlines."""
+and the service config they carry: balancing, retries, deadlines, new replicas found."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from google.rpc import code_pb2
 
 from fakes import ColourNet, colour_model, solid_png
 from recognizer.client import AsyncClient, Client, error_status
-from recognizer.client.clients import classify_request, service_config
+from recognizer.client.clients import channel_options, classify_request, service_config
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 from support import ESPRESSO, PHOTOS, ServerThread
+from zone import Zone
 
 
 def test_the_sync_client_reads_image_files(default_server: ServerThread) -> None:
@@ -102,3 +103,36 @@ def test_calls_go_round_the_addresses_and_a_draining_one_is_retried_elsewhere() 
             draining.engine.drain()  # it refuses from now on, with UNAVAILABLE
             answers = [client.classify(blue) for _ in range(10)]
         assert [a.labels[0].class_id for a in answers] == [2] * 10
+
+
+@pytest.mark.parametrize("age", [1.0, None], ids=["max_connection_age", "no_age"])
+def test_max_connection_age_brings_a_new_replica_to_clients_of_a_dns_name(
+    age: float | None,
+) -> None:
+    """A replica that joins a DNS name (a headless Service gaining a pod) gets calls from a
+    connected client only once its connection ends and it resolves the name again."""
+    blue = solid_png((0, 0, 200))
+    with (
+        Zone() as zone,
+        ServerThread([colour_model()], server={"max_connection_age": age}) as first,
+    ):
+        port = first.server.grpc.port
+        zone.records["recognizer.test"] = ["127.0.0.1"]
+        # The shipped options; gRPC re-resolves a name at most every 30 s, shortened here.
+        options = [*channel_options(), ("grpc.dns_min_time_between_resolutions_ms", 200)]
+        target = f"dns://{zone.address}/recognizer.test:{port}"
+        new = {"host": "127.0.0.2", "port": port, "max_connection_age": age}
+        with (
+            grpc.insecure_channel(target, options=options) as channel,
+            ServerThread([colour_model()], server=new) as joined,
+        ):
+            stub = pb_grpc.RecognizerStub(channel)
+            stub.Classify(pb.ClassifyRequest(image=blue))
+            zone.records["recognizer.test"] = ["127.0.0.1", "127.0.0.2"]
+            deadline = time.monotonic() + (15 if age else 3)
+            while time.monotonic() < deadline and not joined.engine.runner("").status().batch_sizes:
+                assert stub.Classify(pb.ClassifyRequest(image=blue)).labels[0].class_id == 2
+                time.sleep(0.02)
+            reached = bool(joined.engine.runner("").status().batch_sizes)
+    # With the age, the connection ended and the name was resolved again; without, never.
+    assert (reached, zone.queries > 1) == (age is not None, age is not None)
