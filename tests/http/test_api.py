@@ -438,6 +438,8 @@ def test_readiness_follows_the_drain_delay_and_the_watchdog() -> None:
         while http.get("/readyz").status_code == 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         error_of(http.get("/readyz"), 503, "UNAVAILABLE", "MODEL_UNAVAILABLE")
+        refused = http.post("/v1/classify", content=image, headers=PNG)
+        error_of(refused, 503, "UNAVAILABLE", "MODEL_UNAVAILABLE")
         backend.mode = "ok"
         while http.get("/readyz").status_code != 200 and time.monotonic() < deadline + 10:
             time.sleep(0.05)
@@ -451,6 +453,18 @@ def test_readiness_follows_the_drain_delay_and_the_watchdog() -> None:
         assert answer.json()["labels"][0]["class_id"] == 2
         running.run(_set(hurry))
         stopping.result(timeout=10)
+
+
+def test_a_caller_over_its_rate_limit_gets_429_with_retry_after() -> None:
+    with (
+        ServerThread([colour_model()], http=True, rate_limit=0.2, rate_limit_burst=1) as running,
+        httpx.Client(base_url=running.http_url, timeout=30) as http,
+    ):
+        image = solid_png((0, 0, 200))
+        assert http.post("/v1/classify", content=image, headers=PNG).status_code == 200
+        refused = http.post("/v1/classify", content=image, headers=PNG)
+        error_of(refused, 429, "RESOURCE_EXHAUSTED", "RATE_LIMITED")
+        assert 1 <= int(refused.headers["Retry-After"]) <= 5
 
 
 async def _set(event: asyncio.Event) -> None:
