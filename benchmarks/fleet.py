@@ -8,6 +8,9 @@ test_envoy.py checks it.
     with Replica(["--model", "efficientnet-lite0"]) as one, Replica([...]) as two:
         with Envoy([one.address, two.address], config_dir) as envoy:
             ... envoy.address ...
+            one.stop()                        # SIGTERM: it drains and exits
+            one.restart().wait_serving()      # the same ports again, as a new pod would
+            envoy.wait_healthy(2)
 """
 
 from __future__ import annotations

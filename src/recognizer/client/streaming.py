@@ -5,14 +5,15 @@ other. A sender task sleeps until each frame is due, counted from one start time
 that delays never add up, and awaits `write`, which is where flow control holds it
 back when the server falls behind in every-frame mode; meanwhile the reader loop
 stamps each answer the moment it arrives. Both run on one event loop, so the
-bookkeeping needs no locks, and frames are produced (decoded, encoded) in a worker
+bookkeeping needs no thread locks, and frames are produced (decoded, encoded) in a worker
 thread, one ahead of the send, so producing never delays a timestamp. The blocking API
 would run the sender as a request generator on gRPC's own thread, where an exception
 from the source turns into a cancelled call.
 
 A stream that breaks off (its replica drains or dies) is opened again and the frames it
 left unanswered are sent again on the new one, which lands on another replica; the
-frames are idempotent, so sending one twice costs only time.
+frames are idempotent, so sending one twice costs only time. One asyncio lock orders
+the writes, so that the new stream gets those frames before any new one.
 """
 
 from __future__ import annotations
