@@ -79,7 +79,12 @@ class ServeProcess:
         return self.wait()
 
     def wait(self) -> int:
-        status = self.process.wait(timeout=120)
+        try:
+            status = self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("the server did not exit:\n" + "".join(self.log[-40:])) from None
         self._reader.join(timeout=10)
         assert self.process.stderr is not None
         self.process.stderr.close()

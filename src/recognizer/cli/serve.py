@@ -3,8 +3,8 @@
 Exit status: 0 after a clean drain; 2 when the configuration is wrong (a bad flag,
 variable or config file value, named in the message); 1 when a valid configuration
 cannot start (a model that does not load, a busy port); 3 when every model stopped
-working for --unhealthy-exit seconds (the process exits at once after draining, without
-waiting for threads hung in a model call). A bug prints its traceback.
+working for --unhealthy-exit seconds. After a drain the process exits at once, without
+waiting for threads hung in a model call. A bug prints its traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 import uvloop
 
@@ -29,6 +30,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve; returns only when the server cannot start (after a drain the process exits)."""
     try:
         config = load_config(vars(args), os.environ)
         configure_logging(config.log.log_level)
@@ -40,9 +42,6 @@ def run(args: argparse.Namespace) -> int:
 
         # uvloop: the event loop costs about a quarter less CPU per request (BENCHMARKS.md).
         status = uvloop.run(serve(config, security))
-        if status:
-            logging.shutdown()
-            os._exit(status)  # threads hung in native code must not hold the exit up
     except ConfigError as error:
         configure_logging("info")  # a no-op once configured
         logger.error("cannot start: %s", error)
@@ -50,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
     except StartupError as error:
         logger.error("cannot start: %s", error)
         return 1
-    return 0
+    # The server has drained and stopped: nothing is left to do, and threads of native
+    # libraries (a model call that hangs, gRPC's, OpenVINO's) must not hold the exit up.
+    sys.stdout.flush()
+    logging.shutdown()
+    os._exit(status)
 
 
 def configure_logging(level: str) -> None:
