@@ -183,10 +183,12 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) ->
 
 
 class Load:
-    """Classify calls through `target` from `threads` threads, one after another each, with
-    the shipped client (one channel, its retry policy), until the block ends."""
+    """Classify calls through `target` from `threads` threads, one after another each with
+    `pause` seconds between, with the shipped client (one channel, its retry policy), until
+    the block ends."""
 
-    def __init__(self, target: str, threads: int = 4) -> None:
+    def __init__(self, target: str, threads: int = 4, pause: float = 0.0) -> None:
+        self._pause = pause
         self._client = Client(target, timeout=60)
         self._photos = [path.read_bytes() for path in PHOTOS.values()]
         self._stop = threading.Event()
@@ -206,6 +208,7 @@ class Load:
                     self.answered += 1
             except grpc.RpcError as error:
                 self.failures.append(f"{error.code()}: {error.details()}")
+            self._stop.wait(self._pause)
 
     def more(self, calls: int) -> None:
         """Wait until `calls` more calls have been answered."""
@@ -232,14 +235,17 @@ def retries(envoy: Any) -> int:
 
 def test_a_rolling_restart_under_load_loses_no_call(replicas: list[Any], envoy: Any) -> None:
     all_serving(replicas, envoy)
-    with Load(envoy.address) as load:
+    # Steady, not saturating: a replica restarting on this 2-core machine needs CPU too.
+    with Load(envoy.address, pause=0.05) as load:
         for replica in replicas:
             load.more(10)
+            before = load.answered
             # NOT_SERVING at once, serving for the drain delay while Envoy moves away, then
             # the calls in flight finish and it exits; a new one starts on the same port.
             assert replica.stop() == 0
             replica.restart().wait_serving()
             envoy.wait_healthy(len(replicas))
+            assert load.answered > before  # the others served while it was away
         last = replicas[-1]
         wait_until(lambda: last.answered() > 0, "the last replica restarted took calls")
     assert load.failures == []
