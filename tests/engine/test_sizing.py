@@ -22,3 +22,11 @@ def test_set_values_are_kept() -> None:
     assert sizing.inference_workers(fixed, "cpu") == 3
     assert sizing.preprocess_threads(fixed) == 7
     assert sizing.intra_op_threads(fixed, "cpu") == max(1, sizing.cpus() // 3)
+
+
+def test_jpegs_are_decoded_on_the_device_on_cuda_or_when_asked() -> None:
+    auto = EngineSettings()
+    assert sizing.device_decode(auto, "cuda:0")
+    assert not sizing.device_decode(auto, "cpu")
+    assert sizing.device_decode(EngineSettings(device_decode="on"), "cpu")
+    assert not sizing.device_decode(EngineSettings(device_decode="off"), "cuda:0")

@@ -36,6 +36,7 @@ GRPC_MESSAGE_LIMIT_MB = 2048  # gRPC's channel arguments are 32-bit integers (2 
 BackendKind = Literal["auto", "openvino", "onnxruntime", "torch"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 Int8Fallback = Literal["none", "fp32"]
+DeviceDecode = Literal["auto", "on", "off"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -226,6 +227,11 @@ class EngineSettings(Settings):
         " the model file's hash and the settings (safe to delete; off: prepared again at"
         " every start)",
         json_schema_extra={"shown": "$XDG_CACHE_HOME/recognizer or ~/.cache/recognizer"},
+    )
+    device_decode: DeviceDecode = setting(
+        "auto",
+        "decode JPEGs where the model runs, a batch at a time (nvJPEG on CUDA), for models on"
+        " the torch backend: auto (on CUDA), on or off (Pillow on the preprocess threads)",
     )
     max_batch_size: Annotated[int | None, Auto] = setting(
         None,

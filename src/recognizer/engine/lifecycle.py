@@ -9,10 +9,15 @@
                                  part of the cache; a cached answer
                                  skips to `name`
     decode    preprocess pool    bytes or raw frame -> uint8 input     InvalidImageError
+                                 (a JPEG's header only, where the
+                                 backend decodes on its device)
     queue     preprocess pool    the decoding thread queues the job
     batch     inference worker   live jobs taken round-robin by flow   DeadlineExceededError
-    infer     inference worker   the backend runs the batch            (a failed batch is
-                                                                       retried job by job)
+    infer     inference worker   the backend runs the batch (decoding  InvalidImageError for
+                                 its JPEGs first, where it does)       a JPEG that fails to
+                                                                       decode there (a failed
+                                                                       batch is retried job
+                                                                       by job)
     name      inference worker   top-k class ids named in the language
     answer    event loop         the caller's future resolves
 
@@ -32,13 +37,15 @@ import threading
 import time
 from collections.abc import Hashable, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from recognizer.engine.backends import RowErrors
 from recognizer.engine.cache import CacheKey, ResultCache, cache_key
 from recognizer.engine.types import Classification, Label, Options, Timing, TopClasses
 from recognizer.errors import DeadlineExceededError, InvalidRequestError
+from recognizer.models.jpeg import DeviceInput, read_jpeg_header
 from recognizer.models.preprocessing import decode_image, prepare_input
 from recognizer.models.raw import RawFrame, frame_to_image
 
@@ -103,7 +110,7 @@ class Job:
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Classification] = self.loop.create_future()
         self.cache_key: CacheKey | None = None
-        self.pixels: np.ndarray = _NOT_DECODED
+        self.pixels: DeviceInput = _NOT_DECODED
         self.preprocess_s = 0.0
         self.enqueued_at = 0.0
         self.answer: Classification | None = None
@@ -186,11 +193,14 @@ def prepare(job: Job, cache: ResultCache | None) -> None:
     runner.queue.put(job, job.flow)
 
 
-def decode(job: Job, max_pixels: int) -> np.ndarray:
-    """The model's input for the job's image: uint8 (crop, crop, 3) pixels."""
+def decode(job: Job, max_pixels: int) -> DeviceInput:
+    """The model's input for the job's image: uint8 (crop, crop, 3) pixels, or a JPEG the
+    backend decodes on its device (its header read, so a bad one fails here as in Pillow)."""
     image = job.image
     if isinstance(image, RawFrame):
         decoded = frame_to_image(image, max_pixels=max_pixels)
+    elif job.runner.decoder is not None and (jpeg := read_jpeg_header(image, max_pixels)):
+        return jpeg
     else:
         decoded = decode_image(image, max_pixels=max_pixels)
     return prepare_input(decoded, job.runner.spec.preprocessing)
@@ -219,11 +229,18 @@ def run_worker(runner: ModelRunner, cache: ResultCache | None) -> None:
 
 def infer(runner: ModelRunner, batch: Sequence[Job], cache: ResultCache | None) -> None:
     """Run a batch and fill each job's result slot; a failed batch is retried job by job,
-    so one bad input fails alone and its neighbours still get their answers."""
+    so one bad input fails alone and its neighbours still get their answers. A JPEG the
+    backend fails to decode on its device is answered with that error alone."""
     started = time.monotonic()
     try:
         top_k = max(job.top_k for job in batch)
-        scores, class_ids = runner.backend(np.stack([job.pixels for job in batch]), top_k)
+        rows = [job.pixels for job in batch]
+        errors: RowErrors = [None] * len(batch)
+        if runner.decoder is not None:
+            scores, class_ids, errors = runner.decoder.classify_rows(rows, top_k)
+        else:
+            pixels = cast(list[np.ndarray], rows)  # without a decoder, every row is pixels
+            scores, class_ids = runner.backend(np.stack(pixels), top_k)
     except Exception:
         if len(batch) > 1:
             logger.warning("a batch of %d failed; retrying its jobs one by one", len(batch))
@@ -235,7 +252,10 @@ def infer(runner: ModelRunner, batch: Sequence[Job], cache: ResultCache | None) 
         return
     inference_s = time.monotonic() - started
     runner.record_batch(len(batch), inference_s)
-    for row, job in enumerate(batch):
+    for row, (job, error) in enumerate(zip(batch, errors, strict=True)):
+        if error is not None:
+            job.error = error
+            continue
         top = TopClasses(scores[row, : job.top_k].copy(), class_ids[row, : job.top_k].copy())
         if cache is not None and job.cache_key is not None:
             cache.put(job.cache_key, top)

@@ -16,7 +16,7 @@ import numpy as np
 
 from recognizer.config.schema import EngineSettings
 from recognizer.engine import lifecycle, sizing
-from recognizer.engine.backends import Backend
+from recognizer.engine.backends import Backend, DecodesOnDevice
 from recognizer.engine.batching import BatchQueue
 from recognizer.engine.cache import ResultCache
 from recognizer.engine.tuning import (
@@ -27,6 +27,7 @@ from recognizer.engine.tuning import (
 )
 from recognizer.engine.types import ModelStatus
 from recognizer.errors import OverloadedError
+from recognizer.models.jpeg import blank_jpeg, read_jpeg_header
 from recognizer.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -43,12 +44,17 @@ class ModelRunner:
 
     The batch size, whether set, the CPU's default or measured on a GPU, never exceeds
     the model's own `spec.max_batch_size`.
+
+    `decoder` is the backend when it decodes JPEGs on its device (--device-decode), else None.
     """
 
     def __init__(self, spec: ModelSpec, backend: Backend, settings: EngineSettings) -> None:
         self.spec = spec
         self.backend = backend
         self.settings = settings
+        self.decoder: DecodesOnDevice | None = None
+        if isinstance(backend, DecodesOnDevice) and sizing.device_decode(settings, backend.device):
+            self.decoder = backend
         self.workers = sizing.inference_workers(settings, backend.device)
         self.queue: BatchQueue[lifecycle.Job] = BatchQueue(
             max_batch_size=self._capped(settings.max_batch_size or 1),
@@ -92,8 +98,11 @@ class ModelRunner:
             on_cpu = self.backend.device == "cpu"
             self.queue.max_batch_size = self._capped(CPU_BATCH_SIZE) if on_cpu else self._tuned()
         size = self.spec.preprocessing.crop
+        jpeg = read_jpeg_header(blank_jpeg(size), self.settings.max_image_pixels)
         for batch_size in sorted({1, self.max_batch_size}):
             self.backend(np.zeros((batch_size, size, size, 3), dtype=np.uint8), 1)
+            if self.decoder is not None and jpeg is not None:
+                self.decoder.classify_rows([jpeg] * batch_size, 1)
 
     def _tuned(self) -> int:
         """The batch size measured best on this device (engine/tuning.py)."""
@@ -127,11 +136,13 @@ class ModelRunner:
         for thread in self._threads:
             thread.start()
         logger.info(
-            "%s: batches of up to %d, waiting at most %.1f ms to fill, on %d worker(s)",
+            "%s: batches of up to %d, waiting at most %.1f ms to fill, on %d worker(s);"
+            " JPEGs decoded %s",
             self.spec.name,
             self.max_batch_size,
             self.queue.max_delay_s * 1000,
             self.workers,
+            "by Pillow" if self.decoder is None else f"on {self.backend.device}",
         )
 
     def stop(self) -> None:

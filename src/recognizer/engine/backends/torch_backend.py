@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from recognizer.engine.backends import RowErrors
+from recognizer.engine.backends.device_inputs import prepare_batch
 from recognizer.engine.types import QuantizationCheck
+from recognizer.models.jpeg import DeviceInput
 from recognizer.models.spec import LoadedModel
 
 
@@ -16,6 +20,7 @@ class TorchBackend:
 
     Channels-last layout (the uint8 NHWC batch already is), normalisation fused on the
     device, half precision on CUDA, and pinned host staging with non-blocking copies.
+    It also takes JPEGs to decode on its device (`classify_rows`).
     """
 
     name = "torch"
@@ -31,6 +36,8 @@ class TorchBackend:
             raise TypeError(f"{spec.name} is not a PyTorch module")
         network = model.network.eval().to(device, self._dtype)
         self._network = network.to(memory_format=torch.channels_last)
+        self._name = spec.name
+        self._preprocessing = spec.preprocessing
         scale = 255.0
         self._mean = torch.tensor(spec.preprocessing.mean, device=device).view(1, 3, 1, 1) * scale
         self._std = torch.tensor(spec.preprocessing.std, device=device).view(1, 3, 1, 1) * scale
@@ -40,11 +47,26 @@ class TorchBackend:
     def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
             batch = self._to_device(pixels).permute(0, 3, 1, 2)  # NCHW view, channels-last
-            inputs = ((batch.float() - self._mean) / self._std).to(self._dtype)
-            logits = self._network(inputs).float()
-            scores = logits.softmax(dim=1) if self._activation == "softmax" else logits.sigmoid()
-            top_scores, top_ids = scores.topk(min(top_k, scores.shape[1]), dim=1)
-            return top_scores.cpu().numpy(), top_ids.cpu().numpy()
+            return self._top_k((batch.float() - self._mean) / self._std, top_k)
+
+    def classify_rows(
+        self, rows: Sequence[DeviceInput], top_k: int
+    ) -> tuple[np.ndarray, np.ndarray, RowErrors]:
+        """Decode the JPEGs among the rows and prepare the batch here, then run the model."""
+        with torch.inference_mode():
+            batch, errors = prepare_batch(
+                rows, self._preprocessing, self._device, upload=self._to_device
+            )
+            scores, class_ids = self._top_k(batch, top_k)
+        return scores, class_ids, errors
+
+    def _top_k(self, normalised: torch.Tensor, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The network on a normalised float batch: top-k scores and class ids, on the host."""
+        inputs = normalised.to(self._dtype).contiguous(memory_format=torch.channels_last)
+        logits = self._network(inputs).float()
+        scores = logits.softmax(dim=1) if self._activation == "softmax" else logits.sigmoid()
+        top_scores, top_ids = scores.topk(min(top_k, scores.shape[1]), dim=1)
+        return top_scores.cpu().numpy(), top_ids.cpu().numpy()
 
     def _to_device(self, pixels: np.ndarray) -> torch.Tensor:
         host = torch.from_numpy(pixels)
