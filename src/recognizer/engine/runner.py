@@ -16,7 +16,7 @@ import numpy as np
 
 from recognizer.config.schema import EngineSettings
 from recognizer.engine import lifecycle, sizing
-from recognizer.engine.backends import Backend, DecodesOnDevice
+from recognizer.engine.backends import Backend, CapturesGraphs, DecodesOnDevice
 from recognizer.engine.batching import BatchQueue
 from recognizer.engine.cache import ResultCache
 from recognizer.engine.tuning import (
@@ -97,6 +97,8 @@ class ModelRunner:
         if self.settings.max_batch_size is None:
             on_cpu = self.backend.device == "cpu"
             self.queue.max_batch_size = self._capped(CPU_BATCH_SIZE) if on_cpu else self._tuned()
+        if isinstance(self.backend, CapturesGraphs):
+            self.backend.capture_graphs(self.max_batch_size)
         size = self.spec.preprocessing.crop
         jpeg = read_jpeg_header(blank_jpeg(size), self.settings.max_image_pixels)
         for batch_size in sorted({1, self.max_batch_size}):

@@ -67,6 +67,13 @@ class DecodesOnDevice(Protocol):
     ) -> tuple[np.ndarray, np.ndarray, RowErrors]: ...
 
 
+@runtime_checkable
+class CapturesGraphs(Protocol):
+    """A backend that can record its model for the batch sizes it will see (CUDA graphs)."""
+
+    def capture_graphs(self, max_batch_size: int) -> None: ...
+
+
 def resolve_device(device: str) -> str:
     """Turn "auto", "cpu", "cuda" or "cuda:N" into "cpu" or "cuda:N", a device this machine has.
 

@@ -1,4 +1,4 @@
-"""The PyTorch backend: eager execution on the CPU or a CUDA device."""
+"""The PyTorch backend: eager execution on the CPU or a CUDA device, or CUDA graphs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from recognizer.engine.backends import RowErrors
+from recognizer.engine.backends.cuda_graphs import Network, graphs_or_eager
 from recognizer.engine.backends.device_inputs import prepare_batch
 from recognizer.engine.types import QuantizationCheck
 from recognizer.models.jpeg import DeviceInput
@@ -20,7 +21,8 @@ class TorchBackend:
 
     Channels-last layout (the uint8 NHWC batch already is), normalisation fused on the
     device, half precision on CUDA, and pinned host staging with non-blocking copies.
-    It also takes JPEGs to decode on its device (`classify_rows`).
+    It also takes JPEGs to decode on its device (`classify_rows`), and on CUDA records
+    the network as CUDA graphs at warm-up (`capture_graphs`, cuda_graphs.py).
     """
 
     name = "torch"
@@ -35,7 +37,7 @@ class TorchBackend:
         if not isinstance(model.network, torch.nn.Module):
             raise TypeError(f"{spec.name} is not a PyTorch module")
         network = model.network.eval().to(device, self._dtype)
-        self._network = network.to(memory_format=torch.channels_last)
+        self._network: Network = network.to(memory_format=torch.channels_last)
         self._name = spec.name
         self._preprocessing = spec.preprocessing
         scale = 255.0
@@ -59,6 +61,20 @@ class TorchBackend:
             )
             scores, class_ids = self._top_k(batch, top_k)
         return scores, class_ids, errors
+
+    def capture_graphs(self, max_batch_size: int) -> None:
+        """On CUDA, record the network for every bucket up to `max_batch_size`, if that pays."""
+        if self._device.type != "cuda":
+            return
+        crop = self._preprocessing.crop
+        example = torch.zeros((1, 3, crop, crop), device=self._device, dtype=self._dtype)
+        with torch.inference_mode():
+            self._network = graphs_or_eager(
+                self._network,
+                example.contiguous(memory_format=torch.channels_last),
+                max_batch_size,
+                name=self._name,
+            )
 
     def _top_k(self, normalised: torch.Tensor, top_k: int) -> tuple[np.ndarray, np.ndarray]:
         """The network on a normalised float batch: top-k scores and class ids, on the host."""
