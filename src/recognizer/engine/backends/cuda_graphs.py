@@ -59,6 +59,7 @@ class GraphedNetwork:
     def __init__(self, network: Network, example: torch.Tensor, max_batch_size: int) -> None:
         """Record `network` for inputs shaped and laid out like `example` (one row of it)."""
         self.buckets = graph_buckets(max_batch_size)
+        self._network = network
         self._lock = threading.Lock()
         self._inputs: dict[int, torch.Tensor] = {}
         self._outputs: dict[int, torch.Tensor] = {}
@@ -80,6 +81,8 @@ class GraphedNetwork:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         size = batch.shape[0]
+        if size > self.buckets[-1]:  # larger than recorded (the batch-size tuning's trials)
+            return self._network(batch)
         bucket = bucket_for(size, self.buckets)
         with self._lock:
             self._inputs[bucket][:size].copy_(batch)

@@ -37,7 +37,8 @@ class TorchBackend:
         if not isinstance(model.network, torch.nn.Module):
             raise TypeError(f"{spec.name} is not a PyTorch module")
         network = model.network.eval().to(device, self._dtype)
-        self._network: Network = network.to(memory_format=torch.channels_last)
+        self._eager: Network = network.to(memory_format=torch.channels_last)
+        self._network: Network = self._eager  # or its CUDA graphs, once recorded
         self._name = spec.name
         self._preprocessing = spec.preprocessing
         scale = 255.0
@@ -63,14 +64,15 @@ class TorchBackend:
         return scores, class_ids, errors
 
     def capture_graphs(self, max_batch_size: int) -> None:
-        """On CUDA, record the network for every bucket up to `max_batch_size`, if that pays."""
+        """On CUDA, record the network for every bucket up to `max_batch_size`, if that pays
+        (again from the eager network, when the largest batch changes)."""
         if self._device.type != "cuda":
             return
         crop = self._preprocessing.crop
         example = torch.zeros((1, 3, crop, crop), device=self._device, dtype=self._dtype)
         with torch.inference_mode():
             self._network = graphs_or_eager(
-                self._network,
+                self._eager,
                 example.contiguous(memory_format=torch.channels_last),
                 max_batch_size,
                 name=self._name,
