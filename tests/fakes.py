@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import torch
 
+from recognizer.engine.backends import Backend
 from recognizer.engine.backends.torch_backend import TorchBackend
 from recognizer.engine.engine import ServedModel
 from recognizer.models.labels import Labels
@@ -69,3 +71,34 @@ def solid_png(colour: tuple[int, int, int], size: int = 48) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((size, size, 3), colour, dtype=np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+class Faulty:
+    """A backend that works until told to hang (until released) or to fail every call, as a
+    wedged driver or a sticky CUDA error would. Pass-through otherwise."""
+
+    name = "faulty"
+    device = "cpu"
+    precision = "fp32"
+    quantization_check = None
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.mode = "ok"  # "ok", "hang" or "fail"
+        self.released = threading.Event()
+        self.calls = 0
+
+    def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.calls += 1
+        if self.mode == "hang":
+            self.released.wait()
+        if self.mode == "fail":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return self._backend(pixels, top_k)
+
+
+def faulty_model(name: str = "colours") -> tuple[ServedModel, Faulty]:
+    """The colour model on a Faulty backend."""
+    model = colour_model(name)
+    backend = Faulty(model.backend)
+    return ServedModel(model.spec, backend), backend

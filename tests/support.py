@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import importlib.util
 import os
 import shutil
 import sys
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 import grpc
@@ -25,6 +27,7 @@ from recognizer.engine.engine import Engine, ServedModel
 from recognizer.security.policy import Security
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 MATPLOTLIB_DATA = Path(matplotlib.get_data_path()) / "sample_data"
 
 # Real photos shipped by well-known packages, with the ImageNet classes they show.
@@ -67,12 +70,23 @@ def error_reason(error: grpc.RpcError) -> str:
     return info.reason
 
 
+def load_script(name: str) -> ModuleType:
+    """Import benchmarks/<name>.py under a name of its own (tests/images.py exists too)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 class ServerThread:
     """A real service (gRPC, and HTTP when asked) on free loopback ports, running on its own
     event loop thread.
 
-    `security` turns on TLS and auth as `recognizer serve` would; `server` holds further
-    ServerSettings (reflection=False, ...).
+    Keyword arguments are engine settings; `server` holds further ServerSettings
+    (reflection=False, ...; no drain delay and port 0 unless given). `security` turns on
+    TLS and auth as `recognizer serve` would.
 
     Usage:
 
@@ -90,7 +104,7 @@ class ServerThread:
         http: bool = False,
         max_message_mb: float = 32.0,
         security: SecuritySettings | None = None,
-        server: dict[str, Any] | None = None,
+        server: Mapping[str, Any] | None = None,
         **engine: Any,
     ) -> None:
         self._loop = asyncio.new_event_loop()
@@ -98,19 +112,23 @@ class ServerThread:
         self._models = models
         self._engine_settings = EngineSettings(**engine)
         self._server_settings = ServerSettings(
-            port=0,
-            grace_period=grace_period,
-            metrics_port=metrics_port,
-            http_port=0 if http else None,
-            max_message_mb=max_message_mb,
-            **(server or {}),
+            **{
+                "port": 0,
+                "grace_period": grace_period,
+                "metrics_port": metrics_port,
+                "http_port": 0 if http else None,
+                "max_message_mb": max_message_mb,
+                "drain_delay": 0,
+                **(server or {}),
+            }
         )
         self._security = Security.from_settings(security or SecuritySettings())
         self.server: Service
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.server.grpc.port}"
+        host = self._server_settings.host
+        return f"{'127.0.0.1' if host == 'localhost' else host}:{self.server.grpc.port}"
 
     @property
     def http_url(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from recognizer.config import Config
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from recognizer.http.server import HttpServer
 
 logger = logging.getLogger(__name__)
+
+EXIT_UNHEALTHY = 3  # every model stopped working: restart the process
+CLOSE_AFTER_GRACE_S = 2.0  # for the workers to finish their batches once calls are gone
 
 
 def build_engine(config: Config, security: Security) -> Engine:
@@ -103,19 +107,30 @@ class Service:
             self.metrics_port = self.metrics.serve(host, self.settings.metrics_port)
             logger.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
 
-    async def stop(self) -> None:
-        """Drain, then stop: the grace period covers both.
+    async def stop(
+        self, drain_delay: float | None = None, *, hurry: asyncio.Event | None = None
+    ) -> None:
+        """Drain, then stop.
 
-        While draining, the servers still accept connections, so health checks see
-        NOT_SERVING (gRPC) or 503 (/readyz) and new calls are refused with a reason
-        (UNAVAILABLE, 503), not a refused connection; accepted work finishes. Whatever
-        is still running when the grace period ends is cancelled.
+        Health says NOT_SERVING (gRPC) and 503 (/readyz) at once, and calls are still
+        served for `drain_delay` seconds (ServerSettings.drain_delay by default; until
+        `hurry` is set, if sooner), so that load balancers and clients checking health
+        move away before anyone is refused. Then the servers still accept connections,
+        so new calls are refused with a reason (UNAVAILABLE, 503), not a refused
+        connection, and accepted work finishes within the grace period; whatever is still
+        running when it ends is cancelled.
         """
+        await self.grpc.drain()
+        self.engine.announce_drain()
+        delay = self.settings.drain_delay if drain_delay is None else drain_delay
+        if delay > 0:
+            logger.info("NOT_SERVING; still serving for %.1fs so balancers move away", delay)
+            with suppress(TimeoutError):
+                await asyncio.wait_for((hurry or asyncio.Event()).wait(), delay)
         grace = self.settings.grace_period
         logger.info("draining; in-flight calls have %.1fs to finish", grace)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        await self.grpc.drain()
         self.engine.drain()
         await self.engine.wait_idle(grace)
         remaining = max(deadline - loop.time(), 0.0)
@@ -123,19 +138,38 @@ class Service:
         if self.http is not None:
             servers.append(self.http.stop(remaining))
         await asyncio.gather(*servers)
-        await self.engine.close()
+        await self.engine.close(max(deadline - loop.time(), CLOSE_AFTER_GRACE_S))
         self.metrics.close()
         logger.info("stopped")
 
 
-async def serve(config: Config, security: Security) -> None:
-    """Serve until SIGTERM or SIGINT, then drain gracefully and return; `security` is
-    Security.from_settings(config.security), read before the models load."""
-    stop = asyncio.Event()
+async def serve(config: Config, security: Security) -> int:
+    """Serve until signalled, then drain gracefully; returns the process's exit status.
+
+    `security` is Security.from_settings(config.security), read before the models load.
+    SIGTERM (an orchestrator stopping the replica) drains after --drain-delay, SIGINT
+    (Ctrl-C) at once, and a second signal cuts the delay short. If the watchdog finds
+    every model broken for --unhealthy-exit seconds, the server drains at once and
+    EXIT_UNHEALTHY is returned, so that a supervisor restarts the process.
+    """
     loop = asyncio.get_running_loop()
+    signals: list[signal.Signals] = []
+    signalled, hurry = asyncio.Event(), asyncio.Event()
+
+    def on_signal(signum: signal.Signals) -> None:
+        (hurry if signals else signalled).set()
+        signals.append(signum)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     service = Service(build_engine(config, security), config.server, security)
     await service.start()
-    await stop.wait()
-    await service.stop()
+    waits = [asyncio.create_task(event.wait()) for event in (signalled, service.engine.hopeless)]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
+    if not signals:
+        await service.stop(drain_delay=0)
+        return EXIT_UNHEALTHY
+    await service.stop(None if signals[0] == signal.SIGTERM else 0, hurry=hurry)
+    return 0

@@ -8,8 +8,10 @@ Raised while serving a request:
     ├── InvalidRequestError      a field of the request is wrong: fix the request
     │   └── InvalidImageError    the image cannot be used: send another
     ├── ModelNotFoundError       the named model is not served: pick a served one
-    ├── OverloadedError          the model's queue is full: retry after `retry_after_s`
+    ├── OverloadedError          too much asked at once: retry after `retry_after_s`
+    │   └── RateLimitedError     the caller is over its request rate
     ├── DeadlineExceededError    the caller's deadline passed before inference
+    ├── ModelUnavailableError    the model is not working now: go to another replica
     └── ShuttingDownError        the server is draining: go to another replica
 
 The engine and the security package raise these without knowing about gRPC; the
@@ -107,22 +109,35 @@ class ModelNotFoundError(RecognizerError):
 
 
 class OverloadedError(RecognizerError):
-    """The model's queue is full; the request was rejected without waiting."""
+    """The model's queue is full, or the caller holds more than its share of it; the
+    request was refused without waiting."""
 
     reason = "QUEUE_FULL"
 
-    def __init__(self, model: str, limit: int, retry_after_s: float) -> None:
-        super().__init__(
-            f"model {model!r} has {limit} requests queued, its limit; retry after"
-            f" {retry_after_s:.2f}s or reduce concurrency"
-        )
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(f"{message}; retry after {retry_after_s:.2f}s or reduce concurrency")
         self.retry_after_s = retry_after_s
+
+
+class RateLimitedError(OverloadedError):
+    """The caller sent more requests than its rate limit allows."""
+
+    reason = "RATE_LIMITED"
 
 
 class DeadlineExceededError(RecognizerError):
     """The caller's deadline passed before the request reached the model."""
 
     reason = "DEADLINE_EXCEEDED"
+
+
+class ModelUnavailableError(RecognizerError):
+    """The model has stopped working (its calls hang or fail): another replica may serve."""
+
+    reason = "MODEL_UNAVAILABLE"
+
+    def __init__(self, model: str, why: str) -> None:
+        super().__init__(f"model {model!r} is not serving: {why}; retry on another replica")
 
 
 class ShuttingDownError(RecognizerError):

@@ -8,7 +8,6 @@ comparison's arithmetic run on stand-ins.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import socket
@@ -19,7 +18,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -29,7 +27,7 @@ import torch
 from PIL import Image
 
 from recognizer.bench.stats import Outcome, ProcessUsage, Results, summarize
-from support import ESPRESSO, PHOTOS
+from support import ESPRESSO, PHOTOS, load_script
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 SCRIPTS = (
@@ -42,17 +40,8 @@ SCRIPTS = (
     "footprint.py",
     "triton_peer.py",
     "gpu.py",
+    "faults.py",
 )
-
-
-def load_script(name: str) -> ModuleType:
-    """Import benchmarks/<name>.py under a name of its own (tests/images.py exists too)."""
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

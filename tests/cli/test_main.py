@@ -10,36 +10,47 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import grpc
 import httpx
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certificates import Pki
+from fakes import solid_png
 from images import open_image
 from model_files import SEED_NAMES, Built
 from recognizer.cli.main import build_parser
 from recognizer.client import Client, error_status
+from recognizer.v1 import recognizer_pb2 as pb
+from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 from support import PHOTOS
 from videos import write_video
 
 ROOT = Path(__file__).parents[2]
+FAKE = [sys.executable, str(ROOT / "tests" / "serve_fake.py")]
 SERVING = re.compile(r"serving recognizer\.v1\.Recognizer on [\d.]+:(\d+)")
 HTTP_SERVING = re.compile(r"serving HTTP on (http://[\d.]+:\d+)/")
 
 
 class ServeProcess:
-    """`python -m recognizer serve` on a free port; its log is collected as it runs."""
+    """`python -m recognizer serve` on a free port; its log is collected as it runs.
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    Without a drain delay unless given (`--drain-delay`), so that SIGTERM stops it at once.
+    """
+
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, program: Sequence[str] = ()
+    ) -> None:
+        command = [*(program or [sys.executable, "-m", "recognizer", "serve"]), "--port", "0"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "recognizer", "serve", "--port", "0", *args],
+            [*command, *args],
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "RECOGNIZER_DRAIN_DELAY": "0", **(env or {})},
         )
         self.log: list[str] = []
         self._port: int | None = None
@@ -336,6 +347,37 @@ def test_sigterm_drains_finishes_calls_in_flight_and_exits_zero() -> None:
     assert any(when > signalled and code == grpc.StatusCode.OK for when, code, _ in outcomes)
     log = "".join(process.log)
     assert "draining" in log and "stopped" in log
+
+
+def test_sigterm_waits_the_drain_delay_serving_while_health_says_not_serving() -> None:
+    process = ServeProcess("--drain-delay", "3", program=[*FAKE, "works"])
+    with grpc.insecure_channel(process.address) as channel:
+        stub = pb_grpc.RecognizerStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        process.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        time.sleep(0.5)
+        status = health.Check(health_pb2.HealthCheckRequest(service="")).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        answer = stub.Classify(pb.ClassifyRequest(image=solid_png((0, 0, 200)), top_k=1))
+        assert answer.labels[0].class_id == 2  # still served, within the delay
+        assert process.process.poll() is None
+    assert process.wait() == 0
+    assert time.monotonic() - signalled >= 3
+    assert "still serving for 3.0s" in "".join(process.log)
+
+
+def test_a_server_whose_every_model_hangs_exits_with_status_3() -> None:
+    process = ServeProcess(
+        "--stall-timeout", "0.5", "--unhealthy-exit", "1", program=[*FAKE, "hangs"]
+    )
+    with Client(process.address) as client:
+        with pytest.raises(grpc.RpcError) as hung:
+            client.classify(solid_png((0, 0, 200)))
+        assert hung.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert process.wait() == 3
+    log = "".join(process.log)
+    assert "NOT_SERVING" in log and "giving up, for a restart" in log
 
 
 @pytest.mark.parametrize(

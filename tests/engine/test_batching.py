@@ -135,3 +135,13 @@ def test_many_producers_and_workers_deliver_every_item_exactly_once() -> None:
 def test_invalid_limits_are_refused(size: int, delay: float) -> None:
     with pytest.raises(ValueError):
         BatchQueue(max_batch_size=size, max_delay_s=delay)
+
+
+def test_callers_take_turns_before_their_flows_do() -> None:
+    queue: BatchQueue[str] = BatchQueue(max_batch_size=4, max_delay_s=0)
+    for call in range(6):  # a flood of unary calls: one flow each, one caller
+        queue.put(f"flood-{call}", flow=object(), caller="flood")
+    queue.put("modest-0", flow=object(), caller="modest")
+    queue.put("modest-1", flow=object(), caller="modest")
+    assert queue.next_batch() == ["flood-0", "modest-0", "flood-1", "modest-1"]
+    assert queue.next_batch() == ["flood-2", "flood-3", "flood-4", "flood-5"]

@@ -1,4 +1,5 @@
-"""The engine without a network: correct answers, batching, limits, deadlines, isolation."""
+"""The engine without a network: correct answers, batching, limits, fair shares, rate limits,
+memory budgets, deadlines, isolation."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import suppress
 
 import pytest
 
 from fakes import POISON, ColourNet, colour_model, solid_png
 from recognizer.config.schema import EngineSettings
-from recognizer.engine.engine import DRAIN_QUIET_S, Engine, ServedModel
+from recognizer.engine.engine import DRAIN_QUIET_MAX_S, DRAIN_QUIET_S, Engine, ServedModel
 from recognizer.engine.types import Options
 from recognizer.errors import (
     DeadlineExceededError,
@@ -19,6 +21,7 @@ from recognizer.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     OverloadedError,
+    RateLimitedError,
     ShuttingDownError,
 )
 
@@ -209,6 +212,25 @@ async def test_draining_waits_until_refused_callers_go_quiet() -> None:
     await engine.close()
 
 
+async def test_draining_stops_waiting_for_quiet_when_refusals_go_on() -> None:
+    engine = await started([colour_model()], max_batch_size=1)
+    engine.drain()
+
+    async def keep_calling() -> None:  # a client balancing over replicas, say
+        while True:
+            with suppress(ShuttingDownError):
+                await engine.classify(solid_png(RED), Options())
+            await asyncio.sleep(DRAIN_QUIET_S / 5)
+
+    caller = asyncio.create_task(keep_calling())
+    await asyncio.sleep(DRAIN_QUIET_S / 3)  # its first calls have been refused
+    started_at = time.monotonic()
+    assert await engine.wait_idle(timeout=DRAIN_QUIET_MAX_S * 5)
+    assert DRAIN_QUIET_MAX_S <= time.monotonic() - started_at < DRAIN_QUIET_MAX_S * 3
+    caller.cancel()
+    await engine.close()
+
+
 async def test_no_language_means_chinese_or_else_the_models_first() -> None:
     engine = await started([colour_model("en-only", languages=("en",))])
     try:
@@ -235,3 +257,97 @@ async def test_closing_answers_a_request_still_waiting_to_be_decoded(cache_entri
     result = await asyncio.wait_for(accepted, timeout=5)
     await closing
     assert result.labels[0].class_id == 2
+
+
+async def test_a_flooding_caller_cannot_make_a_modest_one_lose_a_request() -> None:
+    engine = await started(
+        [colour_model(network=ColourNet(delay_s=0.02))],
+        max_batch_size=2,
+        inference_workers=1,
+        max_queued_requests=16,
+    )
+    refused = 0
+    stop = asyncio.Event()
+
+    async def flood() -> None:
+        nonlocal refused
+        while not stop.is_set():
+            try:
+                await engine.classify(solid_png(RED), Options(), tenant="flood")
+            except OverloadedError:
+                refused += 1
+                await asyncio.sleep(0.005)
+
+    flooders = [asyncio.create_task(flood()) for _ in range(40)]
+    try:
+        await asyncio.sleep(0.3)
+        assert engine.pending() == 16  # the flood alone fills the queue
+        answers = [
+            await engine.classify(solid_png(GREEN), Options(top_k=1), tenant="modest")
+            for _ in range(15)
+        ]
+        assert [a.labels[0].class_id for a in answers] == [1] * 15
+        assert refused > 0
+    finally:
+        stop.set()
+        await asyncio.gather(*flooders)
+        await engine.close()
+
+
+async def test_a_caller_over_its_rate_limit_is_refused_with_a_retry_hint() -> None:
+    engine = await started([colour_model()], rate_limit=2, rate_limit_burst=2)
+    try:
+        for _ in range(2):
+            await engine.classify(solid_png(RED), Options(), tenant="a")
+        with pytest.raises(RateLimitedError) as refused:
+            await engine.classify(solid_png(RED), Options(), tenant="a")
+        assert 0 < refused.value.retry_after_s <= 0.5
+        await engine.classify(solid_png(RED), Options(), tenant="b")  # a bucket of its own
+    finally:
+        await engine.close()
+
+
+async def test_top_k_is_bounded_by_max_top_k_and_each_request_keeps_its_own() -> None:
+    engine = await started([colour_model()], max_top_k=2, max_batch_size=4, max_batch_delay_ms=50)
+    try:
+        huge, small = await asyncio.gather(
+            engine.classify(solid_png(RED), Options(top_k=2**31 - 1)),
+            engine.classify(solid_png(RED), Options(top_k=1)),
+        )
+        assert huge.timing.batch_size == 2
+        assert (len(huge.labels), len(small.labels)) == (2, 1)
+    finally:
+        await engine.close()
+
+
+async def test_decoding_waits_for_room_in_the_memory_budget() -> None:
+    big = solid_png(BLUE, size=600)  # 600 x 600 RGB: 1.4 MB decoded, more than the budget
+    engine = await started([colour_model()], decode_budget_mb=1, preprocess_threads=4)
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, engine.decode_budget.used)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        results = await asyncio.gather(*(engine.classify(big, Options()) for _ in range(8)))
+        assert all(r.labels[0].class_id == 2 for r in results)
+        assert 0 < peak <= engine.decode_budget.limit == 1 << 20
+    finally:
+        watcher.cancel()
+        await engine.close()
+
+
+async def test_a_request_whose_deadline_passes_waiting_for_memory_is_deadline_exceeded() -> None:
+    engine = await started([colour_model()], decode_budget_mb=1)
+    held = engine.decode_budget.acquire(1 << 20, give_up=lambda: False)
+    assert held is not None
+    try:
+        with pytest.raises(DeadlineExceededError, match="waiting for memory"):
+            await engine.classify(solid_png(RED), Options(), deadline=time.monotonic() + 0.2)
+    finally:
+        engine.decode_budget.release(held)
+        await engine.close()

@@ -1,6 +1,10 @@
-"""Decoding and preparing images: every promised format and mode, and every way to fail."""
+"""Decoding and preparing images: every promised format and mode, every way to fail, and
+the memory it takes."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +13,14 @@ from PIL import Image
 
 from images import encode, open_image, png_claiming_size, with_exif_rotation
 from recognizer.errors import InvalidImageError
-from recognizer.models.preprocessing import Preprocessing, decode_image, prepare_input
+from recognizer.models.preprocessing import (
+    Preprocessing,
+    decode_cost,
+    decode_image,
+    flatten,
+    prepare_input,
+    reduce_on_decode,
+)
 from support import PHOTOS
 
 PREPROCESSING = Preprocessing(resize=256, crop=224)
@@ -165,3 +176,84 @@ def test_bgr_models_get_their_channels_reversed(cat: Image.Image) -> None:
 def test_impossible_preprocessing_is_refused(settings: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Preprocessing(**settings)  # type: ignore[arg-type]
+
+
+# Memory: what decoding holds, and what the budget is told beforehand
+
+
+def over_white(image: Image.Image) -> np.ndarray:
+    """The reference for transparency: full-size alpha compositing over opaque white."""
+    rgba = image.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return np.asarray(Image.alpha_composite(white, rgba).convert("RGB")).astype(np.int16)
+
+
+def test_rgb_and_grayscale_are_resampled_as_decoded_without_a_copy(cat: Image.Image) -> None:
+    for mode in ("RGB", "L"):
+        image = cat.convert(mode)
+        assert flatten(image) is image
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_laid_over_white_in_one_working_copy(cat: Image.Image, mode: str) -> None:
+    pixels = np.asarray(cat.convert("RGBA")).copy()
+    pixels[..., 3] = np.linspace(0, 255, cat.width, dtype=np.uint8)  # from clear to opaque
+    image = Image.fromarray(pixels).convert(mode)
+    flat = flatten(image)
+    assert flat.mode == "RGB"
+    assert np.abs(np.asarray(flat).astype(np.int16) - over_white(image)).max() <= 1
+
+
+@pytest.mark.parametrize("transparency", ["index", "alphas"])
+def test_palette_transparency_is_laid_over_white_in_the_palette(
+    cat: Image.Image, transparency: str
+) -> None:
+    image = cat.quantize(64)
+    if transparency == "index":
+        image.info["transparency"] = 5
+    else:
+        image.info["transparency"] = bytes(range(0, 256, 4))
+    reference = over_white(image)
+    flat = flatten(image)
+    assert np.abs(np.asarray(flat).astype(np.int16) - reference).max() <= 1
+
+
+PEAK_SCRIPT = """
+import resource, struct, sys, zlib
+from recognizer.models.preprocessing import Preprocessing, decode_cost, decode_image, prepare_input
+side = 4000
+row = bytes([0]) + (bytes(range(256)) * 63)[: side * 4]  # RGBA, alpha varying along it
+compressor = zlib.compressobj(1)
+idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+chunks = chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+png = b"\\x89PNG\\r\\n\\x1a\\n" + chunks
+image = decode_image(png)
+cost = decode_cost(image)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+prepare_input(image, Preprocessing())
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(side * side * 4, peak * 1024, cost)
+"""
+
+
+def test_a_large_transparent_png_holds_about_two_copies_and_its_cost_bounds_them() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    decoded, peak, cost = map(int, result.stdout.split())
+    assert peak <= 2.3 * decoded  # the decoded pixels and one working copy, no more
+    assert cost >= peak  # the budget is told at least what decoding will hold
+
+
+def test_the_cost_follows_the_size_jpegs_decode_at_and_the_mode() -> None:
+    large = Image.new("RGB", (4000, 3000), (20, 40, 60))
+    jpeg = decode_image(encode(large, "JPEG"))
+    reduce_on_decode(jpeg, 256)
+    assert jpeg.size == (500, 375)  # an eighth, the shorter side still over 256
+    assert decode_cost(jpeg) == 500 * 375 * 4  # RGB, upright: no working copy
+    gray = decode_image(encode(large.convert("L"), "TIFF"))
+    assert decode_cost(gray) == 4000 * 3000  # one byte a pixel, resampled as it is

@@ -57,3 +57,5 @@ def test_metrics_count_calls_frames_batches_and_cache() -> None:
     assert metrics[("recognizer_cache_lookups_total", (("result", "hit"),))] == 1
     assert metrics[("recognizer_queued_requests", (("model", "colours"),))] == 0
     assert metrics[("recognizer_open_streams", ())] == 0
+    assert metrics[("recognizer_model_serving", (("model", "colours"),))] == 1
+    assert metrics[("recognizer_decoding_bytes", ())] == 0

@@ -1,4 +1,5 @@
-"""The real server over real channels: photos, streams, batching, every bad input, draining."""
+"""The real server over real channels: photos, streams, batching, every bad input, fair
+shares, health, draining."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import asyncio
 import concurrent.futures
 import logging
 import re
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 
 import grpc
@@ -14,9 +17,10 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from fakes import ColourNet, colour_model, solid_png
+from fakes import ColourNet, colour_model, faulty_model, solid_png
 from images import noise_png, png_claiming_size
 from recognizer.client import AsyncClient, Client, error_status
+from recognizer.transport.status import PUSHBACK
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 from support import CAT_CLASSES, ESPRESSO, MILITARY_UNIFORM, MOPED, TRIPOD, ServerThread
@@ -257,10 +261,12 @@ def test_a_full_queue_is_resource_exhausted_with_retry_info() -> None:
             inference_workers=1,
             max_queued_requests=2,
         ) as running,
-        Client(running.address) as client,
+        grpc.insecure_channel(running.address) as channel,  # no retries: see the refusals
         concurrent.futures.ThreadPoolExecutor(8) as pool,
     ):
-        calls = [pool.submit(client.classify, solid_png((0, 0, 200))) for _ in range(8)]
+        stub = pb_grpc.RecognizerStub(channel)
+        request = pb.ClassifyRequest(image=solid_png((0, 0, 200)))
+        calls = [pool.submit(stub.Classify, request) for _ in range(8)]
         done = [f.exception() or f.result() for f in calls]
         refused = [e for e in done if isinstance(e, grpc.RpcError)]
         assert 0 < len(refused) <= 6
@@ -362,3 +368,103 @@ def test_plaintext_beyond_this_machine_is_warned_about_and_metrics_stay_local(
     assert "Serve TLS with --tls-cert FILE --tls-key FILE" in warned
     assert re.search(r"metrics on http://127\.0\.0\.1:\d+/metrics", warned)
     assert "serving plaintext" not in caplog.text  # on loopback
+
+
+# Fair shares, health that follows the watchdog, and the drain delay
+
+
+def test_a_flood_from_one_host_costs_another_host_nothing() -> None:
+    with ServerThread(
+        [colour_model(network=ColourNet(delay_s=0.02))],
+        max_batch_size=2,
+        inference_workers=1,
+        max_queued_requests=16,
+        server={"host": "localhost"},  # 127.0.0.1 and ::1: two peers, two callers
+    ) as running:
+        port = running.server.grpc.port
+        stop = threading.Event()
+        codes: Counter[grpc.StatusCode] = Counter()
+        pushback: set[str] = set()
+
+        def flood() -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.RecognizerStub(channel)
+                while not stop.is_set():
+                    calls = [
+                        stub.Classify.future(pb.ClassifyRequest(image=solid_png((200, 0, 0))))
+                        for _ in range(32)
+                    ]
+                    for call in calls:
+                        codes[call.code()] += 1
+                        pushback.update(
+                            v for k, v in call.trailing_metadata() or () if k == PUSHBACK
+                        )
+
+        flooder = threading.Thread(target=flood)
+        flooder.start()
+        try:
+            time.sleep(0.5)
+            with grpc.insecure_channel(f"[::1]:{port}") as channel:  # no retries: none needed
+                stub = pb_grpc.RecognizerStub(channel)
+                image = solid_png((0, 200, 0))
+                answers = [stub.Classify(pb.ClassifyRequest(image=image)) for _ in range(20)]
+            assert [a.labels[0].class_id for a in answers] == [1] * 20
+        finally:
+            stop.set()
+            flooder.join()
+        assert codes[grpc.StatusCode.RESOURCE_EXHAUSTED] > 0
+        assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert pushback and all(int(ms) > 0 for ms in pushback)  # RetryInfo, for gRPC's retries
+
+
+def test_health_follows_the_watchdog_and_the_server_is_not_serving_when_no_model_is() -> None:
+    (good, good_backend), (bad, bad_backend) = faulty_model("good"), faulty_model("bad")
+    blue = solid_png((0, 0, 200))
+    with (
+        ServerThread([good, bad], max_batch_size=1, max_failed_batches=1) as running,
+        Client(running.address) as client,
+    ):
+
+        def until(service: str, status: str) -> None:
+            deadline = time.monotonic() + 10
+            while client.health(service) != status and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+        bad_backend.mode = "fail"
+        failure(lambda: client.classify(blue, model="bad"))
+        until("bad", "NOT_SERVING")
+        assert [client.health(name) for name in ("bad", "good", "")] == [
+            "NOT_SERVING",
+            "SERVING",
+            "SERVING",
+        ]
+        error = failure(lambda: client.classify(blue, model="bad"))
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert detail(error, error_details_pb2.ErrorInfo).reason == "MODEL_UNAVAILABLE"  # type: ignore[attr-defined]
+        good_backend.mode = "fail"
+        failure(lambda: client.classify(blue, model="good"))
+        until("", "NOT_SERVING")
+        assert client.health("recognizer.v1.Recognizer") == "NOT_SERVING"
+        good_backend.mode = bad_backend.mode = "ok"
+        for name in ("good", "bad"):
+            until(name, "SERVING")
+        assert [client.health(name) for name in ("bad", "good", "")] == ["SERVING"] * 3
+        assert client.classify(blue, model="bad").labels[0].class_id == 2
+
+
+def test_the_drain_delay_says_not_serving_while_still_serving() -> None:
+    with (
+        ServerThread([colour_model()], server={"drain_delay": 30}) as running,
+        Client(running.address) as client,
+    ):
+        hurry = asyncio.Event()
+        stopping = running.submit(running.server.stop(hurry=hurry))
+        time.sleep(0.3)
+        assert client.health() == "NOT_SERVING"
+        assert client.classify(solid_png((0, 0, 200))).labels[0].class_id == 2
+        running.run(_set(hurry))  # a second signal: stop waiting
+        stopping.result(timeout=10)
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()

@@ -31,7 +31,7 @@ from recognizer.bench import BenchError
 from recognizer.bench.stats import Outcome, ProcessUsage, Results
 from recognizer.bench.workload import RequestCycle, Workload
 from recognizer.client.channel import Credentials, open_aio_channel
-from recognizer.client.clients import CHANNEL_OPTIONS
+from recognizer.client.clients import MESSAGE_OPTIONS
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
@@ -168,7 +168,8 @@ async def run_share(
     `ready` is called (in a thread) once everything is set up and returns the
     time.monotonic() instant at which to start, so processes start together.
     """
-    channel = open_aio_channel(load.target, load.credentials, options=CHANNEL_OPTIONS)
+    # No service config: the bench counts every refusal, so nothing is retried or balanced.
+    channel = open_aio_channel(load.target, load.credentials, options=MESSAGE_OPTIONS)
     async with channel:
         await _connect(channel, load.target)
         stub = pb_grpc.RecognizerStub(channel)

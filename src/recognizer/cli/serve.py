@@ -2,7 +2,9 @@
 
 Exit status: 0 after a clean drain; 2 when the configuration is wrong (a bad flag,
 variable or config file value, named in the message); 1 when a valid configuration
-cannot start (a model that does not load, a busy port). A bug prints its traceback.
+cannot start (a model that does not load, a busy port); 3 when every model stopped
+working for --unhealthy-exit seconds (the process exits at once after draining, without
+waiting for threads hung in a model call). A bug prints its traceback.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ def run(args: argparse.Namespace) -> int:
         from recognizer.app import serve
 
         # uvloop: the event loop costs about a quarter less CPU per request (BENCHMARKS.md).
-        uvloop.run(serve(config, security))
+        status = uvloop.run(serve(config, security))
+        if status:
+            logging.shutdown()
+            os._exit(status)  # threads hung in native code must not hold the exit up
     except ConfigError as error:
         configure_logging("info")  # a no-op once configured
         logger.error("cannot start: %s", error)

@@ -1,8 +1,9 @@
-"""Thin wrappers over the generated stubs: channels with the right limits and credentials
-(channel.py), images from paths."""
+"""Thin wrappers over the generated stubs: channels with the right limits, service config
+and credentials (channel.py), images from paths."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from pathlib import Path
@@ -20,11 +21,79 @@ from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 
 ImageSource = bytes | str | os.PathLike[str]
 DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TIMEOUT_S = 30.0
+SERVICE = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
 _MAX_MESSAGE_BYTES = 32 << 20
-CHANNEL_OPTIONS = [
+MESSAGE_OPTIONS = [
     ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
 ]
+
+
+def service_config(timeout: float | None = DEFAULT_TIMEOUT_S) -> str:
+    """The gRPC service config our clients carry, as JSON.
+
+    - Calls are balanced per call over every address the target resolves to (round_robin:
+      `ipv4:10.0.0.1:50051,10.0.0.2:50051`, or a DNS name with several records); an
+      address that refuses connections is skipped until it accepts them again.
+    - Classify and ListModels are retried on UNAVAILABLE (a draining replica, a broken
+      model: round_robin sends the retry to the next address) and on RESOURCE_EXHAUSTED;
+      for the latter our server sends its RetryInfo delay as `grpc-retry-pushback-ms`
+      too, and gRPC's retries wait exactly that long. They are retried on CANCELLED too,
+      which our server never answers itself but gRPC's does, to calls that reach it as
+      it stops (grpc/grpc#41785); the calls are idempotent. Five attempts at most, and
+      retries stop while failures outnumber a tenth of successes by 50 (retryThrottling),
+      so an overload is not multiplied.
+    - They have a default deadline of `timeout` seconds (a shorter one given to a call wins).
+    - A stream is retried on UNAVAILABLE only, and only before any answer came back.
+
+    Client-side health checks (gRFC A17) are left off on purpose: with one address (a
+    Kubernetes Service, a single replica) they fail every call on the client while the
+    server says NOT_SERVING, though it still serves during its drain delay, and say less
+    than the server's own UNAVAILABLE would.
+    """
+    retry = {
+        "maxAttempts": 5,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"],
+    }
+    unary: dict[str, object] = {
+        "name": [
+            {"service": SERVICE, "method": "Classify"},
+            {"service": SERVICE, "method": "ListModels"},
+        ],
+        "retryPolicy": retry,
+    }
+    if timeout is not None:
+        unary["timeout"] = f"{timeout:g}s"
+    stream = {
+        "name": [{"service": SERVICE, "method": "ClassifyStream"}],
+        "retryPolicy": {**retry, "retryableStatusCodes": ["UNAVAILABLE"]},
+    }
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "methodConfig": [unary, stream],
+            "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
+        }
+    )
+
+
+def channel_options(timeout: float | None = DEFAULT_TIMEOUT_S) -> list[tuple[str, str | int]]:
+    """Our clients' channel options: message limits, the service config, a retry buffer that
+    holds the largest request (else a large image could not be retried), and keepalive pings
+    that find a server gone without closing the connection."""
+    return [
+        *MESSAGE_OPTIONS,
+        ("grpc.service_config", service_config(timeout)),
+        ("grpc.enable_retries", 1),
+        ("grpc.per_rpc_retry_buffer_size", _MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.ping_timeout_ms", 20_000),
+    ]
 
 
 def classify_request(
@@ -72,11 +141,11 @@ class Client:
         self,
         target: str = DEFAULT_TARGET,
         *,
-        timeout: float | None = 30.0,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
         credentials: Credentials | None = None,
     ) -> None:
         self.timeout = timeout
-        self._channel = open_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(target, credentials, options=channel_options(timeout))
         self._stub = pb_grpc.RecognizerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -152,11 +221,11 @@ class AsyncClient:
         self,
         target: str = DEFAULT_TARGET,
         *,
-        timeout: float | None = 30.0,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
         credentials: Credentials | None = None,
     ) -> None:
         self.timeout = timeout
-        self._channel = open_aio_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._channel = open_aio_channel(target, credentials, options=channel_options(timeout))
         self._stub = pb_grpc.RecognizerStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

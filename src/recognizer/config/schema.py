@@ -32,6 +32,7 @@ from pydantic import (
 
 MiB = 1 << 20
 GRPC_MESSAGE_LIMIT_MB = 2048  # gRPC's channel arguments are 32-bit integers (2 GiB - 1)
+GRPC_SECONDS_LIMIT = 2_000_000  # and so are its times, in milliseconds (24 days)
 
 BackendKind = Literal["auto", "openvino", "onnxruntime", "torch"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
@@ -120,6 +121,64 @@ class ServerSettings(Settings):
         shown="off",
         ge=0,
         le=65535,
+    )
+    drain_delay: float = setting(
+        5.0,
+        "seconds the server goes on serving after SIGTERM while health says NOT_SERVING, so"
+        " load balancers move away before calls are refused (SIGINT skips it)",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    first_frame_timeout: float = setting(
+        10.0, "seconds a new stream may take to send its first frame", gt=0, allow_inf_nan=False
+    )
+    keepalive_time: float = setting(
+        60.0,
+        "seconds between the server's keepalive pings on each connection",
+        gt=0,
+        le=GRPC_SECONDS_LIMIT,
+        allow_inf_nan=False,
+    )
+    keepalive_timeout: float = setting(
+        20.0,
+        "seconds a ping may go unanswered before the connection is closed",
+        gt=0,
+        le=GRPC_SECONDS_LIMIT,
+        allow_inf_nan=False,
+    )
+    max_connection_idle: Annotated[float | None, Off] = setting(
+        300.0,
+        "seconds a connection with no calls stays open (off: for ever)",
+        gt=0,
+        le=GRPC_SECONDS_LIMIT,
+        allow_inf_nan=False,
+    )
+    max_connection_age: Annotated[float | None, Off] = setting(
+        300.0,
+        "seconds after which a connection is asked to go (GOAWAY, give or take a tenth), so clients"
+        " behind an L4 balancer reconnect and spread over new replicas (off: never)",
+        gt=0,
+        le=GRPC_SECONDS_LIMIT,
+        allow_inf_nan=False,
+    )
+    max_connection_age_grace: Annotated[float | None, Off] = setting(
+        None,
+        "seconds the calls of a connection past its age may still run (off: until they end,"
+        " so long streams are not cut)",
+        shown="off",
+        gt=0,
+        le=GRPC_SECONDS_LIMIT,
+        allow_inf_nan=False,
+    )
+    max_streams_per_connection: int = setting(
+        100, "calls one connection may have open at once (HTTP/2 streams)", ge=1, lt=2**31
+    )
+    max_concurrent_rpcs: int = setting(
+        4096,
+        "calls the server runs at once, of every kind (streams and health watches count);"
+        " beyond it gRPC refuses with RESOURCE_EXHAUSTED",
+        ge=1,
+        lt=2**31,
     )
 
     @property
@@ -259,8 +318,52 @@ class EngineSettings(Settings):
     max_queued_requests: int = setting(
         256, "requests a model accepts before refusing with RESOURCE_EXHAUSTED", ge=1
     )
+    rate_limit: Annotated[float | None, Off] = setting(
+        None,
+        "requests a second each caller (tenant, or peer address) may send, over every model"
+        " (off: no limit)",
+        shown="off",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    rate_limit_burst: Annotated[int | None, Auto] = setting(
+        None,
+        "requests a caller may send at once above --rate-limit; auto is one second's worth",
+        shown="auto",
+        ge=1,
+    )
     max_image_pixels: int = setting(64_000_000, "largest image, in pixels", ge=1)
+    decode_budget_mb: Annotated[Mebibytes | None, Auto] = setting(
+        None,
+        "memory that images being decoded may hold at once, in MiB; auto is a quarter of the"
+        " container's memory limit (or of the machine's memory)",
+        shown="auto",
+        gt=0,
+        allow_inf_nan=False,
+    )
     default_top_k: int = setting(5, "labels answered when a request's top_k is 0", ge=1)
+    max_top_k: int = setting(
+        1000, "most labels one answer holds, whatever top_k asks for", ge=1, lt=2**31
+    )
+    stall_timeout: float = setting(
+        30.0,
+        "seconds a model call may run with no batch finishing before the model is NOT_SERVING",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    max_failed_batches: int = setting(
+        5,
+        "failed batches in a row after which a model is tested on a blank image and, if that"
+        " fails too, is NOT_SERVING",
+        ge=1,
+    )
+    unhealthy_exit: Annotated[float | None, Off] = setting(
+        60.0,
+        "seconds every model may be NOT_SERVING before the process exits with status 3, for its"
+        " supervisor to restart it (off: never)",
+        gt=0,
+        allow_inf_nan=False,
+    )
     cache_entries: int = setting(
         0, "results cached by image content and model; 0 turns the cache off", ge=0
     )

@@ -1,9 +1,10 @@
 """The queue where requests from every caller meet and leave as batches.
 
 It knows nothing of gRPC, models or asyncio, so it can be driven by plain threads
-in tests. Fairness: waiting items are grouped by flow (a stream, say, or a single
-unary call) and batches take one item per flow in turn, so a flow that queues many
-items cannot starve a flow that queues few.
+in tests. Fairness: waiting items are grouped by caller, and each caller's by flow (a
+stream, say, or a single unary call); batches take one item per caller in turn, and
+each caller's turns go round its flows. So a caller that queues many items cannot
+starve a caller that queues few, nor can one of a caller's streams starve its others.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class BatchQueue(Generic[T]):
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self._keep = keep
-        self._flows: OrderedDict[Hashable, deque[T]] = OrderedDict()
+        self._callers: OrderedDict[Hashable, OrderedDict[Hashable, deque[T]]] = OrderedDict()
         self._size = 0
         self._closed = False
         self._changed = threading.Condition()
@@ -51,12 +52,13 @@ class BatchQueue(Generic[T]):
     def __len__(self) -> int:
         return self._size
 
-    def put(self, item: T, flow: Hashable) -> None:
+    def put(self, item: T, flow: Hashable, caller: Hashable = "") -> None:
         """Add an item to its flow's line; never blocks (admission control is the caller's)."""
         with self._changed:
             if self._closed:
                 raise RuntimeError("the queue is closed")
-            self._flows.setdefault(flow, deque()).append(item)
+            flows = self._callers.setdefault(caller, OrderedDict())
+            flows.setdefault(flow, deque()).append(item)
             self._size += 1
             self._changed.notify()
 
@@ -87,12 +89,15 @@ class BatchQueue(Generic[T]):
         return batch
 
     def _take_into(self, batch: list[T]) -> None:
-        """Move items into the batch, one flow at a time in round-robin order."""
-        while self._flows and len(batch) < self.max_batch_size:
-            flow, line = self._flows.popitem(last=False)
+        """Move items into the batch, one caller at a time, each taking its flows in turn."""
+        while self._callers and len(batch) < self.max_batch_size:
+            caller, flows = self._callers.popitem(last=False)
+            flow, line = flows.popitem(last=False)
             item = line.popleft()
             self._size -= 1
             if line:
-                self._flows[flow] = line
+                flows[flow] = line
+            if flows:
+                self._callers[caller] = flows
             if self._keep(item):
                 batch.append(item)

@@ -1,8 +1,9 @@
 """The engine: the one entry point the transport calls to classify an image.
 
 It holds what every request shares (the served models, the preprocess pool, the result
-cache, the count of work in flight) and decides when the server may stop. The path of
-one request through it is in lifecycle.py.
+cache, the decoding memory budget, the callers' rate limits, the count of work in
+flight), runs the watchdog that judges each model's health, and decides when the server
+may stop. The path of one request through it is in lifecycle.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -18,13 +19,18 @@ from dataclasses import dataclass
 from recognizer.config.schema import EngineSettings
 from recognizer.engine import lifecycle, sizing
 from recognizer.engine.backends import Backend
+from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import ResultCache
+from recognizer.engine.ratelimit import RateLimiter
 from recognizer.engine.runner import ModelRunner
-from recognizer.engine.types import Classification, ModelStatus, Options
+from recognizer.engine.types import Classification, Health, ModelStatus, Options
+from recognizer.engine.watchdog import Watchdog
 from recognizer.errors import (
     InvalidRequestError,
     ModelNotFoundError,
+    ModelUnavailableError,
     PermissionDeniedError,
+    RecognizerError,
     ShuttingDownError,
     quoted,
 )
@@ -34,6 +40,10 @@ from recognizer.models.spec import ModelSpec
 
 DEFAULT_LANGUAGE = "zh"
 DRAIN_QUIET_S = 0.3
+DRAIN_QUIET_MAX_S = 2.0
+CLOSE_TIMEOUT_S = 10.0
+
+HealthCallback = Callable[[str, Health], Awaitable[None]]
 
 ModelAccess = Callable[[str, str], bool]
 """Whether a tenant may use a model, asked as (tenant, model); the security package's
@@ -53,6 +63,7 @@ class Engine:
 
     Work in flight (accepted requests and open streams) is counted on the event loop,
     which alone changes it; `wait_idle` and `close` wait on events set when it ends.
+    `hopeless` is set when the watchdog finds every model broken for too long.
 
     Usage:
 
@@ -88,7 +99,25 @@ class Engine:
             if settings.cache_entries
             else None
         )
+        self.decode_budget = MemoryBudget(sizing.decode_budget_bytes(settings))
+        self.rate_limiter = (
+            RateLimiter(
+                settings.rate_limit, settings.rate_limit_burst or math.ceil(settings.rate_limit)
+            )
+            if settings.rate_limit is not None
+            else None
+        )
+        self.hopeless = asyncio.Event()
+        self._health_callbacks: list[HealthCallback] = []
+        self._watchdog = Watchdog(
+            list(self._runners.values()),
+            settings,
+            on_change=self._health_changed,
+            on_hopeless=self.hopeless.set,
+        )
+        self._watching: asyncio.Task[None] | None = None
         self._draining = False
+        self._leaving = False
         self._requests = 0
         self._streams: set[Callable[[], object]] = set()
         self._no_requests = asyncio.Event()
@@ -106,6 +135,20 @@ class Engine:
     def draining(self) -> bool:
         return self._draining
 
+    def not_ready(self) -> RecognizerError | None:
+        """Why balancers should send no work here now, or None: the server is leaving or
+        draining, or the watchdog finds every model broken."""
+        if self._leaving or self._draining:
+            return ShuttingDownError()
+        if all(not runner.health.serving for runner in self._runners.values()):
+            runner = self._runners[self._default_model]
+            return ModelUnavailableError(runner.spec.name, runner.health.value)
+        return None
+
+    def announce_drain(self) -> None:
+        """Report not ready from now on, while still serving (the drain delay before drain())."""
+        self._leaving = True
+
     @property
     def open_streams(self) -> int:
         return len(self._streams)
@@ -115,11 +158,20 @@ class Engine:
         return self.runner(model).pending
 
     async def start(self) -> None:
-        """Warm every model up off the event loop, then start the inference workers."""
+        """Warm every model up off the event loop, then start the workers and the watchdog."""
         loop = asyncio.get_running_loop()
         for runner in self._runners.values():
             await loop.run_in_executor(self.preprocess_pool, runner.warm_up)
             runner.start(self.cache)
+        self._watching = asyncio.create_task(self._watchdog.run(), name="watchdog")
+
+    def on_health_change(self, callback: HealthCallback) -> None:
+        """Have `callback(model, health)` awaited whenever the watchdog's verdict changes."""
+        self._health_callbacks.append(callback)
+
+    async def _health_changed(self, model: str, health: Health) -> None:
+        for callback in self._health_callbacks:
+            await callback(model, health)
 
     async def classify(
         self,
@@ -129,15 +181,24 @@ class Engine:
         deadline: float | None = None,
         flow: Hashable | None = None,
         tenant: str = "",
+        caller: str = "",
     ) -> Classification:
         """Classify one image, encoded or raw.
 
         `deadline` is a time.monotonic() instant after which the answer is useless;
-        `flow` groups requests for fair batching (one stream's frames, say); `tenant`
-        names the caller ("" when callers are not told apart).
+        `flow` groups requests for fair batching (one stream's frames, say); `tenant` is
+        the authenticated caller, whose models and cache entries it uses ("" with auth
+        off); `caller` is who fair shares and rate limits count (the tenant by default;
+        the transports pass the peer's host when there is no tenant).
         """
         return await lifecycle.classify(
-            self, image, options, deadline=deadline, flow=flow, tenant=tenant
+            self,
+            image,
+            options,
+            deadline=deadline,
+            flow=flow,
+            tenant=tenant,
+            caller=caller or tenant,
         )
 
     def drain(self) -> None:
@@ -162,9 +223,9 @@ class Engine:
             self._settle()
 
     @contextmanager
-    def admission(self, runner: ModelRunner) -> Iterator[None]:
-        """Hold a place in the model's queue and count the request as work in flight."""
-        with runner.admission():
+    def admission(self, job: lifecycle.Job) -> Iterator[None]:
+        """Hold the job's place in its model's queue and count it as work in flight."""
+        with job.runner.shares.place(job):
             self._requests += 1
             self._no_requests.clear()
             self._idle.clear()
@@ -179,29 +240,44 @@ class Engine:
 
         While callers are still being refused, it waits for them to stop too (a quiet
         `DRAIN_QUIET_S`), so that the server closes once they have seen UNAVAILABLE, and
-        not while their next call is on the wire (which gRPC would cancel).
+        not while their next call is on the wire (which gRPC would cancel). It waits for
+        quiet `DRAIN_QUIET_MAX_S` at most: a client balancing its calls over several
+        replicas goes on sending some here until the connection closes.
         """
         try:
             async with asyncio.timeout(timeout):
+                await self._idle.wait()
+                stop_waiting = time.monotonic() + DRAIN_QUIET_MAX_S
                 while True:
                     await self._idle.wait()
-                    quiet_for = DRAIN_QUIET_S - (time.monotonic() - self._last_refusal)
-                    if quiet_for <= 0 and self._idle.is_set():
+                    now = time.monotonic()
+                    quiet_for = DRAIN_QUIET_S - (now - self._last_refusal)
+                    if quiet_for <= 0 or now >= stop_waiting:
                         return True
                     self._refused.clear()
                     with suppress(TimeoutError):
-                        await asyncio.wait_for(self._refused.wait(), max(quiet_for, 0.0))
+                        wait = min(quiet_for, stop_waiting - now)
+                        await asyncio.wait_for(self._refused.wait(), wait)
         except TimeoutError:
             return False
 
-    async def close(self) -> None:
-        """Answer what was accepted, then stop the preprocess pool and the workers."""
+    async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
+        """Answer what was accepted, then stop the preprocess pool, the workers and the
+        watchdog, within about `timeout` seconds: requests still unanswered by then are
+        refused with ShuttingDownError, and workers hung in a model call are left behind."""
+        deadline = time.monotonic() + timeout
         self.drain()
-        await self._no_requests.wait()  # accepted requests may still need the pool
+        if not await _wait(self._no_requests, timeout):
+            for runner in self._runners.values():
+                runner.shares.fail_all(ShuttingDownError)
+            await self._no_requests.wait()  # the failed requests' callers now return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.preprocess_pool.shutdown)
         for runner in self._runners.values():
-            await loop.run_in_executor(None, runner.stop)
+            remaining = max(deadline - time.monotonic(), 0.0)
+            await loop.run_in_executor(None, runner.stop, remaining)
+        if self._watching is not None:
+            self._watching.cancel()
 
     def runner(self, name: str) -> ModelRunner:
         """The runner of a served model; "" is the default model."""
@@ -253,3 +329,13 @@ class Engine:
             self._no_requests.set()
             if not self._streams:
                 self._idle.set()
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> bool:
+    """Whether the event was set within `timeout` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

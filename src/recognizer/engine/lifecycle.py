@@ -1,18 +1,24 @@
 """The life of one request in the engine, stage by stage, on the threads it visits.
 
     stage     thread             what happens                          ends it early
-    validate  event loop         model (and the tenant's right to      InvalidRequestError,
-                                 it), language, top_k, min_score       ModelNotFoundError,
-                                                                       PermissionDeniedError
-    admit     event loop         a place in the model's queue          OverloadedError
+    validate  event loop         model (the tenant's right to it, its  InvalidRequestError,
+                                 health), language, top_k (bounded),   ModelNotFoundError,
+                                 min_score                             PermissionDeniedError,
+                                                                       ModelUnavailableError
+    limit     event loop         the caller's rate limit               RateLimitedError
+    admit     event loop         a place in the model's queue, shared  OverloadedError
+                                 fairly between callers
     hash      preprocess pool    the image's digest, in the tenant's
                                  part of the cache; a cached answer
                                  skips to `name`
+    budget    preprocess pool    room in the memory budget for the     DeadlineExceededError
+                                 decoded pixels, from the header
     decode    preprocess pool    bytes or raw frame -> uint8 input     InvalidImageError
                                  (a JPEG's header only, where the
                                  backend decodes on its device)
     queue     preprocess pool    the decoding thread queues the job
-    batch     inference worker   live jobs taken round-robin by flow   DeadlineExceededError
+    batch     inference worker   live jobs taken round-robin by        DeadlineExceededError
+                                 caller, then by flow
     infer     inference worker   the backend runs the batch (decoding  InvalidImageError for
                                  its JPEGs first, where it does)       a JPEG that fails to
                                                                        decode there (a failed
@@ -21,12 +27,14 @@
     name      inference worker   top-k class ids named in the language
     answer    event loop         the caller's future resolves
 
-admission comes before hashing so that a full model refuses at once, before spending a
-thread on the image. One `Job` carries the request through every stage. Only the event
-loop touches asyncio objects: the other threads write the job's result slot (`answer` or
-`error`) and hand it back with one `call_soon_threadsafe` per batch. A caller that gives
-up abandons its job; any thread may read that, so the pool and the workers skip it.
-`time.monotonic()` is the one clock: deadlines, timings and the batch queue all use it.
+Limits and admission come before hashing so that an overloaded model refuses at once,
+before spending a thread on the image. One `Job` carries the request through every
+stage. Only the event loop touches asyncio objects: the other threads write the job's
+result slot (`answer` or `error`) and hand it back with one `call_soon_threadsafe` per
+batch; the loop may also end a job early with `fail` (its place went to a fairer caller,
+or the watchdog found its model broken). A caller that gives up abandons its job; any
+thread may read that, so the pool and the workers skip it. `time.monotonic()` is the one
+clock: deadlines, timings and the batch queue all use it.
 """
 
 from __future__ import annotations
@@ -42,12 +50,18 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from recognizer.engine.backends import RowErrors
+from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import CacheKey, ResultCache, cache_key
 from recognizer.engine.types import Classification, Label, Options, Timing, TopClasses
 from recognizer.errors import DeadlineExceededError, InvalidRequestError
-from recognizer.models.jpeg import DeviceInput, read_jpeg_header
-from recognizer.models.preprocessing import decode_image, prepare_input
-from recognizer.models.raw import RawFrame, frame_to_image
+from recognizer.models.jpeg import DeviceInput, device_jpeg
+from recognizer.models.preprocessing import (
+    decode_cost,
+    decode_image,
+    prepare_input,
+    reduce_on_decode,
+)
+from recognizer.models.raw import RawFrame, frame_cost, frame_to_image
 
 if TYPE_CHECKING:
     from recognizer.engine.engine import Engine
@@ -64,19 +78,22 @@ class Job:
     The event loop creates it and alone touches `future`. The thread that ends the job
     (a preprocess thread on a cache hit or a bad image, else an inference worker) fills
     the result slot, `answer` or `error`, before handing the job back; the loop reads
-    the slot only after that hand-off. `abandon()` and `abandoned` are safe anywhere.
+    the slot only after that hand-off. `abandon()` and `abandoned` are safe anywhere;
+    `in_batch` is set by the worker that takes the job, and read by the loop.
     """
 
     __slots__ = (
         "_abandoned",
         "answer",
         "cache_key",
+        "caller",
         "deadline",
         "enqueued_at",
         "error",
         "flow",
         "future",
         "image",
+        "in_batch",
         "language",
         "loop",
         "min_score",
@@ -98,6 +115,7 @@ class Job:
         deadline: float | None,
         flow: Hashable | None,
         tenant: str,
+        caller: str,
     ) -> None:
         self.runner = runner
         self.image = image
@@ -107,6 +125,7 @@ class Job:
         self.deadline = deadline
         self.flow: Hashable = self if flow is None else flow
         self.tenant = tenant
+        self.caller = caller  # a place in the model's queue is claimed for it (engine/shares.py)
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Classification] = self.loop.create_future()
         self.cache_key: CacheKey | None = None
@@ -115,6 +134,7 @@ class Job:
         self.enqueued_at = 0.0
         self.answer: Classification | None = None
         self.error: BaseException | None = None
+        self.in_batch = False
         self._abandoned = threading.Event()
 
     def abandon(self) -> None:
@@ -128,8 +148,23 @@ class Job:
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
 
+    def gave_up(self) -> bool:
+        """Nobody waits for the answer any more, or it would come too late."""
+        return self.abandoned or self.expired(time.monotonic())
 
-# validate, admit, then wait for the answer: on the event loop
+    @property
+    def evictable(self) -> bool:
+        """Not yet in a batch: giving up its place spares the model work."""
+        return not self.in_batch
+
+    def fail(self, error: Exception) -> None:
+        """On the event loop: answer the caller with `error` now, and drop the job."""
+        self.abandon()
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+# validate, limit, admit, then wait for the answer: on the event loop
 
 
 async def classify(
@@ -140,37 +175,48 @@ async def classify(
     deadline: float | None,
     flow: Hashable | None,
     tenant: str,
+    caller: str,
 ) -> Classification:
     """Take one request through every stage and return its answer."""
+    # validate
     engine.refuse_if_draining()
     runner = engine.runner_for(options.model, tenant)
+    runner.refuse_if_unavailable()
     language = runner.spec.labels.resolve(engine.language(options.language))
     if not 0.0 <= options.min_score <= 1.0:  # also refuses NaN
         raise InvalidRequestError(
             f"min_score must be within [0, 1], not {options.min_score}", field="min_score"
         )
-    top_k = min(options.top_k or engine.settings.default_top_k, runner.spec.num_classes)
-    with engine.admission(runner):
-        job = Job(
-            runner,
-            image,
-            language=language,
-            top_k=top_k,
-            min_score=options.min_score,
-            deadline=deadline,
-            flow=flow,
-            tenant=tenant,
-        )
+    settings = engine.settings
+    top_k = min(
+        options.top_k or settings.default_top_k, runner.spec.num_classes, settings.max_top_k
+    )
+    # limit
+    if engine.rate_limiter is not None:
+        engine.rate_limiter.take(caller)
+    # admit: a place held until the answer comes or the caller gives up
+    job = Job(
+        runner,
+        image,
+        language=language,
+        top_k=top_k,
+        min_score=options.min_score,
+        deadline=deadline,
+        flow=flow,
+        tenant=tenant,
+        caller=caller,
+    )
+    with engine.admission(job):
         job.future.add_done_callback(lambda future: job.abandon() if future.cancelled() else None)
-        engine.preprocess_pool.submit(prepare, job, engine.cache)
+        engine.preprocess_pool.submit(prepare, job, engine.cache, engine.decode_budget)
         return await job.future
 
 
-# hash, decode, queue: on a preprocess thread
+# hash, budget, decode, queue: on a preprocess thread
 
 
-def prepare(job: Job, cache: ResultCache | None) -> None:
-    """Answer from the cache, or decode the image and queue it for the model."""
+def prepare(job: Job, cache: ResultCache | None, budget: MemoryBudget) -> None:
+    """Answer from the cache, or decode the image within the budget and queue it."""
     if job.abandoned:
         return
     runner = job.runner
@@ -183,27 +229,46 @@ def prepare(job: Job, cache: ResultCache | None) -> None:
                 hand_back([job])
                 return
         started = time.monotonic()
-        job.pixels = decode(job, runner.settings.max_image_pixels)
+        pixels = decode(job, budget)
+        if pixels is None:
+            return  # abandoned while waiting for memory
+        job.pixels = pixels
         job.enqueued_at = time.monotonic()
         job.preprocess_s = job.enqueued_at - started
     except Exception as error:
         job.error = error
         hand_back([job])
         return
-    runner.queue.put(job, job.flow)
+    runner.queue.put(job, job.flow, job.caller)
 
 
-def decode(job: Job, max_pixels: int) -> DeviceInput:
-    """The model's input for the job's image: uint8 (crop, crop, 3) pixels, or a JPEG the
-    backend decodes on its device (its header read, so a bad one fails here as in Pillow)."""
+def decode(job: Job, budget: MemoryBudget) -> DeviceInput | None:
+    """The model's input for the job's image, uint8 (crop, crop, 3) pixels, decoded once the
+    budget has room for what the header says it will cost; None if the caller gave up. A JPEG
+    the backend decodes on its device stays encoded (its header read, so a bad one fails here
+    as in Pillow), and costs the budget nothing: no host memory holds its pixels."""
     image = job.image
+    preprocessing = job.runner.spec.preprocessing
+    max_pixels = job.runner.settings.max_image_pixels
     if isinstance(image, RawFrame):
-        decoded = frame_to_image(image, max_pixels=max_pixels)
-    elif job.runner.decoder is not None and (jpeg := read_jpeg_header(image, max_pixels)):
-        return jpeg
+        cost = frame_cost(image, max_pixels=max_pixels)
     else:
-        decoded = decode_image(image, max_pixels=max_pixels)
-    return prepare_input(decoded, job.runner.spec.preprocessing)
+        opened = decode_image(image, max_pixels=max_pixels)  # the header only, so far
+        if job.runner.decoder is not None and (jpeg := device_jpeg(opened, image)):
+            return jpeg
+        reduce_on_decode(opened, preprocessing.resize)
+        cost = decode_cost(opened)
+    held = budget.acquire(cost, give_up=job.gave_up)
+    if held is None:
+        if job.abandoned:
+            return None
+        raise DeadlineExceededError("the deadline passed while waiting for memory to decode")
+    try:
+        if isinstance(image, RawFrame):
+            return prepare_input(frame_to_image(image, max_pixels=max_pixels), preprocessing)
+        return prepare_input(opened, preprocessing)
+    finally:
+        budget.release(held)
 
 
 # batch, infer, name: on an inference worker
@@ -217,11 +282,16 @@ def keep(job: Job) -> bool:
         job.error = DeadlineExceededError("the deadline passed before the model was free")
         hand_back([job])
         return False
+    job.in_batch = True
     return True
 
 
 def run_worker(runner: ModelRunner, cache: ResultCache | None) -> None:
-    """An inference worker thread: batches until the queue is closed and drained."""
+    """An inference worker thread: batches until the queue is closed and drained.
+
+    Its model calls are recorded in `runner.progress`, from which the watchdog learns
+    that a call hangs or that calls keep failing.
+    """
     while batch := runner.queue.next_batch():
         infer(runner, batch, cache)
         hand_back(batch)
@@ -230,17 +300,21 @@ def run_worker(runner: ModelRunner, cache: ResultCache | None) -> None:
 def infer(runner: ModelRunner, batch: Sequence[Job], cache: ResultCache | None) -> None:
     """Run a batch and fill each job's result slot; a failed batch is retried job by job,
     so one bad input fails alone and its neighbours still get their answers. A JPEG the
-    backend fails to decode on its device is answered with that error alone."""
+    backend fails to decode on its device is answered with that error alone.
+
+    The backend ranks the batch's largest top_k (at most --max-top-k); each job keeps its own.
+    """
     started = time.monotonic()
     try:
         top_k = max(job.top_k for job in batch)
         rows = [job.pixels for job in batch]
         errors: RowErrors = [None] * len(batch)
-        if runner.decoder is not None:
-            scores, class_ids, errors = runner.decoder.classify_rows(rows, top_k)
-        else:
-            pixels = cast(list[np.ndarray], rows)  # without a decoder, every row is pixels
-            scores, class_ids = runner.backend(np.stack(pixels), top_k)
+        with runner.progress.call(batch):
+            if runner.decoder is not None:
+                scores, class_ids, errors = runner.decoder.classify_rows(rows, top_k)
+            else:
+                pixels = cast(list[np.ndarray], rows)  # without a decoder, every row is pixels
+                scores, class_ids = runner.backend(np.stack(pixels), top_k)
     except Exception:
         if len(batch) > 1:
             logger.warning("a batch of %d failed; retrying its jobs one by one", len(batch))

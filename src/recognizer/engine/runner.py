@@ -1,4 +1,5 @@
-"""One served model's resources: its admission count, batch queue, workers and statistics.
+"""One served model's resources: its fair-share queue places, batch queue, workers, their
+progress and health, and statistics.
 
 What happens to a request on its way through them is in lifecycle.py.
 """
@@ -8,9 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -19,14 +19,16 @@ from recognizer.engine import lifecycle, sizing
 from recognizer.engine.backends import Backend, CapturesGraphs, DecodesOnDevice
 from recognizer.engine.batching import BatchQueue
 from recognizer.engine.cache import ResultCache
+from recognizer.engine.progress import Progress
+from recognizer.engine.shares import FairShares
 from recognizer.engine.tuning import (
     CPU_BATCH_SIZE,
     GPU_BATCH_LIMIT,
     measure_throughput,
     tune_batch_size,
 )
-from recognizer.engine.types import ModelStatus
-from recognizer.errors import OverloadedError
+from recognizer.engine.types import Health, ModelStatus
+from recognizer.errors import ModelUnavailableError
 from recognizer.models.jpeg import blank_jpeg, read_jpeg_header
 from recognizer.models.spec import ModelSpec
 
@@ -36,16 +38,16 @@ logger = logging.getLogger(__name__)
 class ModelRunner:
     """Runs requests for one model, so a slow model never holds up another.
 
-    Admission counts a request from the moment it is accepted until it is answered or
-    its caller gives up; over `max_queued_requests`, new requests are refused at once
-    with OverloadedError. A job given up while queued stays in the queue until a worker
-    reaches and drops it, so under a storm of cancellations the queue can briefly hold
-    more jobs than the limit.
+    Admission holds a place in `shares` from the moment a request is accepted until it
+    is answered or its caller gives up; over `max_queued_requests`, requests are refused
+    at once with OverloadedError, fairly between callers (engine/shares.py). A job given
+    up while queued stays in the queue until a worker reaches and drops it, so under a
+    storm of cancellations the queue can briefly hold more jobs than the limit.
 
     The batch size, whether set, the CPU's default or measured on a GPU, never exceeds
-    the model's own `spec.max_batch_size`.
-
-    `decoder` is the backend when it decodes JPEGs on its device (--device-decode), else None.
+    the model's own `spec.max_batch_size`. `health` is the watchdog's verdict, changed on
+    the event loop only. `decoder` is the backend when it decodes JPEGs on its device
+    (--device-decode), else None.
     """
 
     def __init__(self, spec: ModelSpec, backend: Backend, settings: EngineSettings) -> None:
@@ -61,8 +63,12 @@ class ModelRunner:
             max_delay_s=sizing.batch_delay_s(settings, backend.device),
             keep=lifecycle.keep,
         )
+        self.shares: FairShares[lifecycle.Job] = FairShares(
+            spec.name, settings.max_queued_requests, self.retry_after
+        )
+        self.progress: Progress[lifecycle.Job] = Progress()
+        self.health = Health.SERVING
         self._threads: list[threading.Thread] = []
-        self._pending = 0  # changed on the event loop only
         self._stats = threading.Lock()  # workers record batches concurrently
         self._seconds_per_item = 0.01
         self._batch_sizes: Counter[int] = Counter()
@@ -71,7 +77,7 @@ class ModelRunner:
     @property
     def pending(self) -> int:
         """Requests accepted and not yet answered."""
-        return self._pending
+        return self.shares.total
 
     @property
     def max_batch_size(self) -> int:
@@ -87,7 +93,8 @@ class ModelRunner:
             precision=self.backend.precision,
             quantization_check=self.backend.quantization_check,
             max_batch_size=self.max_batch_size,
-            pending=self._pending,
+            pending=self.pending,
+            serving=self.health.serving,
             batch_sizes=batch_sizes,
             inference_s=inference_s,
         )
@@ -99,12 +106,23 @@ class ModelRunner:
             self.queue.max_batch_size = self._capped(CPU_BATCH_SIZE) if on_cpu else self._tuned()
         if isinstance(self.backend, CapturesGraphs):
             self.backend.capture_graphs(self.max_batch_size)
-        size = self.spec.preprocessing.crop
-        jpeg = read_jpeg_header(blank_jpeg(size), self.settings.max_image_pixels)
         for batch_size in sorted({1, self.max_batch_size}):
-            self.backend(np.zeros((batch_size, size, size, 3), dtype=np.uint8), 1)
-            if self.decoder is not None and jpeg is not None:
-                self.decoder.classify_rows([jpeg] * batch_size, 1)
+            started = time.monotonic()
+            self._run_blank(batch_size)
+        # The model's speed, a first estimate (high, if this was its first call) for RetryInfo.
+        self._seconds_per_item = (time.monotonic() - started) / self.max_batch_size
+
+    def probe(self) -> None:
+        """Run the model once on a blank image; raises if it fails (the watchdog's test)."""
+        self._run_blank(1)
+
+    def _run_blank(self, batch_size: int) -> None:
+        """The model on blank pixels, and on a blank JPEG where the backend decodes them."""
+        size = self.spec.preprocessing.crop
+        self.backend(np.zeros((batch_size, size, size, 3), dtype=np.uint8), 1)
+        jpeg = read_jpeg_header(blank_jpeg(size), self.settings.max_image_pixels)
+        if self.decoder is not None and jpeg is not None:
+            self.decoder.classify_rows([jpeg] * batch_size, 1)
 
     def _tuned(self) -> int:
         """The batch size measured best on this device (engine/tuning.py)."""
@@ -147,24 +165,29 @@ class ModelRunner:
             "by Pillow" if self.decoder is None else f"on {self.backend.device}",
         )
 
-    def stop(self) -> None:
-        """Finish what is queued, then stop the workers."""
-        self.queue.close()
-        for thread in self._threads:
-            thread.join()
+    def stop(self, timeout: float) -> None:
+        """Finish what is queued, then stop the workers, waiting at most `timeout` seconds.
 
-    @contextmanager
-    def admission(self) -> Iterator[None]:
-        """Hold a place in this model's queue for the duration of the block."""
-        if self._pending >= self.settings.max_queued_requests:
-            raise OverloadedError(
-                self.spec.name, self.settings.max_queued_requests, self._retry_after()
-            )
-        self._pending += 1
-        try:
-            yield
-        finally:
-            self._pending -= 1
+        A worker still inside a model call after that is left to it: Python cannot stop
+        a thread, and a daemon thread does not keep the process alive.
+        """
+        self.queue.close()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+            if thread.is_alive():
+                logger.error("%s is still in a model call; leaving it behind", thread.name)
+
+    def refuse_if_unavailable(self) -> None:
+        """Refuse requests while the watchdog finds the model broken."""
+        if not self.health.serving:
+            raise ModelUnavailableError(self.spec.name, self.health.value)
+
+    def retry_after(self, requests: int) -> float:
+        """How long `requests` queued requests should take to clear, given recent model speed."""
+        with self._stats:
+            seconds_per_item = self._seconds_per_item
+        return min(max(requests * seconds_per_item / self.workers, 0.05), 10.0)
 
     def record_batch(self, size: int, inference_s: float) -> None:
         """From a worker: count a batch the model ran, and learn its speed."""
@@ -176,8 +199,3 @@ class ModelRunner:
     def _capped(self, batch_size: int) -> int:
         cap = self.spec.max_batch_size
         return batch_size if cap is None else min(batch_size, cap)
-
-    def _retry_after(self) -> float:
-        """How long the current queue should take to drain, given recent model speed."""
-        drain_s = self._pending * self._seconds_per_item / self.workers
-        return min(max(drain_s, 0.05), 10.0)

@@ -109,11 +109,12 @@ async def classify_stream(
     settings: StreamSettings | None = None,
     *,
     tenant: str = "",
+    caller: str = "",
 ) -> AsyncIterator[FrameResult]:
-    """Yield one FrameResult per frame, in the order the frames came; `tenant` as in
-    Engine.classify."""
+    """Yield one FrameResult per frame, in the order the frames came; `tenant` and `caller`
+    as in Engine.classify."""
     settings = settings or StreamSettings()
-    session = _Stream(engine, settings, tenant)
+    session = _Stream(engine, settings, tenant, caller)
     reader = asyncio.create_task(session.read(frames))
     # The end marker comes from the task's end, which comes even if it never started.
     reader.add_done_callback(lambda _: session.answers.put_nowait(None))
@@ -134,10 +135,11 @@ async def classify_stream(
 class _Stream:
     """The state of one stream: answers in frame order, frames in flight, the waiting frame."""
 
-    def __init__(self, engine: Engine, settings: StreamSettings, tenant: str) -> None:
+    def __init__(self, engine: Engine, settings: StreamSettings, tenant: str, caller: str) -> None:
         self.engine = engine
         self.settings = settings
         self.tenant = tenant
+        self.caller = caller
         self.answers: asyncio.Queue[asyncio.Future[FrameResult] | None] = asyncio.Queue()
         latest = settings.policy is StreamPolicy.LATEST_FRAME
         self.unwritten = asyncio.Semaphore(LATEST_FRAME_UNWRITTEN if latest else EVERY_FRAME_WINDOW)
@@ -202,6 +204,7 @@ class _Stream:
                 deadline=self._deadline(frame),
                 flow=self._flow,
                 tenant=self.tenant,
+                caller=self.caller,
             )
             result: FrameResult = Answered(*_about(frame), classification)
         except DeadlineExceededError:  # grew too old in the queue

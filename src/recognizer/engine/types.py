@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -79,6 +80,7 @@ class ModelStatus:
 
     `batch_sizes` counts the batches run by size; `inference_s` is their total model time.
     `quantization_check` is an int8 model's comparison with fp32, None for other precisions.
+    `serving` is the watchdog's verdict.
     """
 
     spec: ModelSpec
@@ -88,5 +90,18 @@ class ModelStatus:
     max_batch_size: int
     quantization_check: QuantizationCheck | None = None
     pending: int = 0
+    serving: bool = True
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
     inference_s: float = 0.0
+
+
+class Health(enum.Enum):
+    """Whether a model works: the watchdog's verdict (engine/watchdog.py)."""
+
+    SERVING = "serving"
+    STALLED = "every worker is in a model call that does not return"
+    FAILING = "its calls fail, and so does a blank image"
+
+    @property
+    def serving(self) -> bool:
+        return self is Health.SERVING

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from recognizer.engine.engine import Engine
-from recognizer.errors import DeadlineExceededError, RecognizerError, ShuttingDownError
+from recognizer.errors import DeadlineExceededError, RecognizerError
 from recognizer.http import inputs, jsonmap
 from recognizer.http.errors import error_response
 from recognizer.transport import convert
@@ -83,9 +83,9 @@ class Api:
         return JSONResponse({"status": "SERVING"})
 
     async def readyz(self, request: Request) -> Response:
-        """GET /readyz: every model is loaded and warm, and the server is not draining."""
-        if self._engine.draining:
-            return error_response(ShuttingDownError())
+        """GET /readyz: the models are warm, some model works, and the server is not leaving."""
+        if (reason := self._engine.not_ready()) is not None:
+            return error_response(reason)
         models = [model.spec.name for model in self._engine.describe()]
         return JSONResponse({"status": "SERVING", "models": models})
 

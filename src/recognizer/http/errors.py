@@ -24,6 +24,7 @@ from recognizer.errors import (
     DeadlineExceededError,
     InvalidRequestError,
     ModelNotFoundError,
+    ModelUnavailableError,
     OverloadedError,
     RecognizerError,
     ShuttingDownError,
@@ -37,6 +38,7 @@ HTTP_CODES: dict[type[RecognizerError], int] = {
     InvalidRequestError: 400,
     ModelNotFoundError: 404,
     OverloadedError: 429,
+    ModelUnavailableError: 503,
     ShuttingDownError: 503,
     DeadlineExceededError: 504,
 }

@@ -37,10 +37,15 @@ def read_jpeg_header(data: bytes, max_pixels: int) -> EncodedJpeg | None:
 
     Raises InvalidImageError as decode_image does (empty, not an image, over the limit).
     """
-    image = decode_image(data, max_pixels=max_pixels)  # reads the header only
-    if image.format not in ("JPEG", "MPO") or image.mode not in ("RGB", "L"):
+    return device_jpeg(decode_image(data, max_pixels=max_pixels), data)  # the header only
+
+
+def device_jpeg(opened: Image.Image, data: bytes) -> EncodedJpeg | None:
+    """The image Pillow opened from `data` (its header read, nothing decoded), as a JPEG the
+    device can decode, or None: another format, or a colour mode nvJPEG does not read."""
+    if opened.format not in ("JPEG", "MPO") or opened.mode not in ("RGB", "L"):
         return None
-    orientation = int(image.getexif().get(_ORIENTATION_TAG, 1))
+    orientation = int(opened.getexif().get(_ORIENTATION_TAG, 1))
     return EncodedJpeg(data, orientation if 1 <= orientation <= 8 else 1)
 
 

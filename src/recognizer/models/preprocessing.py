@@ -2,6 +2,13 @@
 
 Decoding and resizing run in a thread pool (Pillow releases the GIL); the result stays
 uint8 HWC until the inference backend normalises a whole batch at once on its device.
+
+Memory follows the output where the format allows and is known beforehand where it does
+not: JPEG decodes at a reduced scale (libjpeg's DCT scaling, the one reduced decoding
+Pillow's decoders offer; PNG, WebP, GIF, BMP and TIFF decode at full size), RGB and
+grayscale are resampled as they are, and every other mode (transparency, palettes,
+16-bit, CMYK) takes one working copy at most. `decode_cost` says from the header what
+an image will hold, so decoding can be admitted against a memory budget.
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ Interpolation = Literal["bilinear", "bicubic", "nearest"]
 INTERPOLATIONS: tuple[Interpolation, ...] = ("bilinear", "bicubic", "nearest")
 ChannelOrder = Literal["RGB", "BGR"]
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = ("RGB", "BGR")
+WHITE = (255, 255, 255)
+_BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
+_WORKING_BYTES_PER_PIXEL = {"RGB": 0, "L": 0, "1": 1, "I;16": 1, "I;16B": 1, "I;16L": 1}
+ORIENTATION = 0x0112  # the EXIF tag
+_ROTATED = range(2, 9)  # EXIF orientations other than upright: transposed, a copy each
+_SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -72,7 +86,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         raise InvalidImageError("image is empty", reason="IMAGE_EMPTY")
     # Pillow's process-wide guard stays on, as some decoders (GIF) allocate a canvas while
     # opening, before our check; it is only raised so that it never refuses (nor warns
-    # about) what we allow.
+    # about) what we allow. Pillow warns about some malformed files (corrupt EXIF in a
+    # TIFF) and goes on; where warnings are errors, such a file is one it cannot read.
     pillow_limit = Image.MAX_IMAGE_PIXELS
     if pillow_limit is not None and pillow_limit < max_pixels:
         Image.MAX_IMAGE_PIXELS = max_pixels
@@ -80,7 +95,7 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
         image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as error:
         raise too_large(None, max_pixels) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Warning) as error:
         raise InvalidImageError(
             f"image is not a supported format ({', '.join(SUPPORTED_FORMATS)})",
             reason="IMAGE_UNDECODABLE",
@@ -91,21 +106,57 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
     return image
 
 
+def reduce_on_decode(image: Image.Image, shorter_side: int) -> None:
+    """Have a JPEG decode at the smallest DCT scale (1/2, 1/4, 1/8) keeping its shorter side
+    at least `shorter_side`; other formats decode at full size. Call it before decoding."""
+    if image.format in ("JPEG", "MPO"):
+        image.draft("RGB", resized_size(image.size, shorter_side))
+
+
+def decode_cost(image: Image.Image) -> int:
+    """Bytes an opened, not yet decoded, image will hold while it is decoded and prepared:
+    its pixels as Pillow stores them, the working copy its mode needs, and the copy an
+    EXIF rotation makes."""
+    width, height = image.size
+    pixels = width * height
+    decoded = pixels * _BYTES_PER_PIXEL.get(image.mode, 4)
+    working = pixels * _WORKING_BYTES_PER_PIXEL.get(image.mode, 4)
+    return decoded + working + (decoded if _may_be_rotated(image) else 0)
+
+
+def _may_be_rotated(image: Image.Image) -> bool:
+    """Whether the header's EXIF turns the image, without decoding it (a PNG may put its
+    EXIF after the pixels, so one without EXIF in its header may still be turned)."""
+    exif = image.info.get("exif")
+    if isinstance(exif, bytes):
+        try:
+            parsed = Image.Exif()
+            parsed.load(exif)
+        except Exception:  # malformed EXIF: count the copy, to be safe
+            return True
+        return parsed.get(ORIENTATION, 1) in _ROTATED
+    tags = getattr(image, "tag_v2", None)  # TIFF keeps its orientation among its tags
+    if tags is not None:
+        return tags.get(ORIENTATION, 1) in _ROTATED
+    return image.format == "PNG"
+
+
 def prepare_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
     """Resize the shorter side, centre-crop and return (crop, crop, 3) uint8 pixels.
 
     The channels come in the model's `channel_order`, so backends need not know it.
 
     Equivalent to torchvision's Resize(resize) + CenterCrop(crop), but only the crop is
-    resampled (Pillow's `box`), and large JPEGs are decoded at reduced scale (`draft`),
-    so cost follows the output size rather than the photo's.
+    resampled (Pillow's `box`), from the image as decoded where it is RGB or grayscale,
+    and large JPEGs are decoded at reduced scale, so cost follows the output size rather
+    than the photo's.
     """
     size, crop = preprocessing.resize, preprocessing.crop
     try:
-        if image.format in ("JPEG", "MPO"):
-            image.draft("RGB", resized_size(image.size, size))
-        image = to_rgb(ImageOps.exif_transpose(image))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        reduce_on_decode(image, size)
+        ImageOps.exif_transpose(image, in_place=True)
+        image = flatten(image)
+    except (OSError, SyntaxError, ValueError, Warning, Image.DecompressionBombError) as error:
         raise InvalidImageError(
             "image data is truncated or corrupt", reason="IMAGE_CORRUPT"
         ) from error
@@ -115,7 +166,7 @@ def prepare_input(image: Image.Image, preprocessing: Preprocessing) -> np.ndarra
     scale_x, scale_y = width / resized_w, height / resized_h
     box = (left * scale_x, top * scale_y, (left + crop) * scale_x, (top + crop) * scale_y)
     cropped = image.resize((crop, crop), _RESAMPLE[preprocessing.interpolation], box=box)
-    pixels = np.array(cropped, dtype=np.uint8)  # writable, so torch can wrap it without a copy
+    pixels = np.array(cropped.convert("RGB"), dtype=np.uint8)  # writable, for torch
     if preprocessing.channel_order == "BGR":
         return np.ascontiguousarray(pixels[..., ::-1])
     return pixels
@@ -131,19 +182,51 @@ def resized_size(size: tuple[int, int], shorter: int) -> tuple[int, int]:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB: alpha over white, 16-bit scaled, not clipped."""
+    return flatten(image).convert("RGB")
+
+
+def flatten(image: Image.Image) -> Image.Image:
+    """The image as RGB or grayscale (L) with alpha laid over white and 16-bit scaled, not
+    clipped: as it is for RGB and L, else through one working copy of its pixels.
+
+    A palette's transparency is laid over white in the palette itself (256 colours, not
+    every pixel); other alpha is blended into a white RGB image, pixel by pixel in C.
+    """
     image.load()
-    if image.mode == "RGB":
+    if image.mode in ("RGB", "L"):
         return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        pixels = np.asarray(image).astype(np.uint32)
-        return Image.fromarray((pixels >> 8).clip(0, 255).astype(np.uint8)).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode in _SIXTEEN_BIT:
+        return Image.fromarray((np.asarray(image) >> 8).clip(0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        _palette_over_white(image)
+    if image.mode in ("PA", "RGBa", "La"):
+        image = image.convert("RGBA")
+    if image.mode in _ALPHA:
+        flat = Image.new("RGB", image.size, WHITE)
+        flat.paste(image, mask=image)
+        return flat
     return image.convert("RGB")
+
+
+def _palette_over_white(image: Image.Image) -> None:
+    """Lay a P image's transparent colours over white in its palette, in place."""
+    transparency = image.info.pop("transparency")
+    palette = image.getpalette("RGB") or []
+    colours = len(palette) // 3
+    if isinstance(transparency, int):
+        alphas = [0 if index == transparency else 255 for index in range(colours)]
+    else:
+        alphas = [*transparency[:colours], *[255] * (colours - len(transparency))]
+    image.putpalette(
+        [
+            round(value * alpha / 255 + 255 - alpha)
+            for rgb, alpha in zip(zip(*[iter(palette)] * 3, strict=True), alphas, strict=True)
+            for value in rgb
+        ],
+        "RGB",
+    )
 
 
 def too_large(

@@ -56,6 +56,18 @@ _LUMA_TO_FULL = [min(max(round((v - 16) * 255 / 219), 0), 255) for v in range(25
 _CHROMA_TO_FULL = [min(max(round((v - 128) * 255 / 224 + 128), 0), 255) for v in range(256)]
 
 
+# Bytes a frame's conversion holds per pixel: Pillow keeps RGB in 4 bytes a pixel, and 4:2:0
+# goes through full-size planes (luma, two chroma, their range-corrected copies, YCbCr, RGB).
+_CONVERSION_BYTES_PER_PIXEL = {PixelFormat.GRAY8: 1, PixelFormat.NV12: 14, PixelFormat.I420: 14}
+
+
+def frame_cost(frame: RawFrame, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """Bytes converting the frame to an image will hold (its own buffer is already held)."""
+    pixels = min(max(frame.width, 0) * max(frame.height, 0), max_pixels)
+    per_pixel = _CONVERSION_BYTES_PER_PIXEL.get(frame.format, 4) if frame.format else 0
+    return pixels * per_pixel
+
+
 def frame_to_image(frame: RawFrame, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Validate a raw frame and return it as an RGB (or L) Pillow image."""
     if frame.format is None:

@@ -137,9 +137,15 @@ class _EngineCollector(Collector):
         model_time = CounterMetricFamily(
             "recognizer_inference_seconds", "Time the model spent on batches.", labels=["model"]
         )
+        serving = GaugeMetricFamily(
+            "recognizer_model_serving",
+            "1 while the watchdog finds the model working, 0 while it is NOT_SERVING.",
+            labels=["model"],
+        )
         for model in self._engine.describe():
             name = model.spec.name
             queued.add_metric([name], model.pending)
+            serving.add_metric([name], int(model.serving))
             sizes = model.batch_sizes
             buckets = [
                 (str(bound), sum(n for size, n in sizes.items() if size <= bound))
@@ -149,9 +155,14 @@ class _EngineCollector(Collector):
             total = sum(size * count for size, count in sizes.items())
             batches.add_metric([name], buckets, total)
             model_time.add_metric([name], model.inference_s)
-        yield from (queued, batches, model_time)
+        yield from (queued, batches, model_time, serving)
         yield GaugeMetricFamily(
             "recognizer_open_streams", "Open ClassifyStream calls.", value=self._engine.open_streams
+        )
+        yield GaugeMetricFamily(
+            "recognizer_decoding_bytes",
+            "Memory held by images being decoded, out of --decode-budget-mb.",
+            value=self._engine.decode_budget.used,
         )
         cache = self._engine.cache
         if cache is not None:

@@ -1,4 +1,5 @@
-"""Assemble the gRPC server: Recognizer, health and reflection on one port, and drain it.
+"""Assemble the gRPC server: Recognizer, health and reflection on one port, connection
+management, health that follows the engine's watchdog, and the drain.
 
 The port is plaintext, TLS or mTLS as the Security says; with auth on, an interceptor
 names each call's tenant (health, and reflection if asked, may stay open).
@@ -14,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from recognizer.config.schema import ServerSettings
 from recognizer.engine.engine import Engine
+from recognizer.engine.types import Health
 from recognizer.errors import StartupError
 from recognizer.security.addresses import is_loopback
 from recognizer.security.policy import Security
@@ -27,6 +29,41 @@ from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """gRPC's server options: message limits, keepalive, connection lifetimes and streams.
+
+    Keepalive pings find clients that vanished without closing their connection (they
+    are sent with or without calls, for ever). A connection past its age is sent GOAWAY:
+    its calls finish, and the client opens a new connection for the next ones, which a
+    Kubernetes Service (L4) may send to a newer replica.
+    """
+
+    def ms(seconds: float) -> int:
+        return round(seconds * 1000)
+
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second server on a busy port fails loudly
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout)),
+        ("grpc.http2.ping_timeout_ms", ms(settings.keepalive_timeout)),  # else a minute
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+    ]
+    lifetimes = {
+        "grpc.max_connection_idle_ms": settings.max_connection_idle,
+        "grpc.max_connection_age_ms": settings.max_connection_age,
+        "grpc.max_connection_age_grace_ms": settings.max_connection_age_grace,
+    }
+    options += [(name, ms(seconds)) for name, seconds in lifetimes.items() if seconds is not None]
+    return options
 
 
 class RecognizerServer:
@@ -34,8 +71,10 @@ class RecognizerServer:
 
     Health answers for "" (the whole server), recognizer.v1.Recognizer, and each
     served model by name: SERVING once listening (the engine is warm by then),
-    NOT_SERVING from drain() on. The engine should have been built with
-    `security.access`, so that it holds each tenant to its models.
+    NOT_SERVING from drain() on. A model is NOT_SERVING while the engine's watchdog finds
+    it broken, and the server and the service are NOT_SERVING while every model is. The
+    engine should have been built with `security.access`, so that it holds each tenant
+    to its models.
 
     Usage:
 
@@ -59,18 +98,17 @@ class RecognizerServer:
         self.security = security or Security()
         self.port: int | None = None
         self._metrics = metrics
+        self._draining = False
         self._health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             interceptors=self._interceptors(),
-            options=[
-                ("grpc.max_receive_message_length", settings.max_message_bytes),
-                ("grpc.max_send_message_length", settings.max_message_bytes),
-                ("grpc.so_reuseport", 0),  # a second server on a busy port fails loudly
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
-            ],
+            options=channel_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         )
-        servicer = RecognizerServicer(engine, metrics)
+        servicer = RecognizerServicer(
+            engine, metrics, first_frame_timeout=settings.first_frame_timeout
+        )
+        engine.on_health_change(self._model_health_changed)
         pb_grpc.add_RecognizerServicer_to_server(servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if settings.reflection:
@@ -135,9 +173,18 @@ class RecognizerServer:
             what,
         )
 
+    async def _model_health_changed(self, model: str, health: Health) -> None:
+        if self._draining:
+            return  # NOT_SERVING until the end, whatever the models do
+        await self._health.set(model, SERVING if health.serving else NOT_SERVING)
+        overall = SERVING if any(m.serving for m in self.engine.describe()) else NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, overall)
+
     async def drain(self) -> None:
         """Report NOT_SERVING. The server still accepts connections, so health checks see
         it and new calls get UNAVAILABLE from the draining engine, not a refused connection."""
+        self._draining = True
         await self._health.enter_graceful_shutdown()
 
     async def stop(self, grace: float) -> None:

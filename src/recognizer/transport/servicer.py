@@ -1,11 +1,15 @@
 """The Recognizer servicer: each RPC converts its message, awaits the engine, converts back.
 
 The caller's tenant (named by the auth interceptor; "" with auth off) goes with each call
-into the engine, which scopes the cache and the models by it, and into the metrics.
+into the engine, which scopes the cache and the models by it, and into the metrics. Fair
+shares and rate limits count the tenant, or the peer's host without one
+(transport/callers.py). An answer with many labels is converted to its message on a
+thread, off the event loop (thousands of labels take milliseconds to build).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -14,11 +18,13 @@ from collections.abc import AsyncIterable, AsyncIterator
 import grpc
 
 from recognizer.engine.engine import Engine
-from recognizer.engine.stream import Frame, classify_stream
-from recognizer.errors import RecognizerError
+from recognizer.engine.stream import Answered, Frame, classify_stream
+from recognizer.engine.types import Classification
+from recognizer.errors import DeadlineExceededError, RecognizerError
 from recognizer.outcomes import FrameOutcome
 from recognizer.transport import convert
 from recognizer.transport.auth import current_tenant
+from recognizer.transport.callers import caller
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.status import abort
 from recognizer.v1 import recognizer_pb2 as pb
@@ -27,14 +33,18 @@ from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
+LARGE_ANSWER = 100  # labels from which an answer is converted on a thread
 
 
 class RecognizerServicer(pb_grpc.RecognizerServicer):
     """Serves recognizer.v1.Recognizer on top of an Engine."""
 
-    def __init__(self, engine: Engine, metrics: ServerMetrics) -> None:
+    def __init__(
+        self, engine: Engine, metrics: ServerMetrics, *, first_frame_timeout: float = 10.0
+    ) -> None:
         self._engine = engine
         self._metrics = metrics
+        self._first_frame_timeout = first_frame_timeout
 
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
         started = time.monotonic()
@@ -45,6 +55,7 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
                 convert.to_options(request),
                 deadline=_deadline(context),
                 tenant=tenant,
+                caller=caller(context, tenant),
             )
         except Exception as error:
             if not isinstance(error, RecognizerError):
@@ -52,13 +63,21 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             self._metrics.observe("grpc", request.model, error, started, tenant)
             await abort(context, error)
         self._metrics.observe("grpc", request.model, None, started, tenant)
-        return convert.to_response(convert.request_id(request), result)
+        request_id = convert.request_id(request)
+        if _large(result):
+            return await asyncio.to_thread(convert.to_response, request_id, result)
+        return convert.to_response(request_id, result)
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterable[pb.ClassifyRequest], context: Context
     ) -> AsyncIterator[pb.ClassifyResponse]:
         requests = aiter(request_iterator)
-        first = await anext(requests, None)
+        try:
+            async with asyncio.timeout(self._first_frame_timeout):
+                first = await anext(requests, None)
+        except TimeoutError:
+            await abort(context, _first_frame_late(self._first_frame_timeout))
+            return
         if first is None:
             return
         counts = Counter(dict.fromkeys(FrameOutcome, 0))
@@ -66,10 +85,15 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         try:
             settings = convert.to_stream_settings(first.stream_options)
             frames = _frames(first, requests)
-            async for result in classify_stream(self._engine, frames, settings, tenant=tenant):
+            async for result in classify_stream(
+                self._engine, frames, settings, tenant=tenant, caller=caller(context, tenant)
+            ):
                 counts[result.outcome] += 1
                 self._metrics.observe_frame("grpc", result, tenant)
-                yield convert.to_frame_response(result)
+                if isinstance(result, Answered) and _large(result.classification):
+                    yield await asyncio.to_thread(convert.to_frame_response, result)
+                else:
+                    yield convert.to_frame_response(result)
         except RecognizerError as error:
             await abort(context, error, _summary(counts))
         context.set_trailing_metadata(_summary(counts))
@@ -94,6 +118,16 @@ async def _frames(
     yield convert.to_frame(first)
     async for request in rest:
         yield convert.to_frame(request)
+
+
+def _large(result: Classification) -> bool:
+    return len(result.labels) >= LARGE_ANSWER
+
+
+def _first_frame_late(timeout: float) -> DeadlineExceededError:
+    return DeadlineExceededError(
+        f"no frame came within {timeout:g}s of opening the stream", reason="FIRST_FRAME_TIMEOUT"
+    )
 
 
 def _summary(counts: Counter[FrameOutcome]) -> tuple[tuple[str, str], ...]:

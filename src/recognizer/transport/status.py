@@ -4,6 +4,10 @@ Details follow Google's API error model: every status carries an ErrorInfo with 
 stable reason; bad fields add BadRequest, unknown or forbidden models ResourceInfo, and
 a full queue RetryInfo saying when to come back. Unexpected failures become INTERNAL with
 a generic message: internals stay in the server log, not on the wire.
+
+gRPC's own retry policy cannot read RetryInfo, so a call ended with one also carries the
+same delay as `grpc-retry-pushback-ms` (gRFC A6), which gRPC's retries do honour: a
+client whose retry policy covers RESOURCE_EXHAUSTED (ours do) comes back when told to.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from recognizer.errors import (
     DeadlineExceededError,
     InvalidRequestError,
     ModelNotFoundError,
+    ModelUnavailableError,
     OverloadedError,
     PermissionDeniedError,
     RecognizerError,
@@ -36,8 +41,10 @@ _CODES: dict[type[RecognizerError], grpc.StatusCode] = {
     ModelNotFoundError: grpc.StatusCode.NOT_FOUND,
     OverloadedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExceededError: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ModelUnavailableError: grpc.StatusCode.UNAVAILABLE,
     ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
 }
+PUSHBACK = "grpc-retry-pushback-ms"
 
 
 def code_for(error: BaseException) -> grpc.StatusCode:
@@ -93,6 +100,8 @@ async def abort(
 ) -> None:
     """End the call with the error's status; the details travel in grpc-status-details-bin."""
     status = rpc_status.to_status(to_status(error))
+    if isinstance(error, OverloadedError):
+        metadata = (*metadata, (PUSHBACK, str(math.ceil(error.retry_after_s * 1000))))
     await context.abort(status.code, status.details, (*metadata, *status.trailing_metadata))
 
 
