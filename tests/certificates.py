@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,16 @@ class Pki:
             expired=authority.issue("acme", expired=True).write(directory, "expired"),
             other_ca=other.write(directory / "other-ca.pem"),
         )
+
+    def context(
+        self, *, ca: Path | None = None, client: tuple[Path, Path] | None = None
+    ) -> ssl.SSLContext:
+        """A client's TLS context (httpx, websockets): trusting `ca` (this CA by default),
+        presenting `client` (a certificate and its key) if given."""
+        context = ssl.create_default_context(cafile=ca or self.ca)
+        if client is not None:
+            context.load_cert_chain(*client)
+        return context
 
 
 @dataclass

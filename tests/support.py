@@ -132,8 +132,11 @@ class ServerThread:
 
     @property
     def http_url(self) -> str:
-        """http://127.0.0.1:PORT, with no slash at the end."""
+        """http://127.0.0.1:PORT (https://localhost:PORT, the name the tests' certificates
+        carry, when it serves TLS), with no slash at the end."""
         assert self.server.http is not None, "start the ServerThread with http=True"
+        if self._security.tls:
+            return f"https://localhost:{self.server.http.port}"
         return f"http://127.0.0.1:{self.server.http.port}"
 
     @property

@@ -94,7 +94,7 @@ class Service:
             # Imported only when asked for: with HTTP off, nothing of it is loaded.
             from recognizer.http.server import HttpServer
 
-            self.http = HttpServer(engine, settings, self.metrics)
+            self.http = HttpServer(engine, settings, self.metrics, security)
 
     async def start(self) -> None:
         """Warm the models up, then listen: each server reports ready once it listens."""

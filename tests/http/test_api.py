@@ -3,6 +3,7 @@ gRPC's table with its HTTP code, reason and details."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import concurrent.futures
 import socket
@@ -17,7 +18,7 @@ import pytest
 from google.protobuf import json_format
 from prometheus_client.parser import text_string_to_metric_families
 
-from fakes import POISON, ColourNet, colour_model, solid_png
+from fakes import POISON, ColourNet, colour_model, faulty_model, solid_png
 from images import png_claiming_size, raw_frame
 from recognizer.client import Client
 from recognizer.v1 import recognizer_pb2 as pb
@@ -417,3 +418,54 @@ def test_draining_finishes_requests_in_flight_and_answers_503() -> None:
         stopping.result(timeout=10)
         with pytest.raises(httpx.ConnectError):
             httpx.get(running.http_url + "/healthz", timeout=5)
+
+
+def test_readiness_follows_the_drain_delay_and_the_watchdog() -> None:
+    served, backend = faulty_model()
+    with (
+        ServerThread(
+            [served], http=True, max_failed_batches=2, server={"drain_delay": 30}
+        ) as running,
+        httpx.Client(base_url=running.http_url, timeout=30) as http,
+    ):
+        image = solid_png((0, 0, 200))
+        backend.mode = "fail"  # a sticky device error: the calls and the probe fail
+        for _ in range(3):
+            error_of(
+                http.post("/v1/classify", content=image, headers=PNG), 500, "INTERNAL", "INTERNAL"
+            )
+        deadline = time.monotonic() + 10
+        while http.get("/readyz").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        error_of(http.get("/readyz"), 503, "UNAVAILABLE", "MODEL_UNAVAILABLE")
+        refused = http.post("/v1/classify", content=image, headers=PNG)
+        error_of(refused, 503, "UNAVAILABLE", "MODEL_UNAVAILABLE")
+        backend.mode = "ok"
+        while http.get("/readyz").status_code != 200 and time.monotonic() < deadline + 10:
+            time.sleep(0.05)
+        assert http.get("/readyz").status_code == 200
+
+        hurry = asyncio.Event()
+        stopping = running.submit(running.server.stop(hurry=hurry))
+        time.sleep(0.3)
+        error_of(http.get("/readyz"), 503, "UNAVAILABLE", "SHUTTING_DOWN")
+        answer = http.post("/v1/classify", content=image, headers=PNG)  # still served
+        assert answer.json()["labels"][0]["class_id"] == 2
+        running.run(_set(hurry))
+        stopping.result(timeout=10)
+
+
+def test_a_caller_over_its_rate_limit_gets_429_with_retry_after() -> None:
+    with (
+        ServerThread([colour_model()], http=True, rate_limit=0.2, rate_limit_burst=1) as running,
+        httpx.Client(base_url=running.http_url, timeout=30) as http,
+    ):
+        image = solid_png((0, 0, 200))
+        assert http.post("/v1/classify", content=image, headers=PNG).status_code == 200
+        refused = http.post("/v1/classify", content=image, headers=PNG)
+        error_of(refused, 429, "RESOURCE_EXHAUSTED", "RATE_LIMITED")
+        assert 1 <= int(refused.headers["Retry-After"]) <= 5
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()

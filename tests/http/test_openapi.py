@@ -74,3 +74,14 @@ def test_a_schema_refuses_what_the_api_does_not_answer(document: dict[str, Any])
         validate(bad, strictly(document, "ClassifyResponse"), cls=OAS30Validator)
     with pytest.raises(ValidationError, match="confidence"):
         validate({"confidence": 1}, strictly(document, "ClassifyResponse"), cls=OAS30Validator)
+
+
+def test_with_auth_on_the_guarded_paths_ask_for_a_bearer_token() -> None:
+    guarded = ["/v1/classify", "/v1/classify/stream", "/v1/models"]
+    document = openapi.document("0", guarded=guarded)
+    validate_spec(document)
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    classify = document["paths"]["/v1/classify"]["post"]
+    assert classify["security"] == [{"bearer": []}] and "401" in classify["responses"]
+    assert "security" not in document["paths"]["/healthz"]["get"]
+    assert "securitySchemes" not in openapi.document("0")["components"]

@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from recognizer.security.origins import origin
+
 MiB = 1 << 20
 GRPC_MESSAGE_LIMIT_MB = 2048  # gRPC's channel arguments are 32-bit integers (2 GiB - 1)
 GRPC_SECONDS_LIMIT = 2_000_000  # and so are its times, in milliseconds (24 days)
@@ -64,6 +66,18 @@ Mebibytes = Annotated[float, AfterValidator(_at_least_a_byte)]
 def default_model_cache_dir() -> Path:
     """$XDG_CACHE_HOME/recognizer, or ~/.cache/recognizer: where caches go on Linux."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recognizer"
+
+
+def _origins(value: object) -> object:
+    """Origins from a comma-separated string (a flag, a variable) or a list (TOML), each
+    written one way (security/origins.py)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        return value  # pydantic says what is wrong
+    return tuple(origin(item) for item in items if item.strip())
+
+
+Origins = Annotated[tuple[str, ...], BeforeValidator(_origins)]
 
 
 def setting(default: Any, help: str, *, shown: str | None = None, **bounds: Any) -> Any:
@@ -179,6 +193,12 @@ class ServerSettings(Settings):
         " beyond it gRPC refuses with RESOURCE_EXHAUSTED",
         ge=1,
         lt=2**31,
+    )
+    http_allowed_origins: Origins = setting(
+        (),
+        "origins (https://host[:port], comma-separated) besides the server's own whose web"
+        " pages may call the HTTP API and open the WebSocket stream",
+        shown="none: the server's own only",
     )
 
     @property

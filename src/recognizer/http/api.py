@@ -1,7 +1,8 @@
 """The JSON API: each endpoint reads its request, awaits the engine, answers a message.
 
 Classify goes through Engine.classify as a gRPC call does, so admission, batching, the
-cache and the limits are the same; its answer is the same ClassifyResponse.
+cache and the limits are the same; its answer is the same ClassifyResponse. The caller's
+tenant (named by auth.py; "" with auth off) goes with it, as gRPC's servicer passes it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from recognizer.engine.engine import Engine
 from recognizer.errors import DeadlineExceededError, RecognizerError
 from recognizer.http import inputs, jsonmap
+from recognizer.http.auth import caller_of, tenant_of
 from recognizer.http.errors import error_response
 from recognizer.transport import convert
 from recognizer.transport.metrics import ServerMetrics
@@ -46,13 +48,18 @@ class Api:
     async def classify(self, request: Request) -> Response:
         """POST /v1/classify: one image, answered as a ClassifyResponse."""
         started = time.monotonic()
+        tenant = tenant_of(request)
         message = pb.ClassifyRequest()
         try:
             message = await inputs.classify_request(request)
             seconds = inputs.timeout(request)
             deadline = None if seconds is None else started + seconds
             work = self._engine.classify(
-                convert.to_image(message), convert.to_options(message), deadline=deadline
+                convert.to_image(message),
+                convert.to_options(message),
+                deadline=deadline,
+                tenant=tenant,
+                caller=caller_of(request),
             )
             try:
                 async with asyncio.timeout(_left(deadline)):
@@ -68,14 +75,20 @@ class Api:
         except Exception as error:
             if not isinstance(error, RecognizerError):
                 logger.exception("classify failed")
-            self._metrics.observe("http", message.model, error, started)
+            self._metrics.observe("http", message.model, error, started, tenant)
             return error_response(error)
-        self._metrics.observe("http", message.model, None, started)
+        self._metrics.observe("http", message.model, None, started, tenant)
         return jsonmap.response(convert.to_response(message.request_id, result))
 
     async def list_models(self, request: Request) -> Response:
-        """GET /v1/models: what is served, as a ListModelsResponse."""
-        models = [convert.to_model_info(model) for model in self._engine.describe()]
+        """GET /v1/models: the served models the caller's tenant may use, as a
+        ListModelsResponse."""
+        tenant = tenant_of(request)
+        models = [
+            convert.to_model_info(model)
+            for model in self._engine.describe()
+            if self._engine.may_use(tenant, model.spec.name)
+        ]
         return jsonmap.response(pb.ListModelsResponse(models=models))
 
     async def healthz(self, request: Request) -> Response:
@@ -92,6 +105,15 @@ class Api:
     async def metrics(self, request: Request) -> Response:
         """GET /metrics: the service's Prometheus metrics, gRPC and HTTP alike."""
         return Response(generate_latest(self._metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def metrics_elsewhere(self, request: Request) -> Response:
+        """GET /metrics on a port other machines reach: the metrics stay on --metrics-port,
+        which answers beyond this machine only when --metrics-host says so."""
+        raise HTTPException(
+            404,
+            "the metrics are not served on an HTTP port other machines can reach: scrape"
+            " --metrics-port",
+        )
 
 
 def _left(deadline: float | None) -> float | None:

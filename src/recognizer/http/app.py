@@ -1,4 +1,13 @@
-"""The Starlette application: every HTTP route of the service, in one table."""
+"""The Starlette application: every HTTP route of the service, in one table, which says
+which routes need a token.
+
+Open without one, whatever the settings: the page, its assets, the OpenAPI document and
+the docs page (files of the package, no data; the page must load to ask for a token),
+and /metrics, which answers only when --host is a loopback address (the metrics rules:
+no token, and not beyond this machine; --metrics-port with --metrics-host is the way to
+let them out). Health and readiness are open with --public-health. Everything else needs
+a token when auth is on.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +19,40 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recognizer.config.schema import ServerSettings
 from recognizer.engine.engine import Engine
 from recognizer.http import errors, openapi
 from recognizer.http.api import Api
+from recognizer.http.auth import Authentication
+from recognizer.http.origin import SameOrigin
 from recognizer.http.page import Page
 from recognizer.http.stream import StreamEndpoint
+from recognizer.security.addresses import is_loopback
+from recognizer.security.policy import Security
 from recognizer.transport.metrics import ServerMetrics
 
 
-def create_app(engine: Engine, settings: ServerSettings, metrics: ServerMetrics) -> Starlette:
-    """The HTTP face of one engine; bodies over --max-message-mb are refused with 413.
+def create_app(
+    engine: Engine,
+    settings: ServerSettings,
+    metrics: ServerMetrics,
+    security: Security | None = None,
+) -> Starlette:
+    """The HTTP face of one engine. Pages of other sites are refused (403); with auth on,
+    guarded routes need a token (401); bodies over --max-message-mb are refused (413).
 
     (Starlette's own max_body_size answers 413 in plain text; ours answers in JSON.)
     """
+    security = security or Security()
     api = Api(engine, metrics)
     page = Page()
-    document = openapi.document(_version())
+    token: list[Middleware] = []
+    if security.authenticator is not None:
+        token = [Middleware(Authentication, security.authenticator, metrics.refused)]
+    health = [] if security.public_health else token
 
     async def openapi_json(request: Request) -> Response:
         return JSONResponse(document)
@@ -40,16 +63,22 @@ def create_app(engine: Engine, settings: ServerSettings, metrics: ServerMetrics)
         Route("/docs", page.docs),
         Route("/docs/{name}", page.docs_asset),
         Route("/openapi.json", openapi_json),
-        Route("/v1/classify", api.classify, methods=["POST"]),
-        WebSocketRoute("/v1/classify/stream", StreamEndpoint(engine, metrics).serve),
-        Route("/v1/models", api.list_models),
-        Route("/healthz", api.healthz),
-        Route("/readyz", api.readyz),
-        Route("/metrics", api.metrics),
+        Route("/v1/classify", api.classify, methods=["POST"], middleware=token),
+        WebSocketRoute(
+            "/v1/classify/stream", StreamEndpoint(engine, metrics).serve, middleware=token
+        ),
+        Route("/v1/models", api.list_models, middleware=token),
+        Route("/healthz", api.healthz, middleware=health),
+        Route("/readyz", api.readyz, middleware=health),
+        Route("/metrics", api.metrics if is_loopback(settings.host) else api.metrics_elsewhere),
     ]
+    document = openapi.document(_version(), guarded=_guarded(routes))
     return Starlette(
         routes=routes,
-        middleware=[Middleware(BodyLimit, max_bytes=settings.max_message_bytes)],
+        middleware=[
+            Middleware(SameOrigin, settings.http_allowed_origins),
+            Middleware(BodyLimit, max_bytes=settings.max_message_bytes),
+        ],
         exception_handlers={
             HTTPException: errors.http_exception,
             Exception: errors.internal_error,
@@ -85,6 +114,15 @@ class BodyLimit:
             return message
 
         await self._app(scope, limited, send)
+
+
+def _guarded(routes: list[BaseRoute]) -> list[str]:
+    """The paths of the routes that need a token."""
+    return [
+        route.path
+        for route in routes
+        if isinstance(route, Route | WebSocketRoute) and isinstance(route.app, Authentication)
+    ]
 
 
 def _version() -> str:

@@ -3,14 +3,17 @@
 A body reads `{"error": {"code": 429, "message": ..., "status": "RESOURCE_EXHAUSTED",
 "details": [...]}}`: `status` is the canonical code gRPC would send, and `details` are
 the same google.rpc messages as gRPC's (an ErrorInfo with the same `reason` always) in
-the proto's JSON mapping. A full queue adds `Retry-After`.
+the proto's JSON mapping. A full queue adds `Retry-After`; a caller without valid
+credentials (401) gets `WWW-Authenticate: Bearer`, as RFC 6750 asks.
 
 Failures of HTTP itself (no such route, a body over --max-message-mb, a content type
-that is not an image, form or JSON) have no engine error; they get reasons of their own.
+that is not an image, form or JSON, a page of another site) have no engine error; they
+get reasons of their own.
 """
 
 from __future__ import annotations
 
+import http
 import logging
 import math
 
@@ -26,8 +29,10 @@ from recognizer.errors import (
     ModelNotFoundError,
     ModelUnavailableError,
     OverloadedError,
+    PermissionDeniedError,
     RecognizerError,
     ShuttingDownError,
+    UnauthenticatedError,
 )
 from recognizer.http.jsonmap import to_dict
 from recognizer.transport.status import DOMAIN, code_for, to_status
@@ -35,6 +40,8 @@ from recognizer.transport.status import DOMAIN, code_for, to_status
 logger = logging.getLogger(__name__)
 
 HTTP_CODES: dict[type[RecognizerError], int] = {
+    UnauthenticatedError: 401,
+    PermissionDeniedError: 403,
     InvalidRequestError: 400,
     ModelNotFoundError: 404,
     OverloadedError: 429,
@@ -46,6 +53,7 @@ HTTP_CODES: dict[type[RecognizerError], int] = {
 # HTTP's own failures: the HTTP code, the canonical code and the ErrorInfo reason.
 HTTP_FAILURES: dict[int, tuple[str, str]] = {
     400: ("INVALID_ARGUMENT", "INVALID_REQUEST"),
+    403: ("PERMISSION_DENIED", "ORIGIN_NOT_ALLOWED"),
     404: ("NOT_FOUND", "ROUTE_NOT_FOUND"),
     405: ("UNIMPLEMENTED", "METHOD_NOT_ALLOWED"),
     413: ("RESOURCE_EXHAUSTED", "MESSAGE_TOO_LARGE"),
@@ -67,17 +75,24 @@ def error_response(error: BaseException) -> JSONResponse:
     headers = {}
     if isinstance(error, OverloadedError):
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if isinstance(error, UnauthenticatedError):
+        headers["WWW-Authenticate"] = _challenge(error)
     return _json(http_code(error), code_for(error).name, status, headers)
 
 
 async def http_exception(request: Request, error: Exception) -> Response:
     """Starlette's HTTPException (unknown route, wrong method, body too large) as JSON."""
     assert isinstance(error, HTTPException)
-    canonical, reason = HTTP_FAILURES.get(error.status_code, ("UNKNOWN", "HTTP_ERROR"))
+    return failure(error.status_code, _message(request, error), dict(error.headers or {}))
+
+
+def failure(code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A failure of HTTP itself, by its HTTP code: the body names its reason."""
+    canonical, reason = HTTP_FAILURES.get(code, ("UNKNOWN", "HTTP_ERROR"))
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
-    status = status_pb2.Status(message=_message(request, error), details=[info])
-    return _json(error.status_code, canonical, status, dict(error.headers or {}))
+    status = status_pb2.Status(message=message, details=[info])
+    return _json(code, canonical, status, headers or {})
 
 
 async def internal_error(request: Request, error: Exception) -> Response:
@@ -86,7 +101,16 @@ async def internal_error(request: Request, error: Exception) -> Response:
     return error_response(error)
 
 
+def _challenge(error: UnauthenticatedError) -> str:
+    """RFC 6750's challenge: invalid_token when a token was sent and refused."""
+    if error.reason == "TOKEN_INVALID":
+        return 'Bearer realm="recognizer", error="invalid_token"'
+    return 'Bearer realm="recognizer"'
+
+
 def _message(request: Request, error: HTTPException) -> str:
+    if error.detail != http.HTTPStatus(error.status_code).phrase:
+        return str(error.detail)  # said by the code that raised it
     match error.status_code:
         case 404:
             return f"no such path: {request.url.path}; see /openapi.json"

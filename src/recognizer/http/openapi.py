@@ -3,15 +3,18 @@
 The paths are written here; the schemas of the messages are read from the proto's
 descriptors in its JSON mapping as jsonmap.py prints it (the proto's field names, 64-bit
 integers as strings, bytes as base64, enums by name), so they cannot drift from what the
-API answers.
+API answers. With auth on, the paths that need a token say so (a bearer security scheme,
+which the docs page's Authorize button fills in), and may answer 401.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, cast
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
+from recognizer.http.auth import STREAM_PROTOCOL, TOKEN_PROTOCOL
 from recognizer.http.errors import HTTP_FAILURES
 from recognizer.http.inputs import OPTION_FIELDS, TIMEOUT_HEADER
 from recognizer.http.stream import FRAME_OPTIONS, POLICIES
@@ -48,11 +51,27 @@ _OPTIONS: dict[str, Schema] = {
 }
 
 
-def document(version: str) -> Schema:
-    """The whole OpenAPI document."""
+BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "A token of the server's tokens file. A WebSocket may offer it as the"
+    f" subprotocol {TOKEN_PROTOCOL}<the token in base64url> beside {STREAM_PROTOCOL}.",
+}
+
+
+def document(version: str, *, guarded: Collection[str] = ()) -> Schema:
+    """The whole OpenAPI document; `guarded` are the paths that need a token."""
     schemas: dict[str, Schema] = {"Error": _error_schema()}
     for message in (pb.ClassifyRequest, pb.ClassifyResponse, pb.ListModelsResponse):
         _add_message(cast(Descriptor, message.DESCRIPTOR), schemas)
+    paths = _paths()
+    components: Schema = {"schemas": schemas}
+    if guarded:
+        components["securitySchemes"] = {"bearer": BEARER}
+    for path in guarded:
+        for operation in paths[path].values():
+            operation["security"] = [{"bearer": []}]
+            operation["responses"]["401"] = _error("401", "no token, or a wrong or revoked one")
     return {
         "openapi": "3.0.3",
         "info": {
@@ -61,15 +80,19 @@ def document(version: str) -> Schema:
             "description": "Image recognition: ranked labels and scores in Chinese and English."
             " The same service as gRPC's recognizer.v1.Recognizer, in the proto's JSON mapping.",
         },
-        "paths": {
-            "/v1/classify": {"post": _classify()},
-            "/v1/classify/stream": {"get": _stream()},
-            "/v1/models": {"get": _get("List the served models", _ref("ListModelsResponse"))},
-            "/healthz": {"get": _get("Alive", {"type": "object"})},
-            "/readyz": {"get": _get("Every model serving, not draining", {"type": "object"})},
-            "/metrics": {"get": _metrics()},
-        },
-        "components": {"schemas": schemas},
+        "paths": paths,
+        "components": components,
+    }
+
+
+def _paths() -> dict[str, Schema]:
+    return {
+        "/v1/classify": {"post": _classify()},
+        "/v1/classify/stream": {"get": _stream()},
+        "/v1/models": {"get": _get("List the served models", _ref("ListModelsResponse"))},
+        "/healthz": {"get": _get("Alive", {"type": "object"})},
+        "/readyz": {"get": _get("Every model serving, not draining", {"type": "object"})},
+        "/metrics": {"get": _metrics()},
     }
 
 
@@ -91,6 +114,7 @@ def _classify() -> Schema:
     )
     errors = {
         "400": "invalid image or field",
+        "403": "a model off the tenant's list, or a page of another site",
         "404": "unknown model",
         "413": "body over --max-message-mb",
         "415": "content type not accepted",
@@ -138,7 +162,11 @@ def _stream() -> Schema:
 def _metrics() -> Schema:
     text = {"text/plain": {"schema": {"type": "string"}}}
     ok = {"description": "The metrics of gRPC and HTTP calls alike", "content": text}
-    return {"summary": "Prometheus metrics", "responses": {"200": ok}}
+    elsewhere = _error("404", "--host reaches beyond this machine: scrape --metrics-port")
+    return {
+        "summary": "Prometheus metrics, when --host is a loopback address",
+        "responses": {"200": ok, "404": elsewhere},
+    }
 
 
 def _get(summary: str, schema: Schema) -> Schema:

@@ -4,6 +4,9 @@ One loop for gRPC and HTTP: both await the same Engine, so an HTTP request is ad
 batched and cached with the gRPC calls, and no thread or process sits between them. The
 socket is bound here, so a busy port is a StartupError like gRPC's; uvicorn's own signal
 handling is left out, since the composition root owns SIGTERM and the drain.
+
+The port serves TLS (or mTLS) whenever the gRPC port does, from the same certificate files,
+rotated the same way (tls.py), and its routes take the same tokens (auth.py).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import math
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -21,6 +25,8 @@ from recognizer.config.schema import ServerSettings
 from recognizer.engine.engine import Engine
 from recognizer.errors import StartupError
 from recognizer.http.app import create_app
+from recognizer.http.tls import HttpProtocol, RotatingContext, WebSocketProtocol
+from recognizer.security.policy import Security
 from recognizer.transport.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -31,20 +37,26 @@ class HttpServer:
 
     Usage:
 
-        server = HttpServer(engine, ServerSettings(http_port=0), metrics)
+        server = HttpServer(engine, ServerSettings(http_port=0), metrics, security)
         await server.start()          # binds server.port
         ...                           # (the engine drains and goes idle)
         await server.stop(grace)      # requests still running after `grace` are cancelled
     """
 
-    def __init__(self, engine: Engine, settings: ServerSettings, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: ServerSettings,
+        metrics: ServerMetrics,
+        security: Security | None = None,
+    ) -> None:
         assert settings.http_port is not None
         self.settings = settings
+        self.security = security or Security()
         self.port: int | None = None
         self._config = uvicorn.Config(
-            create_app(engine, settings, metrics),
-            http="httptools",
-            ws="websockets-sansio",
+            create_app(engine, settings, metrics, self.security),
+            **_transport(self.security),
             ws_max_size=settings.max_message_bytes,
             lifespan="off",
             log_config=None,  # the service's logging stays as configured
@@ -68,7 +80,18 @@ class HttpServer:
         if self._serving.done():
             self._serving.result()  # raises what stopped it
             raise StartupError("the HTTP server stopped while starting")
-        logger.info("serving HTTP on http://%s:%d/", self.settings.host, self.port)
+        security = self.security
+        transport = "mTLS" if security.mutual_tls else "TLS" if security.tls else "plaintext"
+        auth = "tokens" if security.authenticator is not None else "no auth"
+        scheme = "https" if security.tls else "http"
+        logger.info(
+            "serving HTTP on %s://%s:%d/ (%s, %s)",
+            scheme,
+            self.settings.host,
+            self.port,
+            transport,
+            auth,
+        )
 
     async def stop(self, grace: float) -> None:
         """Stop listening, close idle connections, give requests in flight `grace` seconds."""
@@ -77,6 +100,19 @@ class HttpServer:
         self._config.timeout_graceful_shutdown = math.ceil(grace)  # uvicorn takes whole seconds
         self._server.should_exit = True
         await self._serving
+
+
+def _transport(security: Security) -> dict[str, Any]:
+    """uvicorn's protocols and TLS: plaintext as uvicorn comes, or TLS from the certificate
+    files with protocols that give the app the client's certificate."""
+    if security.certificates is None:
+        return {"http": "httptools", "ws": "websockets-sansio"}
+    context = RotatingContext(security.certificates).context
+    return {
+        "http": HttpProtocol,
+        "ws": WebSocketProtocol,
+        "ssl_context_factory": lambda config, default: context,
+    }
 
 
 class _Server(uvicorn.Server):

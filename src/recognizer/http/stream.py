@@ -14,6 +14,9 @@ The last message counts the stream's frames and says how it ended, as gRPC's tra
 `{"status": {"code": 0, ...}, "frames": {"answered": 9, "skipped": 3, "failed": 0}}`.
 Then the server closes: 1000 when all went well, 1008 for invalid options or messages,
 1012 when it drains, 1011 for a bug; the close reason is the ErrorInfo reason.
+
+With auth on, the handshake carries the token (auth.py) and the stream's frames are
+classified for its tenant; a client that offers the `recognizer.v1` subprotocol gets it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from recognizer.engine.stream import Frame, StreamSettings, classify_stream
 from recognizer.engine.types import Options
 from recognizer.errors import InvalidRequestError, RecognizerError, ShuttingDownError
 from recognizer.http import inputs
+from recognizer.http.auth import STREAM_PROTOCOL, caller_of, tenant_of
 from recognizer.http.jsonmap import to_dict
 from recognizer.outcomes import FrameOutcome
 from recognizer.transport import convert
@@ -62,15 +66,19 @@ class StreamEndpoint:
         self._metrics = metrics
 
     async def serve(self, websocket: WebSocket) -> None:
-        await websocket.accept()
+        offered = websocket.scope.get("subprotocols", ())
+        await websocket.accept(STREAM_PROTOCOL if STREAM_PROTOCOL in offered else None)
+        tenant = tenant_of(websocket)
         counts = Counter(dict.fromkeys(FrameOutcome, 0))
         error: Exception | None = None
         try:
             settings, options = read_query(websocket.query_params)
             frames = _frames(websocket, options)
-            async for result in classify_stream(self._engine, frames, settings):
+            async for result in classify_stream(
+                self._engine, frames, settings, tenant=tenant, caller=caller_of(websocket)
+            ):
                 counts[result.outcome] += 1
-                self._metrics.observe_frame("http", result)
+                self._metrics.observe_frame("http", result, tenant)
                 await websocket.send_json(to_dict(convert.to_frame_response(result)))
         except WebSocketDisconnect:
             return  # the client left: nobody to answer

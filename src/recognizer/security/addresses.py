@@ -1,4 +1,4 @@
-"""Which listening addresses only this machine can reach."""
+"""Which listening addresses only this machine can reach, and one spelling of a peer's host."""
 
 from __future__ import annotations
 
@@ -16,3 +16,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def canonical_host(host: str) -> str:
+    """A peer's IP address spelt one way, an IPv4-mapped IPv6 address as IPv4, so that a
+    host counts as one caller over gRPC and HTTP alike; anything else is kept."""
+    host = host.strip("[]")
+    try:
+        parsed = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return str(parsed.ipv4_mapped or parsed) if parsed.version == 6 else str(parsed)

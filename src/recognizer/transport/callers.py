@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import unquote
 
 import grpc
+
+from recognizer.security.addresses import canonical_host
 
 
 def caller(context: grpc.aio.ServicerContext[object, object], tenant: str = "") -> str:
@@ -20,10 +21,4 @@ def peer_host(peer: str) -> str:
     kind, _, address = unquote(peer).partition(":")
     if kind not in ("ipv4", "ipv6"):
         return unquote(peer)
-    host = address.rpartition(":")[0].strip("[]")
-    try:
-        parsed = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    mapped = getattr(parsed, "ipv4_mapped", None)
-    return str(mapped or parsed)
+    return canonical_host(address.rpartition(":")[0])

@@ -1,7 +1,7 @@
 // Live camera mode: getUserMedia frames, taken at the chosen rate, sent as JPEGs over the
 // WebSocket stream with the latest-frame policy; the answers are drawn over the video.
 
-import { fromStatus, streamUrl } from "./api.js";
+import { fromStatus, listModels, streamProtocols, streamUrl } from "./api.js";
 import { t } from "./i18n.js";
 import { describeError, renderLabels, showError } from "./render.js";
 
@@ -83,8 +83,10 @@ export class CameraMode {
     const { language, model } = this.settings();
     const socket = new WebSocket(
       streamUrl({ language, model, topK: 3, maxFrameAgeMs: MAX_FRAME_AGE_MS }),
+      streamProtocols(),
     );
     this.socket = socket;
+    let opened = false;
     this.sent = new Map(); // request id -> when it was sent
     this.latencies = [];
     this.next = 0;
@@ -94,11 +96,21 @@ export class CameraMode {
     socket.onmessage = (event) => this.answer(JSON.parse(event.data));
     socket.onclose = (event) => {
       if (socket !== this.socket) return;
+      this.stop();
+      if (!opened) {
+        // Refused at its handshake, whose answer a page cannot read: a call that can says
+        // why (a 401 brings up the token form).
+        showError(this.error, t("streamRefused"));
+        listModels().catch((error) => showError(this.error, describeError(error)));
+        return;
+      }
       const reason = event.reason ? describeError({ reason: event.reason }) : `${event.code}`;
       showError(this.error, t("streamEnded") + reason);
-      this.stop();
     };
-    socket.onopen = () => this.pace();
+    socket.onopen = () => {
+      opened = true;
+      this.pace();
+    };
   }
 
   pace() {

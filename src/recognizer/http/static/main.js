@@ -1,6 +1,6 @@
-// The page: the language and model switches, the two modes as tabs, and paste.
+// The page: the language and model switches, the two modes as tabs, paste, and the token.
 
-import { listModels } from "./api.js";
+import { listModels, setToken, token } from "./api.js";
 import { CameraMode } from "./camera.js";
 import { language, setLanguage } from "./i18n.js";
 import { PhotoMode } from "./photo.js";
@@ -26,16 +26,53 @@ for (const radio of document.querySelectorAll("input[name=language]")) {
   });
 }
 
-// Models: the served ones, the default first.
-listModels().then(
-  (models) => {
-    modelSelect.replaceChildren(
-      ...models.map((model) => new Option(`${model.name} (${model.num_classes})`, model.name)),
-    );
-  },
-  (error) => showError(document.querySelector("#photo-error"), describeError(error)),
-);
+// Models: those served (to this token's tenant), the default first.
+async function loadModels() {
+  const models = await listModels();
+  const chosen = modelSelect.value;
+  modelSelect.replaceChildren(
+    ...models.map((model) => new Option(`${model.name} (${model.num_classes})`, model.name)),
+  );
+  if (models.some((model) => model.name === chosen)) modelSelect.value = chosen;
+}
+loadModels().catch((error) => {
+  if (error.status !== 401) showError(document.querySelector("#photo-error"), describeError(error));
+});
 modelSelect.addEventListener("change", settingsChanged);
+
+// The token: asked for when the server answers 401, kept in sessionStorage (this tab only).
+const tokenForm = document.querySelector("#token-form");
+const tokenInput = document.querySelector("#token");
+const tokenMessage = document.querySelector("#token-message");
+const forgetToken = document.querySelector("#forget-token");
+forgetToken.hidden = !token();
+document.addEventListener("unauthenticated", (event) => {
+  showError(tokenMessage, describeError(event.detail));
+  const focused = !tokenForm.hidden && document.activeElement === tokenInput;
+  tokenForm.hidden = false;
+  if (!focused) tokenInput.focus();
+});
+tokenForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  setToken(tokenInput.value.trim());
+  tokenInput.value = "";
+  forgetToken.hidden = !token();
+  try {
+    await loadModels();
+  } catch (error) {
+    showError(tokenMessage, describeError(error));
+    return;
+  }
+  tokenForm.hidden = true;
+  showError(document.querySelector("#photo-error"), "");
+  settingsChanged();
+});
+forgetToken.addEventListener("click", () => {
+  setToken(null);
+  forgetToken.hidden = true;
+  if (camera.running) camera.stop();
+  loadModels().catch(() => {}); // a server that needs a token asks again
+});
 
 // Tabs: click, or the arrow keys between them.
 const tabs = [...document.querySelectorAll("[role=tab]")];

@@ -56,6 +56,12 @@ export function describeError(error) {
       return t("tooSlow");
     case "UNREACHABLE":
       return t("unreachable");
+    case "CREDENTIALS_MISSING":
+      return t("needsToken");
+    case "TOKEN_INVALID":
+      return t("tokenRefused");
+    case "MODEL_NOT_ALLOWED":
+      return t("notAllowed");
     default:
       return error.message || error.reason;
   }
