@@ -56,6 +56,7 @@ from recognizer.models.spec import LoadedModel, ModelSpec
 MODELS = ("efficientnet-lite0", "resnet-50", "resnest101e-54k")
 WANWU_CLASSES = 54_092
 SEED_THREADS = 4
+QUEUE_LIMIT = 8192  # above every caller the load sends at once: measure, never refuse
 WARM_UP_RUNS = 3  # first calls pay for kernel choice, nvJPEG's set-up and allocations
 TOP_K = 5
 MAX_PIXELS = 64_000_000
@@ -71,7 +72,6 @@ class Plan:
     client_processes: int
     callers: int
     service_batch: int | None  # None: the server measures its own at start-up
-    start_slack_s: float  # for the client processes to start and connect before measuring
 
 
 @dataclass
@@ -90,6 +90,7 @@ class Row:
     half_load_p99_ms: float = 0.0
     seed: float = 0.0
     check: str = ""
+    failures: list[str] = field(default_factory=list)
 
 
 # The models
@@ -211,7 +212,8 @@ def seed_design(
 ) -> float:
     """The seed article's design: threads each decoding with Pillow, fp32, batch 1."""
     assert isinstance(model.network, torch.nn.Module)
-    network = model.network.eval().to(device, torch.float32)
+    network = model.network.eval().to(device, torch.float32)  # and as PyTorch lays it out:
+    network = network.to(memory_format=torch.contiguous_format)  # the seed knew no better
     spec = model.spec.preprocessing
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
@@ -237,6 +239,7 @@ def seed_design(
 # The service, and its load
 
 LOAD_SCRIPT = Path(__file__).parent / "gpu_load.py"
+START_SLACK_S = 0.2  # for the window to reach every client before it opens
 
 
 @dataclass
@@ -251,11 +254,9 @@ class Measured:
 def run_load(
     target: str, images: Sequence[Path], plan: Plan, shares: Sequence[dict[str, float]]
 ) -> Measured:
-    """Run one client process (gpu_load.py) per share, all measuring the same window."""
-    seconds = plan.seconds
-    start_at = time.time() + plan.start_slack_s
-    window: dict[str, Any] = {"target": target, "images": [str(path) for path in images]}
-    window |= {"start_at": start_at, "end_at": start_at + seconds}
+    """Run one client process (gpu_load.py) per share; once all have connected, they measure
+    the same window of `plan.seconds`."""
+    first: dict[str, Any] = {"target": target, "images": [str(path) for path in images]}
     children = [
         subprocess.Popen(
             [sys.executable, str(LOAD_SCRIPT)],
@@ -265,9 +266,19 @@ def run_load(
         )
         for _ in shares
     ]
-    merged = Measured()
     for child, share in zip(children, shares, strict=True):
-        output, _ = child.communicate(json.dumps(window | share), timeout=seconds + 120)
+        assert child.stdin and child.stdout
+        child.stdin.write(json.dumps(first | share) + "\n")
+        child.stdin.flush()
+    for child in children:
+        assert child.stdout
+        if child.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"a client process failed (exit status {child.wait()})")
+    start_at = time.time() + START_SLACK_S
+    window = json.dumps({"start_at": start_at, "end_at": start_at + plan.seconds})
+    merged = Measured()
+    for child in children:
+        output, _ = child.communicate(window + "\n", timeout=plan.seconds + 120)
         if child.returncode:
             raise RuntimeError(f"a client process failed (exit status {child.returncode})")
         part = json.loads(output)
@@ -292,7 +303,8 @@ class RunningService:
         self._thread.start()
 
         async def start() -> Service:
-            service = Service(Engine([model], settings), ServerSettings(port=0, reflection=False))
+            server = ServerSettings(port=0, reflection=False, drain_delay=0, grace_period=5)
+            service = Service(Engine([model], settings), server)
             await service.start()
             return service
 
@@ -309,7 +321,11 @@ class RunningService:
 def measure_service(model: ServedModel, images: Sequence[Path], plan: Plan, row: Row) -> None:
     """Full load (closed loop), one caller alone, then half the full load (open loop)."""
     settings = EngineSettings(
-        device=plan.device, device_decode="on", max_batch_size=plan.service_batch, cache_entries=0
+        device=plan.device,
+        device_decode="on",
+        max_batch_size=plan.service_batch,
+        max_queued_requests=QUEUE_LIMIT,
+        cache_entries=0,
     )
     running = RunningService(model, settings)
     try:
@@ -335,30 +351,63 @@ def percentile(values: Sequence[float], percent: float) -> float:
 
 
 def measure(name: str, paths: Sequence[Path], plan: Plan) -> Row:
+    """One model's row. A stage that fails is reported in the row and the run goes on: a
+    lent GPU's minutes are few, and the other stages' figures still count."""
     device = torch.device(plan.device)
     half = device.type == "cuda"
     images = [path.read_bytes() for path in paths]
     loaded, built_from = build_model(name)
     row = Row(name, built_from, plan.batch)
     say(f"{name}: built from {built_from}")
-    row.model_alone = model_alone(loaded, device, half, plan)
-    say(f"{name}: model alone {row.model_alone:,.0f} img/s")
+
+    def stage(label: str, run: Callable[[], object]) -> None:
+        try:
+            run()
+        except Exception as error:
+            row.failures.append(f"{label}: {type(error).__name__}: {error}")
+            say(f"{name}: {label} FAILED: {error!r}")
+
+    def alone() -> None:
+        row.model_alone = model_alone(loaded, device, half, plan)
+        say(f"{name}: model alone {row.model_alone:,.0f} img/s")
+
     backend = TorchBackend(loaded, device=device, half=half)
-    if name == "efficientnet-lite0":
+
+    def check() -> None:
         row.check = check_against_pillow(backend, loaded.spec, images)
         say(f"{name}: device decoding against Pillow: {row.check}")
-    backend.capture_graphs(plan.batch)
-    row.in_process = in_process(backend, images, plan)
-    say(f"{name}: in process {row.in_process:,.0f} img/s")
-    measure_service(ServedModel(loaded.spec, backend), paths, plan, row)
-    say(f"{name}: service {row.service:,.0f} img/s, batches {row.service_batch_sizes}")
-    row.seed = seed_design(loaded, device, images, plan.seconds)
-    say(f"{name}: seed design {row.seed:,.1f} img/s")
-    del backend, loaded
-    gc.collect()
-    if half:
-        torch.cuda.empty_cache()
+
+    def inside() -> None:
+        backend.capture_graphs(plan.batch)
+        row.in_process = in_process(backend, images, plan)
+        say(f"{name}: in process {row.in_process:,.0f} img/s")
+
+    def service() -> None:
+        measure_service(ServedModel(loaded.spec, backend), paths, plan, row)
+        say(f"{name}: service {row.service:,.0f} img/s, batches {row.service_batch_sizes}")
+
+    def seed() -> None:
+        row.seed = seed_design(loaded, device, images, plan.seconds)
+        say(f"{name}: seed design {row.seed:,.1f} img/s")
+
+    stage("model alone", alone)
+    if name == "efficientnet-lite0":
+        stage("check", check)
+    stage("in process", inside)
+    stage("service", service)
+    stage("seed design", seed)
     return row
+
+
+def measure_each(models: Sequence[str], paths: Sequence[Path], plan: Plan) -> list[Row]:
+    """Each model's row, one model on the device at a time."""
+    rows = []
+    for name in models:
+        rows.append(measure(name, paths, plan))
+        gc.collect()
+        if plan.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return rows
 
 
 def say(line: str) -> None:
@@ -390,6 +439,10 @@ def environment(device: str) -> dict[str, str]:
     }
 
 
+def ratio(part: float, whole: float) -> float:
+    return part / whole if whole else float("nan")
+
+
 def table(rows: Sequence[Row]) -> str:
     lines = [
         "| model | batch | model alone | in process (decode + model) | service over gRPC"
@@ -403,10 +456,10 @@ def table(rows: Sequence[Row]) -> str:
         mean = sum(size * count for size, count in seen.items()) / total if total else 0.0
         lines.append(
             f"| {row.model} | {row.batch} | {row.model_alone:,.0f} | {row.in_process:,.0f}"
-            f" | {row.service:,.0f} | {row.service / row.model_alone:.2f}"
+            f" | {row.service:,.0f} | {ratio(row.service, row.model_alone):.2f}"
             f" | {mean:.1f} / {max(seen, default=0)} | {row.idle_p50_ms:.1f} ms"
             f" | {row.half_load_p99_ms:.1f} ms | {row.seed:,.1f}"
-            f" | {row.service / row.seed if row.seed else float('nan'):.1f}x |"
+            f" | {ratio(row.service, row.seed):.1f}x |"
         )
     return "\n".join(lines)
 
@@ -431,11 +484,10 @@ def main() -> None:
     plan = Plan(
         device=args.device,
         batch=args.batch or (4 if quick else 128),
-        seconds=args.seconds or (0.3 if quick else 5.0),
+        seconds=args.seconds or (1.0 if quick else 5.0),
         client_processes=args.clients or (1 if quick else 6),
         callers=args.callers or (4 if quick else 64),
         service_batch=4 if quick else None,
-        start_slack_s=1.5 if quick else 3.0,
     )
     models = args.models or (["efficientnet-lite0"] if quick else list(MODELS))
     if plan.device.startswith("cuda") and not torch.cuda.is_available():
@@ -445,7 +497,7 @@ def main() -> None:
     paths = sorted(args.images.glob("*.jpg"))
     if not paths:
         parser.error(f"no .jpg files in {args.images}: make them with benchmarks/images.py")
-    rows = [measure(name, paths, plan) for name in models]
+    rows = measure_each(models, paths, plan)
     print(", ".join(f"{key} {value}" for key, value in about.items()))
     print(
         "img/s; 640x480 JPEGs; in process and the service decode on the device;"
@@ -455,6 +507,8 @@ def main() -> None:
     for row in rows:
         check = f"; check {row.check}" if row.check else ""
         print(f"{row.model}: {row.built_from}; {row.service_errors} failed calls{check}")
+        for failure in row.failures:
+            print(f"{row.model}: FAILED {failure}")
     print(table(rows))
     if args.json:
         args.json.write_text(

@@ -1,13 +1,15 @@
 """One client process of benchmarks/gpu.py's load: Classify calls with JPEG bytes, timed.
 
-    echo '{"target": "127.0.0.1:50051", "images": ["a.jpg"], "callers": 64,
-           "start_at": 1767225600.0, "end_at": 1767225605.0}' | python benchmarks/gpu_load.py
+    python benchmarks/gpu_load.py     # then, on stdin, two lines of JSON:
+    {"target": "127.0.0.1:50051", "images": ["a.jpg"], "callers": 64}
+    {"start_at": 1767225600.0, "end_at": 1767225605.0}
 
 A closed loop of `callers`, or an open loop at `rate` requests a second (latency from
-the scheduled send, so queueing shows). Only calls sent between `start_at` and `end_at`
-(wall-clock instants, shared by every client process) are measured. Prints a JSON object:
-the latencies in seconds, the batch sizes the server reported, and the errors. It imports
-only gRPC and the stubs, so that many such processes start quickly beside the server.
+the scheduled send, so queueing shows). It reads the first line, connects, prints
+"ready", and waits for the second: only calls sent between `start_at` and `end_at`
+(wall-clock instants, the same for every client process) are measured. Then it prints a
+JSON object: the latencies in seconds, the batch sizes the server reported, the errors.
+It imports only gRPC and the stubs, so that many such processes start quickly.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ async def run(share: dict[str, Any], images: list[bytes]) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(share["target"], options=options) as channel:
         stub = pb_grpc.RecognizerStub(channel)  # type: ignore[no-untyped-call]
         await stub.Classify(requests[0], timeout=60)  # connected, and the path warm
-        start_at, end_at = float(share["start_at"]), float(share["end_at"])
+        print("ready", flush=True)
+        window = json.loads(await asyncio.to_thread(sys.stdin.readline))
+        start_at, end_at = float(window["start_at"]), float(window["end_at"])
 
         async def send(index: int, sent_at: float) -> None:
             nonlocal errors
@@ -60,10 +64,9 @@ async def run(share: dict[str, Any], images: list[bytes]) -> dict[str, Any]:
             await asyncio.gather(*(caller(index) for index in range(share["callers"])))
         else:
             rate = float(share["rate"])
-            first = max(time.time(), start_at - 0.5)
             sends = []
-            for index in range(int((end_at - first) * rate)):
-                scheduled = first + index / rate
+            for index in range(max(1, int((end_at - start_at) * rate))):  # one at least
+                scheduled = start_at + index / rate
                 await asyncio.sleep(max(0.0, scheduled - time.time()))
                 sends.append(asyncio.create_task(send(index, scheduled)))
             await asyncio.gather(*sends)
@@ -71,7 +74,7 @@ async def run(share: dict[str, Any], images: list[bytes]) -> dict[str, Any]:
 
 
 def main() -> None:
-    share = json.load(sys.stdin)
+    share = json.loads(sys.stdin.readline())
     images = [Path(path).read_bytes() for path in share["images"]]
     print(json.dumps(asyncio.run(run(share, images))))
 

@@ -282,7 +282,7 @@ def test_the_gpu_script_prints_its_table_on_the_cpu(tmp_path: Path) -> None:
     assert row["check"].startswith("ok: top-1 equal on 6/6 photos")
     for measured in ("model_alone", "in_process", "service", "seed"):
         assert row[measured] > 0, measured
-    assert row["service_errors"] == 0
+    assert row["service_errors"] == 0 and row["failures"] == []
     assert row["service_batch_sizes"] and row["half_load_p99_ms"] > 0
 
 
