@@ -11,7 +11,8 @@
 # no registry: the wheels travel with the working tree (about 30 MiB), and so do the stubs
 # generated from proto/ (src/recognizer/v1/, ignored by git: `python hatch_build.py` here).
 # With the device tool: carry [".gpu-wheels", "src/recognizer/v1"] and run
-# `benchmarks/gpu.sh`, with a timeout of 540 s (it takes about 4 minutes, 8 at most).
+# `benchmarks/gpu.sh`, with a timeout of 540 s (about 4 minutes expected, not yet timed on a
+# GPU; gpu.py is stopped at 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.gpu-wheels
