@@ -57,7 +57,7 @@ class GraphedNetwork:
     """A network replayed from CUDA graphs recorded for each bucket of batch sizes."""
 
     def __init__(self, network: Network, example: torch.Tensor, max_batch_size: int) -> None:
-        """Record `network` for inputs shaped and laid out like `example` (one row of it)."""
+        """Record `network` for channels-last inputs shaped like `example` (one row of it)."""
         self.buckets = graph_buckets(max_batch_size)
         self._network = network
         self._lock = threading.Lock()
@@ -68,13 +68,15 @@ class GraphedNetwork:
         side = torch.cuda.Stream(example.device)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(example.device))
         for size in reversed(self.buckets):  # the largest first, so the others reuse its pool
-            static = pad_to(example[:1], size).clone()
+            static = pad_to(example[:1], size).clone(memory_format=torch.channels_last)
             with torch.cuda.stream(side):
                 for _ in range(_WARM_UP_RUNS):
                     network(static)
             torch.cuda.current_stream(example.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
+            # thread_local: only this thread's calls are barred while recording, not a
+            # neighbouring model's worker
+            with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
                 self._outputs[size] = network(static)
             pool = graph.pool()
             self._inputs[size], self._graphs[size] = static, graph
@@ -102,7 +104,7 @@ def graphs_or_eager(
     except Exception as error:  # capture fails in many ways (dynamic shapes, host syncs)
         logger.warning("%s: CUDA graphs could not be recorded (%s); running eagerly", name, error)
         return network
-    batch = pad_to(example[:1], max_batch_size)
+    batch = pad_to(example[:1], max_batch_size).contiguous(memory_format=torch.channels_last)
     eager_s, graph_s = _timed(network, batch), _timed(graphed, batch)
     chosen = "CUDA graphs" if graph_s < eager_s else "eager"
     logger.info(
