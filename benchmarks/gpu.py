@@ -72,6 +72,7 @@ class Plan:
     client_processes: int
     callers: int
     service_batch: int | None  # None: the server measures its own at start-up
+    inference_workers: int | None  # None: the server's own choice for the device
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Row:
     service: float = 0.0
     service_batch_sizes: dict[int, int] = field(default_factory=dict)
     service_errors: int = 0
+    service_setup: str = ""
     idle_p50_ms: float = 0.0
     half_load_p99_ms: float = 0.0
     seed: float = 0.0
@@ -324,10 +326,13 @@ def measure_service(model: ServedModel, images: Sequence[Path], plan: Plan, row:
         device=plan.device,
         device_decode="on",
         max_batch_size=plan.service_batch,
+        inference_workers=plan.inference_workers,
         max_queued_requests=QUEUE_LIMIT,
         cache_entries=0,
     )
     running = RunningService(model, settings)
+    served = running.service.engine.runner("")
+    row.service_setup = f"{served.workers} worker(s), batches of up to {served.max_batch_size}"
     try:
         processes = plan.client_processes
         full = run_load(running.target, images, plan, [{"callers": plan.callers}] * processes)
@@ -478,6 +483,9 @@ def main() -> None:
         action="store_true",
         help="a few seconds in all, EfficientNet-Lite0 only: checks that it runs",
     )
+    parser.add_argument(
+        "--inference-workers", type=int, default=None, help="the service's (default: auto)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     quick = args.quick
@@ -488,6 +496,7 @@ def main() -> None:
         client_processes=args.clients or (1 if quick else 6),
         callers=args.callers or (4 if quick else 64),
         service_batch=4 if quick else None,
+        inference_workers=args.inference_workers,
     )
     models = args.models or (["efficientnet-lite0"] if quick else list(MODELS))
     if plan.device.startswith("cuda") and not torch.cuda.is_available():
@@ -506,7 +515,10 @@ def main() -> None:
     )
     for row in rows:
         check = f"; check {row.check}" if row.check else ""
-        print(f"{row.model}: {row.built_from}; {row.service_errors} failed calls{check}")
+        print(
+            f"{row.model}: {row.built_from}; the service: {row.service_setup},"
+            f" {row.service_errors} failed calls{check}"
+        )
         for failure in row.failures:
             print(f"{row.model}: FAILED {failure}")
     print(table(rows))

@@ -14,7 +14,7 @@ def test_unset_settings_follow_the_device() -> None:
     auto = EngineSettings()
     assert sizing.batch_delay_s(auto, "cpu") == 0
     assert sizing.batch_delay_s(auto, "cuda:0") == sizing.GPU_BATCH_DELAY_S
-    assert sizing.inference_workers(auto, "cuda:0") == 1
+    assert sizing.inference_workers(auto, "cuda:0") == sizing.CUDA_WORKERS == 2
     assert sizing.inference_workers(auto, "cpu") == sizing.cpus()
     assert sizing.preprocess_threads(auto) == sizing.cpus()
     assert sizing.intra_op_threads(auto, "cpu") == 1  # one worker per core, one core each

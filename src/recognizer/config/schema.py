@@ -328,7 +328,7 @@ class EngineSettings(Settings):
     )
     inference_workers: Annotated[int | None, Auto] = setting(
         None,
-        "inference worker threads per model; auto is one per core on the CPU, one on CUDA",
+        "inference worker threads per model; auto is one per core on the CPU, two on CUDA",
         shown="auto",
         ge=1,
     )

@@ -5,7 +5,9 @@ on an H100, against 0.6 ms replayed as a graph: ../shared/notes/measured-limits.
 on CUDA the Torch backend records the network once per bucket at warm-up and runs a
 batch by padding it to the smallest bucket that holds it. Buckets are the powers of two
 up to the largest batch, and the largest batch itself, so padding never doubles the work
-and few graphs are kept. A graph replays into fixed buffers, so replays are serialised.
+and few graphs are kept. A graph replays into fixed buffers, so replays are serialised:
+on the host by a lock, and on the device by an event, since each worker thread queues its
+replay on a stream of its own.
 
 Not yet run on a GPU: the capture falls back to eager execution on any error, and the
 choice is timed against eager at start-up and logged.
@@ -61,6 +63,7 @@ class GraphedNetwork:
         self.buckets = graph_buckets(max_batch_size)
         self._network = network
         self._lock = threading.Lock()
+        self._free = torch.cuda.Event()  # type: ignore[no-untyped-call]  # buffers free again
         self._inputs: dict[int, torch.Tensor] = {}
         self._outputs: dict[int, torch.Tensor] = {}
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
@@ -87,9 +90,12 @@ class GraphedNetwork:
             return self._network(batch)
         bucket = bucket_for(size, self.buckets)
         with self._lock:
+            torch.cuda.current_stream(batch.device).wait_event(self._free)
             self._inputs[bucket][:size].copy_(batch)
             self._graphs[bucket].replay()
-            return self._outputs[bucket][:size].clone()
+            logits = self._outputs[bucket][:size].clone()
+            self._free.record()
+            return logits
 
 
 def graphs_or_eager(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ class TorchBackend:
     Channels-last layout (the uint8 NHWC batch already is), normalisation fused on the
     device, half precision on CUDA, and pinned host staging with non-blocking copies.
     It also takes JPEGs to decode on its device (`classify_rows`), and on CUDA records
-    the network as CUDA graphs at warm-up (`capture_graphs`, cuda_graphs.py).
+    the network as CUDA graphs at warm-up (`capture_graphs`, cuda_graphs.py). On CUDA each
+    worker thread queues its work on a stream of its own, so that one worker's batch is
+    copied, decoded and prepared while another's runs through the model.
     """
 
     name = "torch"
@@ -46,9 +49,12 @@ class TorchBackend:
         self._std = torch.tensor(spec.preprocessing.std, device=device).view(1, 3, 1, 1) * scale
         self._activation = spec.activation
         self._staging = threading.local()
+        self._streams = threading.local()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the weights are in place for every stream
 
     def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
+        with torch.inference_mode(), self._own_stream():
             batch = self._to_device(pixels).permute(0, 3, 1, 2)  # NCHW view, channels-last
             return self._top_k((batch.float() - self._mean) / self._std, top_k)
 
@@ -56,7 +62,7 @@ class TorchBackend:
         self, rows: Sequence[DeviceInput], top_k: int
     ) -> tuple[np.ndarray, np.ndarray, RowErrors]:
         """Decode the JPEGs among the rows and prepare the batch here, then run the model."""
-        with torch.inference_mode():
+        with torch.inference_mode(), self._own_stream():
             batch, errors = prepare_batch(
                 rows, self._preprocessing, self._device, upload=self._to_device
             )
@@ -85,6 +91,15 @@ class TorchBackend:
         scores = logits.softmax(dim=1) if self._activation == "softmax" else logits.sigmoid()
         top_scores, top_ids = scores.topk(min(top_k, scores.shape[1]), dim=1)
         return top_scores.cpu().numpy(), top_ids.cpu().numpy()
+
+    def _own_stream(self) -> AbstractContextManager[object]:
+        """On CUDA, this thread's own stream (the results' copy to the host waits for it)."""
+        if self._device.type != "cuda":
+            return nullcontext()
+        stream = getattr(self._streams, "stream", None)
+        if stream is None:
+            stream = self._streams.stream = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
+        return torch.cuda.stream(stream)
 
     def _to_device(self, pixels: np.ndarray) -> torch.Tensor:
         host = torch.from_numpy(pixels)
