@@ -68,6 +68,7 @@ class GraphedNetwork:
         self._outputs: dict[int, torch.Tensor] = {}
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         pool = None
+        torch.cuda.synchronize(example.device)  # every worker stream's work done first
         side = torch.cuda.Stream(example.device)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(example.device))
         for size in reversed(self.buckets):  # the largest first, so the others reuse its pool
