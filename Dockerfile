@@ -63,7 +63,9 @@ ENV PATH=/opt/recognizer/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     RECOGNIZER_PORT=50051 \
-    RECOGNIZER_METRICS_PORT=9090
+    RECOGNIZER_METRICS_PORT=9090 \
+    RECOGNIZER_METRICS_HOST=0.0.0.0
+# Metrics on their own port, on every interface of the container, for Prometheus to scrape.
 EXPOSE 50051 9090
 # gRPC health, as Kubernetes' probes ask it; the first start converts and checks the model.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=120s --retries=3 \

@@ -48,3 +48,47 @@ def test_with_http_off_nothing_of_it_is_loaded() -> None:
     loaded = json.loads(result.stdout)
     assert loaded["off"] == []
     assert {"uvicorn", "starlette", "recognizer.http.server"} <= set(loaded["on"])
+
+
+# Load a model on a cold cache, then on the warm one; say whether this process imported
+# PyTorch, and what the log said.
+COLD_START = """
+import json, logging, sys
+from recognizer.app import load_served_models
+from recognizer.config.sources import load_config
+
+logging.basicConfig(level="INFO", stream=sys.stderr)
+config = load_config({"model": [sys.argv[1]], "model_cache_dir": sys.argv[2], "device": "cpu"}, {})
+(served,) = load_served_models(config)
+print(json.dumps({"torch": "torch" in sys.modules, "backend": served.backend.name}))
+"""
+
+
+def test_a_cold_cache_is_filled_by_a_child_so_the_server_never_imports_torch(
+    tmp_path: Path,
+) -> None:
+    from model_files import timm_safetensors
+
+    built = timm_safetensors(tmp_path / "convnext")
+    model = f"name=small,path={built.path},architecture=timm/test_convnext,resize=183,crop=160"
+    cache = tmp_path / "cache"
+
+    def start() -> tuple[dict[str, object], str]:
+        result = subprocess.run(
+            [sys.executable, "-c", COLD_START, model, str(cache)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=TESTS,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])},
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout), result.stderr
+
+    cold, cold_log = start()
+    assert "preparing small in a child process" in cold_log
+    assert "prepared model cached in" in cold_log  # by the child
+    assert cold == {"torch": False, "backend": "openvino"}
+    warm, warm_log = start()
+    assert "child process" not in warm_log
+    assert warm == {"torch": False, "backend": "openvino"}

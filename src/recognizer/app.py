@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import pickle
 import signal
+import subprocess
+import sys
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
@@ -12,7 +16,7 @@ from recognizer.config import Config
 from recognizer.config.schema import ServerSettings
 from recognizer.engine import sizing
 from recognizer.engine.backends import resolve_device
-from recognizer.engine.backends.prepared import load_backend
+from recognizer.engine.backends.prepared import Preparation, load_backend, needs_preparation
 from recognizer.engine.engine import Engine, ServedModel
 from recognizer.security.policy import Security
 from recognizer.transport.metrics import ServerMetrics
@@ -40,15 +44,25 @@ def load_served_models(config: Config) -> list[ServedModel]:
     settings = config.engine
     device = resolve_device(settings.device)
     device_type = device.split(":")[0]
+    job = Preparation(
+        models=config.models,
+        engine=settings,
+        device=device,
+        allow_code=config.security.allow_code_models,
+        workers=sizing.inference_workers(settings, device_type),
+        threads_per_worker=sizing.intra_op_threads(settings, device_type),
+        log_level=config.log.log_level,
+    )
+    prepare_in_child(job)
     served = []
     for model_config in config.models:
         spec, backend = load_backend(
             model_config,
             settings,
-            allow_code=config.security.allow_code_models,
+            allow_code=job.allow_code,
             device=device,
-            workers=sizing.inference_workers(settings, device_type),
-            threads_per_worker=sizing.intra_op_threads(settings, device_type),
+            workers=job.workers,
+            threads_per_worker=job.threads_per_worker,
         )
         logger.info(
             "loaded %s (%s %s, %d classes, labels in %s, %s) on %s with %s in %s",
@@ -64,6 +78,28 @@ def load_served_models(config: Config) -> list[ServedModel]:
         )
         served.append(ServedModel(spec, backend))
     return served
+
+
+def prepare_in_child(job: Preparation) -> None:
+    """Make the cache entries the job's models lack in a child process, so that this one
+    never imports PyTorch to export them (its memory would stay with the server). If the
+    child fails, the models are loaded here as before, and any error is raised here."""
+    missing = [
+        model
+        for model in job.models
+        if needs_preparation(model, job.engine, device=job.device, allow_code=job.allow_code)
+    ]
+    if not missing:
+        return
+    names = ", ".join(model.name for model in missing)
+    logger.info("preparing %s in a child process, so that this one does not load PyTorch", names)
+    child = subprocess.run(
+        [sys.executable, "-m", "recognizer.cli.prepare"],
+        input=pickle.dumps(dataclasses.replace(job, models=missing)),
+        check=False,
+    )
+    if child.returncode != 0:
+        logger.warning("preparing %s in a child process failed; loading here instead", names)
 
 
 class Service:

@@ -195,7 +195,9 @@ def test_the_python_client_classifies_a_photo_and_sees_health(
 def test_metrics_are_published(container: dict[str, str]) -> None:
     with urllib.request.urlopen(f"http://{container['metrics']}/metrics", timeout=10) as page:
         text = page.read().decode()
-    assert re.search(r'recognizer_requests_total\{code="OK",model="efficientnet-lite0"\}', text)
+    assert re.search(
+        r'recognizer_requests_total\{transport="grpc",model="efficientnet-lite0",code="OK"\}', text
+    )
 
 
 def test_podman_stop_drains_calls_in_flight_and_exits_zero(

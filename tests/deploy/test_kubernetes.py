@@ -204,7 +204,7 @@ def test_the_config_and_environment_load_with_recognizers_own_settings(
     assert environment(manifests)["RECOGNIZER_TOKENS_FILE"].startswith(mounts["tokens"] + "/")
     config = load_config({"host": "0.0.0.0"}, env)
     assert config.server.port == 50051
-    assert config.server.metrics_port == 9090
+    assert (config.server.metrics_port, config.server.metrics_host) == (9090, "0.0.0.0")
     assert [model.name for model in config.models] == ["efficientnet-lite0"]
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,7 @@ def load_backend(
     `allow_code` as in models.loading.resolve_source."""
     config, source_format = resolve_source(config, allow_code=allow_code)
     precision = resolve_precision(settings.precision, device)
-    int8 = precision == "int8"
-    if int8:
+    if precision == "int8":
         refusal = _int8_refusal(source_format, device, settings)
         if refusal:
             if settings.int8_fallback != "fp32":
@@ -81,13 +80,7 @@ def load_backend(
                 threads_per_worker=threads_per_worker,
                 allow_code=allow_code,
             )
-    cacheable = (
-        device == "cpu"
-        and settings.backend in ("auto", *GRAPH_BACKENDS)
-        and source_format != "torchscript"
-        and (source_format != "onnx" or int8)
-    )
-    if not cacheable:
+    if not _cacheable(source_format, settings, device, precision):
         model = load_model(config, allow_code=allow_code)
         backend = create_backend(
             model,
@@ -135,6 +128,49 @@ def load_backend(
         spec = describe_model(config, source_format, entry.description)
         backend = _serve(entry, spec, settings, precision, workers, threads_per_worker, built)
     return spec, backend
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Preparation:
+    """Models to prepare in another process (cli/prepare.py), with everything that decides
+    what their cache entries hold; pickled, so the configs travel whole (their base folders
+    and label files included)."""
+
+    models: Sequence[ModelConfig]
+    engine: EngineSettings
+    device: str
+    allow_code: bool
+    workers: int
+    threads_per_worker: int
+    log_level: str
+
+
+def needs_preparation(
+    config: ModelConfig, settings: EngineSettings, *, device: str, allow_code: bool = False
+) -> bool:
+    """Whether load_backend would make a new cache entry for this model (importing
+    PyTorch to export it), rather than read one or load the model as it is."""
+    if settings.model_cache_dir is None:
+        return False
+    config, source_format = resolve_source(config, allow_code=allow_code)
+    precision = resolve_precision(settings.precision, device)
+    if not _cacheable(source_format, settings, device, precision):
+        return False
+    key = _key(config, source_format, settings, precision)
+    return ModelStore(settings.model_cache_dir).get(key) is None
+
+
+def _cacheable(
+    source_format: str, settings: EngineSettings, device: str, precision: Precision
+) -> bool:
+    """Served from a prepared graph: the CPU's graph backends, for any model but
+    TorchScript, and an ONNX file only when it is quantised (else it is served as it is)."""
+    return (
+        device == "cpu"
+        and settings.backend in ("auto", *GRAPH_BACKENDS)
+        and source_format != "torchscript"
+        and (source_format != "onnx" or precision == "int8")
+    )
 
 
 def cached_graph(config: ModelConfig, settings: EngineSettings) -> Path | None:
