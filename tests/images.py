@@ -16,6 +16,15 @@ def encode(image: Image.Image, format: str, **params: object) -> bytes:
     return buffer.getvalue()
 
 
+def jpeg(image: Image.Image, **options: object) -> bytes:
+    """The image as a quality-90 JPEG (RGB, unless it is grey or CMYK already)."""
+    buffer = io.BytesIO()
+    image.convert(image.mode if image.mode in ("RGB", "L", "CMYK") else "RGB").save(
+        buffer, "JPEG", quality=90, **options
+    )
+    return buffer.getvalue()
+
+
 def open_image(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()

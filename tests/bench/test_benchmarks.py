@@ -8,6 +8,7 @@ comparison's arithmetic run on stand-ins.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from recognizer.bench.stats import Outcome, ProcessUsage, Results, summarize
@@ -37,6 +39,7 @@ SCRIPTS = (
     "scaleout.py",
     "footprint.py",
     "triton_peer.py",
+    "gpu.py",
     "faults.py",
 )
 
@@ -259,3 +262,34 @@ def test_the_comparison_rates_int8_and_triton_in_the_same_rounds() -> None:
     assert ratios["recognizer_int8_over_whole_job_limit"] == 0.75  # 0.75, 0.66 and 0.9
     assert ratios["recognizer_int8_p99_over_recognizer_p99"] == 0.8  # 0.667, 0.8 and 1.167
     assert ratios["recognizer_over_triton"] == 1.75  # 2.0, 1.75 and 1.389
+
+
+def test_the_gpu_script_prints_its_table_on_the_cpu(tmp_path: Path) -> None:
+    """The GPU benchmark's quick mode: every measurement, on the CPU, in seconds."""
+    images = tmp_path / "images"
+    load_script("images").make_images(images)
+    script = [sys.executable, str(BENCHMARKS / "gpu.py"), "--images", str(images)]
+    result = subprocess.run(
+        [*script, "--device", "cpu", "--quick", "--json", str(tmp_path / "gpu.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| model | batch | model alone |" in result.stdout
+    (row,) = json.loads((tmp_path / "gpu.json").read_text())["rows"]
+    assert row["model"] == "efficientnet-lite0"
+    assert row["check"].startswith("ok: top-1 equal on 6/6 photos")
+    for measured in ("model_alone", "in_process", "service", "seed"):
+        assert row[measured] > 0, measured
+    assert row["service_errors"] == 0 and row["failures"] == []
+    assert row["service_batch_sizes"] and row["half_load_p99_ms"] > 0
+
+
+@pytest.mark.parametrize(("model", "classes"), [("resnet-50", 1000), ("resnest101e-54k", 54_092)])
+def test_the_gpu_scripts_random_models_have_their_shapes(model: str, classes: int) -> None:
+    loaded, built_from = load_script("gpu").build_model(model)
+    assert loaded.spec.num_classes == classes
+    assert "SUBSTITUTE" not in built_from  # timm, a dependency, has ResNeSt-101e
+    with torch.inference_mode():
+        assert loaded.network.eval()(torch.zeros(1, 3, 224, 224)).shape == (1, classes)

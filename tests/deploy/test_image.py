@@ -196,7 +196,7 @@ def test_metrics_are_published(container: dict[str, str]) -> None:
     with urllib.request.urlopen(f"http://{container['metrics']}/metrics", timeout=10) as page:
         text = page.read().decode()
     assert re.search(
-        r'recognizer_requests_total\{transport="grpc",model="efficientnet-lite0",code="OK"\}', text
+        r'recognizer_requests_total\{code="OK",model="efficientnet-lite0",transport="grpc"\}', text
     )
 
 

@@ -9,27 +9,16 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from recognizer.engine.backends.device_inputs import (
-    DEVICE_DECODE_TOLERANCE,
-    EncodedJpeg,
-    prepare_batch,
-    read_jpeg_header,
-)
+from images import jpeg
+from recognizer.engine.backends.device_inputs import DEVICE_DECODE_TOLERANCE, prepare_batch
 from recognizer.errors import InvalidImageError
+from recognizer.models.jpeg import EncodedJpeg, read_jpeg_header
 from recognizer.models.preprocessing import Preprocessing, decode_image, prepare_input
 from recognizer.models.spec import LoadedModel
 from support import PHOTOS
 
 CPU = torch.device("cpu")
 LIMIT = 64_000_000
-
-
-def jpeg(image: Image.Image, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.convert(image.mode if image.mode in ("RGB", "L", "CMYK") else "RGB").save(
-        buffer, "JPEG", quality=90, **options
-    )
-    return buffer.getvalue()
 
 
 def pillow_batch(images: list[bytes], preprocessing: Preprocessing) -> torch.Tensor:
@@ -83,15 +72,3 @@ def test_a_corrupt_jpeg_fails_alone_and_its_neighbours_are_prepared() -> None:
     assert batch.shape == (3, 3, 224, 224)
     assert errors[0] is None and errors[2] is None
     assert isinstance(errors[1], InvalidImageError) and errors[1].reason == "IMAGE_CORRUPT"
-
-
-def test_what_the_device_cannot_decode_is_left_to_pillow() -> None:
-    photo = Image.open(PHOTOS["cat"])
-    png = io.BytesIO()
-    photo.save(png, "PNG")
-    assert read_jpeg_header(png.getvalue(), LIMIT) is None
-    assert read_jpeg_header(jpeg(photo.convert("CMYK")), LIMIT) is None
-    assert read_jpeg_header(jpeg(photo.convert("L")), LIMIT) is not None
-    with pytest.raises(InvalidImageError) as raised:
-        read_jpeg_header(jpeg(photo), 1000)
-    assert raised.value.reason == "IMAGE_TOO_LARGE"

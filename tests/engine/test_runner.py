@@ -68,3 +68,9 @@ def test_the_cpu_batches_up_to_its_measured_default_without_tuning(
     cpu = runner(model_limit)
     cpu.warm_up()
     assert cpu.max_batch_size == expected
+
+
+def test_only_a_backend_that_decodes_on_its_device_is_given_the_jpegs() -> None:
+    assert runner(None, device_decode="on").decoder is not None  # the Torch backend
+    assert runner(None, device_decode="auto").decoder is None  # on the CPU, Pillow
+    assert runner(None, device="cuda:0", device_decode="on").decoder is None  # cannot decode

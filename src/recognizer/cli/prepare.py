@@ -5,9 +5,9 @@ serving process (whose memory it would hold for good: BENCHMARKS.md, Footprint).
     python -m recognizer.cli.prepare < job.pickle
 
 The job is a prepared.Preparation, pickled by the server that starts this process. Exit
-status 0 when every model is in the cache; on a failure the error is logged and the
-status is 1, and the server, loading the model itself, reports the same error as it
-would without this step.
+status 0 when every model is in the cache; 2 when a model cannot be served (a
+StartupError, left to the server to report: loading the model itself, it raises the
+same); 1 after any other failure, which is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import sys
 
 from recognizer.cli.serve import configure_logging
 from recognizer.engine.backends.prepared import Preparation, load_backend
+from recognizer.errors import StartupError
 
 logger = logging.getLogger("recognizer")
+CANNOT_START = 2  # a model that cannot be served: a StartupError
 
 
 def main() -> int:
@@ -36,6 +38,8 @@ def main() -> int:
                 threads_per_worker=job.threads_per_worker,
                 allow_code=job.allow_code,
             )
+    except StartupError:
+        return CANNOT_START  # the server, loading the model itself, says why
     except Exception:
         logger.exception("preparing the models in a child process failed")
         return 1

@@ -39,6 +39,7 @@ GRPC_SECONDS_LIMIT = 2_000_000  # and so are its times, in milliseconds (24 days
 BackendKind = Literal["auto", "openvino", "onnxruntime", "torch"]
 Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 Int8Fallback = Literal["none", "fp32"]
+DeviceDecode = Literal["auto", "on", "off"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -306,6 +307,11 @@ class EngineSettings(Settings):
         " every start)",
         json_schema_extra={"shown": "$XDG_CACHE_HOME/recognizer or ~/.cache/recognizer"},
     )
+    device_decode: DeviceDecode = setting(
+        "auto",
+        "decode JPEGs where the model runs, a batch at a time (nvJPEG on CUDA), for models on"
+        " the torch backend: auto (on CUDA), on or off (Pillow on the preprocess threads)",
+    )
     max_batch_size: Annotated[int | None, Auto] = setting(
         None,
         "largest batch formed (a model's own max_batch_size may lower it); auto is 4 on the"
@@ -322,7 +328,7 @@ class EngineSettings(Settings):
     )
     inference_workers: Annotated[int | None, Auto] = setting(
         None,
-        "inference worker threads per model; auto is one per core on the CPU, one on CUDA",
+        "inference worker threads per model; auto is one per core on the CPU, two on CUDA",
         shown="auto",
         ge=1,
     )

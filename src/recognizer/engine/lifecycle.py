@@ -14,11 +14,16 @@
     budget    preprocess pool    room in the memory budget for the     DeadlineExceededError
                                  decoded pixels, from the header
     decode    preprocess pool    bytes or raw frame -> uint8 input     InvalidImageError
+                                 (a JPEG's header only, where the
+                                 backend decodes on its device)
     queue     preprocess pool    the decoding thread queues the job
     batch     inference worker   live jobs taken round-robin by        DeadlineExceededError
                                  caller, then by flow
-    infer     inference worker   the backend runs the batch            (a failed batch is
-                                                                       retried job by job)
+    infer     inference worker   the backend runs the batch (decoding  InvalidImageError for
+                                 its JPEGs first, where it does)       a JPEG that fails to
+                                                                       decode there (a failed
+                                                                       batch is retried job
+                                                                       by job)
     name      inference worker   top-k class ids named in the language
     answer    event loop         the caller's future resolves
 
@@ -40,14 +45,16 @@ import threading
 import time
 from collections.abc import Hashable, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from recognizer.engine.backends import RowErrors
 from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import CacheKey, ResultCache, cache_key
 from recognizer.engine.types import Classification, Label, Options, Timing, TopClasses
 from recognizer.errors import DeadlineExceededError, InvalidRequestError
+from recognizer.models.jpeg import DeviceInput, device_jpeg
 from recognizer.models.preprocessing import (
     decode_cost,
     decode_image,
@@ -122,7 +129,7 @@ class Job:
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Classification] = self.loop.create_future()
         self.cache_key: CacheKey | None = None
-        self.pixels: np.ndarray = _NOT_DECODED
+        self.pixels: DeviceInput = _NOT_DECODED
         self.preprocess_s = 0.0
         self.enqueued_at = 0.0
         self.answer: Classification | None = None
@@ -235,9 +242,11 @@ def prepare(job: Job, cache: ResultCache | None, budget: MemoryBudget) -> None:
     runner.queue.put(job, job.flow, job.caller)
 
 
-def decode(job: Job, budget: MemoryBudget) -> np.ndarray | None:
+def decode(job: Job, budget: MemoryBudget) -> DeviceInput | None:
     """The model's input for the job's image, uint8 (crop, crop, 3) pixels, decoded once the
-    budget has room for what the header says it will cost; None if the caller gave up."""
+    budget has room for what the header says it will cost; None if the caller gave up. A JPEG
+    the backend decodes on its device stays encoded (its header read, so a bad one fails here
+    as in Pillow), and costs the budget nothing: no host memory holds its pixels."""
     image = job.image
     preprocessing = job.runner.spec.preprocessing
     max_pixels = job.runner.settings.max_image_pixels
@@ -245,6 +254,8 @@ def decode(job: Job, budget: MemoryBudget) -> np.ndarray | None:
         cost = frame_cost(image, max_pixels=max_pixels)
     else:
         opened = decode_image(image, max_pixels=max_pixels)  # the header only, so far
+        if job.runner.decoder is not None and (jpeg := device_jpeg(opened, image)):
+            return jpeg
         reduce_on_decode(opened, preprocessing.resize)
         cost = decode_cost(opened)
     held = budget.acquire(cost, give_up=job.gave_up)
@@ -288,15 +299,22 @@ def run_worker(runner: ModelRunner, cache: ResultCache | None) -> None:
 
 def infer(runner: ModelRunner, batch: Sequence[Job], cache: ResultCache | None) -> None:
     """Run a batch and fill each job's result slot; a failed batch is retried job by job,
-    so one bad input fails alone and its neighbours still get their answers.
+    so one bad input fails alone and its neighbours still get their answers. A JPEG the
+    backend fails to decode on its device is answered with that error alone.
 
     The backend ranks the batch's largest top_k (at most --max-top-k); each job keeps its own.
     """
     started = time.monotonic()
     try:
         top_k = max(job.top_k for job in batch)
+        rows = [job.pixels for job in batch]
+        errors: RowErrors = [None] * len(batch)
         with runner.progress.call(batch):
-            scores, class_ids = runner.backend(np.stack([job.pixels for job in batch]), top_k)
+            if runner.decoder is not None:
+                scores, class_ids, errors = runner.decoder.classify_rows(rows, top_k)
+            else:
+                pixels = cast(list[np.ndarray], rows)  # without a decoder, every row is pixels
+                scores, class_ids = runner.backend(np.stack(pixels), top_k)
     except Exception:
         if len(batch) > 1:
             logger.warning("a batch of %d failed; retrying its jobs one by one", len(batch))
@@ -308,7 +326,10 @@ def infer(runner: ModelRunner, batch: Sequence[Job], cache: ResultCache | None) 
         return
     inference_s = time.monotonic() - started
     runner.record_batch(len(batch), inference_s)
-    for row, job in enumerate(batch):
+    for row, (job, error) in enumerate(zip(batch, errors, strict=True)):
+        if error is not None:
+            job.error = error
+            continue
         top = TopClasses(scores[row, : job.top_k].copy(), class_ids[row, : job.top_k].copy())
         if cache is not None and job.cache_key is not None:
             cache.put(job.cache_key, top)

@@ -16,7 +16,7 @@ import numpy as np
 
 from recognizer.config.schema import EngineSettings
 from recognizer.engine import lifecycle, sizing
-from recognizer.engine.backends import Backend
+from recognizer.engine.backends import Backend, CapturesGraphs, DecodesOnDevice
 from recognizer.engine.batching import BatchQueue
 from recognizer.engine.cache import ResultCache
 from recognizer.engine.progress import Progress
@@ -29,6 +29,7 @@ from recognizer.engine.tuning import (
 )
 from recognizer.engine.types import Health, ModelStatus
 from recognizer.errors import ModelUnavailableError
+from recognizer.models.jpeg import blank_jpeg, read_jpeg_header
 from recognizer.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -45,13 +46,17 @@ class ModelRunner:
 
     The batch size, whether set, the CPU's default or measured on a GPU, never exceeds
     the model's own `spec.max_batch_size`. `health` is the watchdog's verdict, changed on
-    the event loop only.
+    the event loop only. `decoder` is the backend when it decodes JPEGs on its device
+    (--device-decode), else None.
     """
 
     def __init__(self, spec: ModelSpec, backend: Backend, settings: EngineSettings) -> None:
         self.spec = spec
         self.backend = backend
         self.settings = settings
+        self.decoder: DecodesOnDevice | None = None
+        if isinstance(backend, DecodesOnDevice) and sizing.device_decode(settings, backend.device):
+            self.decoder = backend
         self.workers = sizing.inference_workers(settings, backend.device)
         self.queue: BatchQueue[lifecycle.Job] = BatchQueue(
             max_batch_size=self._capped(settings.max_batch_size or 1),
@@ -99,6 +104,8 @@ class ModelRunner:
         if self.settings.max_batch_size is None:
             on_cpu = self.backend.device == "cpu"
             self.queue.max_batch_size = self._capped(CPU_BATCH_SIZE) if on_cpu else self._tuned()
+        if isinstance(self.backend, CapturesGraphs):
+            self.backend.capture_graphs(self.max_batch_size)
         for batch_size in sorted({1, self.max_batch_size}):
             started = time.monotonic()
             self._run_blank(batch_size)
@@ -110,8 +117,12 @@ class ModelRunner:
         self._run_blank(1)
 
     def _run_blank(self, batch_size: int) -> None:
+        """The model on blank pixels, and on a blank JPEG where the backend decodes them."""
         size = self.spec.preprocessing.crop
         self.backend(np.zeros((batch_size, size, size, 3), dtype=np.uint8), 1)
+        jpeg = read_jpeg_header(blank_jpeg(size), self.settings.max_image_pixels)
+        if self.decoder is not None and jpeg is not None:
+            self.decoder.classify_rows([jpeg] * batch_size, 1)
 
     def _tuned(self) -> int:
         """The batch size measured best on this device (engine/tuning.py)."""
@@ -145,11 +156,13 @@ class ModelRunner:
         for thread in self._threads:
             thread.start()
         logger.info(
-            "%s: batches of up to %d, waiting at most %.1f ms to fill, on %d worker(s)",
+            "%s: batches of up to %d, waiting at most %.1f ms to fill, on %d worker(s);"
+            " JPEGs decoded %s",
             self.spec.name,
             self.max_batch_size,
             self.queue.max_delay_s * 1000,
             self.workers,
+            "by Pillow" if self.decoder is None else f"on {self.backend.device}",
         )
 
     def stop(self, timeout: float) -> None:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from recognizer.config.schema import BackendKind, Precision
 from recognizer.engine.types import QuantizationCheck
-from recognizer.errors import BackendError
+from recognizer.errors import BackendError, InvalidImageError
+from recognizer.models.jpeg import DeviceInput
 from recognizer.models.spec import LoadedModel, ModelSpec, OnnxGraph
 
 if TYPE_CHECKING:  # PyTorch is imported only where a model needs it: a cached one does not
@@ -47,6 +48,30 @@ class Backend(Protocol):
     quantization_check: QuantizationCheck | None
 
     def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+RowErrors = list[InvalidImageError | None]
+
+
+@runtime_checkable
+class DecodesOnDevice(Protocol):
+    """A backend that also decodes JPEGs, and prepares the batch, where the model runs.
+
+    Maps rows of Pillow's uint8 pixels or encoded JPEGs (models/jpeg.py) to the top-k
+    (scores, class ids) and each row's error: a row that fails to decode is answered by
+    its error alone, its scores meaningless.
+    """
+
+    def classify_rows(
+        self, rows: Sequence[DeviceInput], top_k: int
+    ) -> tuple[np.ndarray, np.ndarray, RowErrors]: ...
+
+
+@runtime_checkable
+class CapturesGraphs(Protocol):
+    """A backend that can record its model for the batch sizes it will see (CUDA graphs)."""
+
+    def capture_graphs(self, max_batch_size: int) -> None: ...
 
 
 def resolve_device(device: str) -> str:

@@ -15,8 +15,8 @@ antialiased), then normalise, with the same answers to within DEVICE_DECODE_TOLE
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import torch
@@ -24,12 +24,12 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as tv
 
 from recognizer.errors import InvalidImageError
-from recognizer.models.preprocessing import Preprocessing, decode_image, resized_size
+from recognizer.models.jpeg import DeviceInput, EncodedJpeg
+from recognizer.models.preprocessing import Preprocessing, resized_size
 
 # Largest difference in any class probability between this path and Pillow's: Pillow decodes
 # large JPEGs at a reduced scale (draft), and the two resamplers differ by a level or two.
 DEVICE_DECODE_TOLERANCE = 0.1
-_ORIENTATION_TAG = 0x0112
 # torchvision 0.29 deprecates its image codecs in favour of TorchCodec, which does not
 # batch nvJPEG decoding; the CUDA images we target ship torchvision's, so keep using them.
 _DEPRECATED_CODECS = "The image decoding and encoding capabilities of TorchVision"
@@ -40,60 +40,49 @@ _INTERPOLATIONS = {
     "nearest": tv.InterpolationMode.NEAREST,
 }
 
-
-@dataclass(frozen=True, slots=True)
-class EncodedJpeg:
-    """A JPEG left for the device to decode, with what its header said."""
-
-    data: bytes
-    orientation: int  # EXIF: 1 upright, 2-8 flips and rotations
-
-
-DeviceInput = np.ndarray | EncodedJpeg
-"""What a batch row is before the device prepares it: Pillow's uint8 (crop, crop, 3) pixels,
-already in the model's channel order, or a JPEG to decode there."""
-
-
-def read_jpeg_header(data: bytes, max_pixels: int) -> EncodedJpeg | None:
-    """The JPEG to decode on the device, or None when Pillow must decode the image.
-
-    Raises InvalidImageError as decode_image does (empty, not an image, over the limit).
-    """
-    image = decode_image(data, max_pixels=max_pixels)  # reads the header only
-    if image.format not in ("JPEG", "MPO") or image.mode not in ("RGB", "L"):
-        return None
-    orientation = int(image.getexif().get(_ORIENTATION_TAG, 1))
-    return EncodedJpeg(data, orientation if 1 <= orientation <= 8 else 1)
+Upload = Callable[[np.ndarray], torch.Tensor]
+"""Moves a uint8 host array to the device (a backend's pinned staging, on CUDA)."""
 
 
 def prepare_batch(
-    rows: Sequence[DeviceInput], preprocessing: Preprocessing, device: torch.device
+    rows: Sequence[DeviceInput],
+    preprocessing: Preprocessing,
+    device: torch.device,
+    *,
+    upload: Upload | None = None,
 ) -> tuple[torch.Tensor, list[InvalidImageError | None]]:
     """The batch as the network takes it, (N, 3, crop, crop) float32, and each row's error.
 
-    A row nvJPEG cannot decode (corrupt data the header did not show) gets an
-    InvalidImageError and zeros in its place, so its neighbours are still answered.
+    Pillow's rows go to the device in one copy (`upload`, by default a plain one). JPEGs are
+    decoded in one call, and those of one size and orientation resized together. A row
+    nvJPEG cannot decode (corrupt data the header did not show) gets an InvalidImageError
+    and zeros in its place, so its neighbours are still answered.
     """
-    jpegs = [index for index, row in enumerate(rows) if isinstance(row, EncodedJpeg)]
-    decoded = _decode([row for row in rows if isinstance(row, EncodedJpeg)], device)
     crop = preprocessing.crop
     errors: list[InvalidImageError | None] = [None] * len(rows)
-    prepared: list[torch.Tensor] = []
-    by_row = dict(zip(jpegs, decoded, strict=True))
-    for index, row in enumerate(rows):
-        if isinstance(row, np.ndarray):
-            pixels = torch.from_numpy(row).to(device, non_blocking=True).permute(2, 0, 1)
-            prepared.append(pixels.float())
-            continue
-        image = by_row[index]
+    prepared: list[torch.Tensor | None] = [None] * len(rows)
+    pixel_rows = [(index, row) for index, row in enumerate(rows) if isinstance(row, np.ndarray)]
+    if pixel_rows:
+        stacked = np.stack([row for _, row in pixel_rows])
+        moved = upload(stacked) if upload else torch.from_numpy(stacked).to(device)
+        for (index, _), pixels in zip(pixel_rows, moved.permute(0, 3, 1, 2).float(), strict=True):
+            prepared[index] = pixels
+    jpegs = [(index, row) for index, row in enumerate(rows) if isinstance(row, EncodedJpeg)]
+    alike: dict[tuple[int, ...], list[tuple[int, torch.Tensor]]] = {}
+    for (index, row), image in zip(jpegs, _decode([row for _, row in jpegs], device), strict=True):
         if image is None:
             errors[index] = InvalidImageError(
                 "image data is truncated or corrupt", reason="IMAGE_CORRUPT"
             )
-            prepared.append(torch.zeros(3, crop, crop, device=device))
+            prepared[index] = torch.zeros(3, crop, crop, device=device)
             continue
-        prepared.append(_resize_and_crop(_upright(image, row.orientation), preprocessing))
-    batch = torch.stack(prepared)
+        upright = _upright(image, row.orientation)
+        alike.setdefault(tuple(upright.shape), []).append((index, upright))
+    for group in alike.values():
+        images = torch.stack([image for _, image in group])
+        for (index, _), ready in zip(group, _resize_and_crop(images, preprocessing), strict=True):
+            prepared[index] = ready
+    batch = torch.stack(cast(list[torch.Tensor], prepared))  # every row is filled above
     mean = torch.tensor(preprocessing.mean, device=device).view(1, 3, 1, 1) * 255
     std = torch.tensor(preprocessing.std, device=device).view(1, 3, 1, 1) * 255
     return (batch - mean) / std, errors
@@ -136,16 +125,16 @@ def _upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
     return image
 
 
-def _resize_and_crop(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """Shorter side to `resize`, centre crop `crop`: float (3, crop, crop) on 0-255."""
-    height, width = image.shape[1:]
+def _resize_and_crop(images: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
+    """Shorter side to `resize`, centre crop `crop`: (N, 3, H, W) uint8 to float on 0-255."""
+    height, width = images.shape[2:]
     resized_w, resized_h = resized_size((width, height), preprocessing.resize)
     resized = tv.resize(
-        image.float().unsqueeze(0),
+        images.float(),
         [resized_h, resized_w],
         interpolation=_INTERPOLATIONS[preprocessing.interpolation],
         antialias=True,
     )
-    cropped: torch.Tensor = tv.center_crop(resized, [preprocessing.crop, preprocessing.crop])[0]
+    cropped: torch.Tensor = tv.center_crop(resized, [preprocessing.crop, preprocessing.crop])
     cropped = cropped.clamp(0, 255)
-    return cropped.flip(0) if preprocessing.channel_order == "BGR" else cropped
+    return cropped.flip(1) if preprocessing.channel_order == "BGR" else cropped
