@@ -332,7 +332,7 @@ def measure_service(model: ServedModel, images: Sequence[Path], plan: Plan, row:
     )
     running = RunningService(model, settings)
     served = running.service.engine.runner("")
-    row.service_setup = f"{served.workers} worker(s), batches of up to {served.max_batch_size}"
+    row.service_setup = f"{served.slots} call(s) at once, batches of up to {served.max_batch_size}"
     try:
         processes = plan.client_processes
         full = run_load(running.target, images, plan, [{"callers": plan.callers}] * processes)

@@ -23,6 +23,7 @@ the machine could do if nothing but the runtime's own scheduling and our decodin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import re
@@ -112,23 +113,15 @@ def measure_limit(
     from recognizer.engine import sizing
     from recognizer.engine.backends import resolve_device
     from recognizer.engine.backends.prepared import cached_graph, load_backend
-    from recognizer.engine.tuning import measure_throughput
     from recognizer.models.preprocessing import decode_image, prepare_input
 
     device = resolve_device("auto")
     # The server's own settings and model cache, so the int8 model is the server's too; the
     # gate is the server's business: the limit measures speed whatever the agreement.
     settings = EngineSettings(backend=backend_kind, precision=precision, int8_min_agreement=0)
-    workers = sizing.inference_workers(settings, device)  # as recognizer.app builds it
-    threads = sizing.intra_op_threads(settings, device)
     model = ModelConfig(path=DEFAULT_MODEL)
-    spec, backend = load_backend(
-        model,
-        settings,
-        device=device,
-        workers=workers,
-        threads_per_worker=threads,
-    )
+    spec, backend = load_backend(model, settings, device=device)
+    call, workers = engine_calls(backend, sizing.worker_threads(settings.inference_workers, device))
     preprocessing = spec.preprocessing
 
     def prepare(data: bytes) -> np.ndarray:
@@ -138,7 +131,7 @@ def measure_limit(
         rates = {
             size: pipeline_rate(
                 prepare,
-                backend,
+                call,
                 images,
                 pool,
                 batch_size=size,
@@ -152,9 +145,7 @@ def measure_limit(
         preprocess_only = preprocess_rate(
             prepare, images, pool, sizing.preprocess_threads(settings), warmup_s, duration_s
         )
-    model_only = measure_throughput(
-        backend, preprocessing.crop, best, workers=workers, seconds=duration_s
-    )
+    model_only = model_rate(call, preprocessing.crop, best, workers, warmup_s, duration_s)
     runtime = (
         runtime_rates(cached_graph(model, settings), preprocessing.crop, runtime_s)
         if runtime_s > 0 and backend.name == "openvino"
@@ -168,8 +159,7 @@ def measure_limit(
         "precision": backend.precision,
         "quantization_check": _check(backend.quantization_check),
         "device": backend.device,
-        "inference_workers": workers,
-        "threads_per_worker": threads,
+        "calls_at_once": workers,
         "preprocess_threads": settings.preprocess_threads,
         "openvino": _version("openvino"),
         "images": len(images),
@@ -217,15 +207,65 @@ def runtime_rates(graph: Path | None, size: int, seconds: float) -> dict[str, fl
     return rates
 
 
-def _check(check: Any) -> dict[str, float] | None:
-    """An int8 model's agreement with fp32, as the server measured it."""
+def _check(check: Any) -> dict[str, Any] | None:
+    """An int8 model's fidelity to fp32, and the gate's, as the server measured them."""
     if check is None:
         return None
     return {
-        "top1_agreement": check.top1_agreement,
-        "mean_top5_difference": check.mean_top5_difference,
+        "measured": dataclasses.asdict(check.measured),
+        "required": dataclasses.asdict(check.required),
+        "reference_change": check.reference_change,
         "held_out_images": check.held_out_images,
+        "passed": check.passed,
     }
+
+
+def engine_calls(backend: Any, worker_threads: int) -> tuple[Callable[[np.ndarray], object], int]:
+    """How the engine calls a backend: a blocking call for each caller thread, and how many
+    callers run at once (a runtime's slots, submitted asynchronously, or the engine's worker
+    threads)."""
+    from recognizer.engine.backends import SchedulesCalls
+
+    if not isinstance(backend, SchedulesCalls):
+        return (lambda pixels: backend(pixels, TOP_K)), worker_threads
+    scheduler = backend
+
+    def call(pixels: np.ndarray) -> object:
+        ended = threading.Event()
+        results: list[object] = []
+
+        def done(result: object) -> None:
+            results.append(result)
+            ended.set()
+
+        scheduler.submit(pixels, TOP_K, done)
+        ended.wait()
+        if isinstance(results[0], BaseException):
+            raise results[0]
+        return results[0]
+
+    return call, scheduler.slots
+
+
+def model_rate(
+    call: Callable[[np.ndarray], object],
+    size: int,
+    batch_size: int,
+    workers: int,
+    warmup_s: float,
+    duration_s: float,
+) -> float:
+    """Images per second of the model alone on blank pixels, called as the engine calls it."""
+    pixels = np.zeros((batch_size, size, size, 3), dtype=np.uint8)
+    done = [0] * workers
+    stop = threading.Event()
+
+    def worker(index: int) -> None:
+        while not stop.is_set():
+            call(pixels)
+            done[index] += batch_size
+
+    return _rate(worker, workers, done, stop, warmup_s, duration_s)
 
 
 def _version(package: str) -> str | None:
@@ -239,7 +279,7 @@ def _version(package: str) -> str | None:
 
 def pipeline_rate(
     prepare: Callable[[bytes], np.ndarray],
-    backend: Callable[[np.ndarray, int], object],
+    call: Callable[[np.ndarray], object],
     images: Sequence[bytes],
     pool: ThreadPoolExecutor,
     *,
@@ -248,7 +288,7 @@ def pipeline_rate(
     warmup_s: float,
     duration_s: float,
 ) -> float:
-    """Images per second decoded, prepared and classified by `workers` inference threads."""
+    """Images per second decoded, prepared and classified by `workers` callers of the model."""
     done = [0] * workers
     stop = threading.Event()
 
@@ -262,7 +302,7 @@ def pipeline_rate(
         while not stop.is_set():
             pixels = np.stack([future.result() for future in pending])
             pending = submit()  # the next batch is prepared while this one runs
-            backend(pixels, TOP_K)
+            call(pixels)
             done[index] += batch_size
         for future in pending:
             future.result()
@@ -316,8 +356,8 @@ def render(result: dict[str, Any]) -> str:
     rates = result["images_per_s_by_batch_size"]
     lines = [
         f"limit: {result['model']} on {result['device']} with {result['backend']},"
-        f" {result['inference_workers']} inference workers x {result['threads_per_worker']}"
-        f" thread(s), {result['preprocess_threads']} preprocess threads,"
+        f" {result['calls_at_once']} calls at once, {result['preprocess_threads']} preprocess"
+        " threads,"
         f" {result['images']} images",
         "batch  images/s",
         *(f"{size:>5}  {rate:8.1f}" for size, rate in rates.items()),

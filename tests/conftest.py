@@ -15,7 +15,9 @@ import torch
 import model_files
 from certificates import Pki
 from model_files import Built
-from recognizer.engine.backends import create_backend
+from recognizer.config.schema import EngineSettings
+from recognizer.engine.backends.builder import Sources, build, network_kind
+from recognizer.engine.backends.plan import plans
 from recognizer.engine.backends.torch_backend import TorchBackend
 from recognizer.engine.engine import ServedModel
 from recognizer.models.efficientnet_lite0 import load_efficientnet_lite0
@@ -43,11 +45,10 @@ def default_model(default_loaded: LoadedModel) -> ServedModel:
 
 @pytest.fixture(scope="session")
 def default_server(default_loaded: LoadedModel) -> Iterator[ServerThread]:
-    """One server as `recognizer serve` builds it (ONNX Runtime on the CPU), batching up to 8,
+    """One server as `recognizer serve` builds it (OpenVINO on the CPU), batching up to 8,
     with HTTP on too."""
-    backend = create_backend(
-        default_loaded, device=torch.device("cpu"), kind="auto", workers=2, threads_per_worker=1
-    )
+    candidates = plans(EngineSettings(), "cpu", network_kind(default_loaded))
+    _, backend = build(candidates, default_loaded.spec, Sources.of(default_loaded))
     model = ServedModel(default_loaded.spec, backend)
     with ServerThread([model], max_batch_size=8, max_batch_delay_ms=5, http=True) as running:
         yield running

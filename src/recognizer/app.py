@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from recognizer.config import Config
 from recognizer.config.schema import ServerSettings
-from recognizer.engine import sizing
 from recognizer.engine.backends import resolve_device
 from recognizer.engine.backends.prepared import Preparation, load_backend, needs_preparation
 from recognizer.engine.engine import Engine, ServedModel
@@ -43,26 +42,18 @@ def load_served_models(config: Config) -> list[ServedModel]:
     """
     settings = config.engine
     device = resolve_device(settings.device)
-    device_type = device.split(":")[0]
     job = Preparation(
         models=config.models,
         engine=settings,
         device=device,
         allow_code=config.security.allow_code_models,
-        workers=sizing.inference_workers(settings, device_type),
-        threads_per_worker=sizing.intra_op_threads(settings, device_type),
         log_level=config.log.log_level,
     )
     prepare_in_child(job)
     served = []
     for model_config in config.models:
         spec, backend = load_backend(
-            model_config,
-            settings,
-            allow_code=job.allow_code,
-            device=device,
-            workers=job.workers,
-            threads_per_worker=job.threads_per_worker,
+            model_config, settings, allow_code=job.allow_code, device=device
         )
         logger.info(
             "loaded %s (%s %s, %d classes, labels in %s, %s) on %s with %s in %s",

@@ -11,11 +11,14 @@ import pytest
 import torch
 
 from fakes import colour_model
-from recognizer.engine.backends import Backend, create_backend, resolve_device
+from recognizer.config.schema import EngineSettings
+from recognizer.engine.backends import Backend, resolve_device
 from recognizer.engine.backends.arrays import activate, top_k_scores
+from recognizer.engine.backends.builder import Sources, build, network_kind
 from recognizer.engine.backends.graphs import export_to_onnx
 from recognizer.engine.backends.onnx_backend import OnnxRuntimeBackend
 from recognizer.engine.backends.openvino_backend import OpenVinoBackend
+from recognizer.engine.backends.plan import Plan, plans
 from recognizer.engine.backends.torch_backend import TorchBackend
 from recognizer.engine.engine import ServedModel
 from recognizer.errors import BackendError
@@ -27,8 +30,10 @@ CPU = torch.device("cpu")
 HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
-def backend(model: LoadedModel, kind: str, **options: object) -> Backend:
-    return create_backend(model, device=CPU, kind=kind, workers=2, threads_per_worker=1, **options)  # type: ignore[arg-type]
+def backend(model: LoadedModel, kind: str, precision: str = "auto") -> Backend:
+    """The model on the backends `recognizer serve --backend KIND --precision ...` tries."""
+    settings = EngineSettings(backend=kind, precision=precision)  # type: ignore[arg-type]
+    return build(plans(settings, "cpu", network_kind(model)), model.spec, Sources.of(model))[1]
 
 
 def photo_batch(photos: dict[str, bytes]) -> np.ndarray:
@@ -84,9 +89,8 @@ def test_a_user_onnx_file_with_float_input_is_normalised_for_it(
     user_file = LoadedModel(default_loaded.spec, OnnxGraph(stream.getvalue()))
     pixels = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     float_input = backend(user_file, kind)
-    exported = OnnxRuntimeBackend(
-        export_to_onnx(default_loaded), default_loaded.spec, device=CPU, threads=1
-    )
+    plan = Plan(device="cpu", runtime="onnxruntime", precision="fp32", workers=None, threads=1)
+    exported = OnnxRuntimeBackend(export_to_onnx(default_loaded), default_loaded.spec, plan)
     assert (float_input(pixels, 3)[1] == exported(pixels, 3)[1]).all()
 
 
@@ -112,9 +116,9 @@ def test_auto_picks_openvino_on_the_cpu(default_loaded: LoadedModel) -> None:
 @pytest.mark.parametrize(
     ("kind", "precision", "message"),
     [
-        ("onnxruntime", "bf16", "ONNX Runtime runs efficientnet-lite0 in fp32"),
-        ("torch", "fp16", "PyTorch runs efficientnet-lite0 in fp32 on the CPU"),
-        ("openvino", "fp16", "OpenVINO runs fp32, bf16 or int8"),
+        ("onnxruntime", "bf16", "onnxruntime runs efficientnet-lite0 in fp32 on cpu, not bf16"),
+        ("torch", "fp16", "torch runs efficientnet-lite0 in fp32 on cpu, not fp16"),
+        ("openvino", "fp16", "openvino runs efficientnet-lite0 in fp32, bf16, int8 on cpu, not"),
     ],
 )
 def test_precisions_a_backend_cannot_run_are_start_up_errors(
@@ -189,3 +193,32 @@ def test_devices_that_are_not_there_are_start_up_errors(device: str) -> None:
 
 def test_auto_device_is_the_cpu_without_cuda() -> None:
     assert resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def test_openvino_takes_calls_asynchronously_with_the_same_answers(
+    default_loaded: LoadedModel, photos: dict[str, bytes]
+) -> None:
+    import threading
+
+    chosen = backend(default_loaded, "openvino")
+    assert isinstance(chosen, OpenVinoBackend)
+    assert chosen.slots == 2 * chosen._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+    batch = photo_batch(photos)
+    expected = chosen(batch, 5)
+    answers: list[object] = []
+    threads: set[str] = set()
+    ended = threading.Semaphore(0)
+
+    def done(result: object) -> None:
+        answers.append(result)
+        threads.add(threading.current_thread().name)
+        ended.release()
+
+    calls = 3 * chosen.slots  # more than it has requests: submit waits for one to be free
+    for _ in range(calls):
+        chosen.submit(batch, 5, done)
+    for _ in range(calls):
+        assert ended.acquire(timeout=60)
+    for scores, class_ids in answers:  # type: ignore[misc]
+        assert (class_ids == expected[1]).all() and np.allclose(scores, expected[0], atol=1e-6)
+    assert threading.current_thread().name not in threads  # the runtime's threads answered

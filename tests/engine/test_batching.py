@@ -145,3 +145,18 @@ def test_callers_take_turns_before_their_flows_do() -> None:
     queue.put("modest-1", flow=object(), caller="modest")
     assert queue.next_batch() == ["flood-0", "modest-0", "flood-1", "modest-1"]
     assert queue.next_batch() == ["flood-2", "flood-3", "flood-4", "flood-5"]
+
+
+def test_items_of_a_failed_batch_come_back_first_each_in_a_batch_of_its_own() -> None:
+    queue: BatchQueue[int] = BatchQueue(
+        max_batch_size=4, max_delay_s=0, keep=lambda item: item != 6
+    )
+    for item in range(3):
+        queue.put(item, flow=item)
+    failed = queue.next_batch()
+    assert failed == [0, 1, 2]
+    queue.put(3, flow=3)
+    queue.retry_alone([*failed, 6])  # 6 was abandoned since: it is dropped, not run
+    queue.close()  # the retries still leave after close
+    assert [queue.next_batch() for _ in range(4)] == [[0], [1], [2], [3]]
+    assert queue.next_batch() == [] and len(queue) == 0

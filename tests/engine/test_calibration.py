@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from recognizer.engine.backends.calibration import (
+    BENIGN_CHANGES,
     CALIBRATION_SEED,
     HELD_OUT_SEED,
+    benign_sets,
     image_set,
     photo_digest,
     photos,
@@ -34,3 +36,12 @@ def test_views_differ_from_each_other() -> None:
     views = image_set(PREPROCESSING, 28, seed=HELD_OUT_SEED)
     # the two views of the first photo (photos cycle) are different crops and colours
     assert np.abs(views[0].astype(np.int16) - views[len(photos())].astype(np.int16)).mean() > 5
+
+
+def test_each_benign_change_changes_the_held_out_views_a_little() -> None:
+    plain = image_set(PREPROCESSING, 14, seed=HELD_OUT_SEED).astype(np.int16)
+    changed = benign_sets(PREPROCESSING, 14, seed=HELD_OUT_SEED)
+    assert set(changed) == set(BENIGN_CHANGES)
+    for change, pixels in changed.items():
+        difference = np.abs(pixels.astype(np.int16) - plain).mean()
+        assert 0 < difference < 60, change  # changed, and still the same picture

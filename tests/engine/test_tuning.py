@@ -7,7 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from recognizer.engine.tuning import measure_throughput, tune_batch_size
+from recognizer.engine.backends.throughput import measure_throughput
+from recognizer.engine.tuning import tune_batch_size
 
 
 def test_cost_per_image_keeps_batches_small() -> None:

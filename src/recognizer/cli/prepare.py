@@ -30,14 +30,7 @@ def main() -> int:
     configure_logging(job.log_level)
     try:
         for model in job.models:
-            load_backend(
-                model,
-                job.engine,
-                device=job.device,
-                workers=job.workers,
-                threads_per_worker=job.threads_per_worker,
-                allow_code=job.allow_code,
-            )
+            load_backend(model, job.engine, device=job.device, allow_code=job.allow_code)
     except StartupError:
         return CANNOT_START  # the server, loading the model itself, says why
     except Exception:

@@ -284,20 +284,24 @@ class EngineSettings(Settings):
     )
     precision: Precision = setting(
         "auto",
-        "auto (fp32 on the CPU, fp16 on CUDA), fp32, bf16 (OpenVINO on CPUs with AMX or"
+        "auto (fp16 on CUDA; on the CPU fp32, or bf16 where measured faster and as faithful),"
+        " fp32, bf16 (OpenVINO on CPUs with AMX or"
         " AVX512-BF16: faster, probabilities within 0.05), fp16 (CUDA) or int8 (OpenVINO,"
         " quantised at first start and checked against fp32 before serving)",
     )
-    int8_min_agreement: float = setting(
-        0.99,
+    int8_min_agreement: Annotated[float | None, Auto] = setting(
+        None,
         "with --precision int8: the share of held-out images whose top-1 class must match"
-        " fp32's before the int8 model serves",
+        " fp32's before the int8 model serves; auto: int8 must be as faithful to fp32 as fp32"
+        " is to itself on images changed in ways that should not matter (re-encoded,"
+        " shifted, mirrored: top-1, top-5 and probabilities)",
+        shown="auto",
         ge=0,
         le=1,
     )
     int8_fallback: Int8Fallback = setting(
         "none",
-        "with --precision int8, when a model falls short of --int8-min-agreement: none (the"
+        "with --precision int8, when a model falls short of the fidelity gate: none (the"
         " server does not start) or fp32 (that model is served in fp32)",
     )
     model_cache_dir: Annotated[Path | None, Off] = Field(
@@ -328,7 +332,9 @@ class EngineSettings(Settings):
     )
     inference_workers: Annotated[int | None, Auto] = setting(
         None,
-        "inference worker threads per model; auto is one per core on the CPU, two on CUDA",
+        "model calls run at once, per model: OpenVINO's streams, or threads calling ONNX"
+        " Runtime or PyTorch; auto: OpenVINO's throughput hint chooses, else one per core on"
+        " the CPU, two on CUDA",
         shown="auto",
         ge=1,
     )

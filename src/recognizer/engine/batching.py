@@ -5,6 +5,7 @@ in tests. Fairness: waiting items are grouped by caller, and each caller's by fl
 stream, say, or a single unary call); batches take one item per caller in turn, and
 each caller's turns go round its flows. So a caller that queues many items cannot
 starve a caller that queues few, nor can one of a caller's streams starve its others.
+Items of a batch that failed come back to run alone (`retry_alone`), ahead of the rest.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class BatchQueue(Generic[T]):
     batch returns at once. Items for which `keep(item)` is false are dropped as they
     are taken (a cancelled or expired request), so they never reach the model.
     One worker collects at a time, so batches fill in turn while earlier ones run.
+    Items given back by `retry_alone` leave first, each as a batch of its own.
     After `close()`, workers take what is left, then get an empty list.
     """
 
@@ -44,6 +46,7 @@ class BatchQueue(Generic[T]):
         self.max_delay_s = max_delay_s
         self._keep = keep
         self._callers: OrderedDict[Hashable, OrderedDict[Hashable, deque[T]]] = OrderedDict()
+        self._alone: deque[T] = deque()
         self._size = 0
         self._closed = False
         self._changed = threading.Condition()
@@ -62,6 +65,14 @@ class BatchQueue(Generic[T]):
             self._size += 1
             self._changed.notify()
 
+    def retry_alone(self, items: list[T]) -> None:
+        """Give back the items of a failed batch: each leaves next, in a batch of its own,
+        so one bad item fails alone. Never blocks; allowed after close()."""
+        with self._changed:
+            self._alone.extend(items)
+            self._size += len(items)
+            self._changed.notify()
+
     def close(self) -> None:
         """Refuse new items and wake every waiting worker."""
         with self._changed:
@@ -74,6 +85,12 @@ class BatchQueue(Generic[T]):
         with self._collecting, self._changed:
             deadline: float | None = None
             while len(batch) < self.max_batch_size:
+                if not batch and self._alone:
+                    item = self._alone.popleft()
+                    self._size -= 1
+                    if self._keep(item):
+                        return [item]
+                    continue
                 self._take_into(batch)
                 if len(batch) >= self.max_batch_size or (self._closed and not self._size):
                     break

@@ -158,7 +158,7 @@ class Engine:
         return self.runner(model).pending
 
     async def start(self) -> None:
-        """Warm every model up off the event loop, then start the workers and the watchdog."""
+        """Warm every model up off the event loop, then start its dispatcher and the watchdog."""
         loop = asyncio.get_running_loop()
         for runner in self._runners.values():
             await loop.run_in_executor(self.preprocess_pool, runner.warm_up)
@@ -262,9 +262,9 @@ class Engine:
             return False
 
     async def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
-        """Answer what was accepted, then stop the preprocess pool, the workers and the
+        """Answer what was accepted, then stop the preprocess pool, the models' calls and the
         watchdog, within about `timeout` seconds: requests still unanswered by then are
-        refused with ShuttingDownError, and workers hung in a model call are left behind."""
+        refused with ShuttingDownError, and threads hung in a model call are left behind."""
         deadline = time.monotonic() + timeout
         self.drain()
         if not await _wait(self._no_requests, timeout):

@@ -17,14 +17,16 @@
                                  (a JPEG's header only, where the
                                  backend decodes on its device)
     queue     preprocess pool    the decoding thread queues the job
-    batch     inference worker   live jobs taken round-robin by        DeadlineExceededError
-                                 caller, then by flow
-    infer     inference worker   the backend runs the batch (decoding  InvalidImageError for
-                                 its JPEGs first, where it does)       a JPEG that fails to
-                                                                       decode there (a failed
+    batch     dispatcher         when the backend has room for a       DeadlineExceededError
+                                 call: live jobs taken round-robin
+                                 by caller, then by flow
+    infer     the runtime's      the backend runs the batch (decoding  InvalidImageError for
+              threads, or a      its JPEGs first, where it does)       a JPEG that fails to
+              worker thread                                            decode there (a failed
                                                                        batch is retried job
                                                                        by job)
-    name      inference worker   top-k class ids named in the language
+    name      where the call     top-k class ids named in the language
+              ended
     answer    event loop         the caller's future resolves
 
 Limits and admission come before hashing so that an overloaded model refuses at once,
@@ -33,23 +35,23 @@ stage. Only the event loop touches asyncio objects: the other threads write the 
 result slot (`answer` or `error`) and hand it back with one `call_soon_threadsafe` per
 batch; the loop may also end a job early with `fail` (its place went to a fairer caller,
 or the watchdog found its model broken). A caller that gives up abandons its job; any
-thread may read that, so the pool and the workers skip it. `time.monotonic()` is the one
+thread may read that, so the pool and the dispatcher skip it. `time.monotonic()` is the one
 clock: deadlines, timings and the batch queue all use it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections.abc import Hashable, Sequence
 from contextlib import suppress
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recognizer.engine.backends import RowErrors
 from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import CacheKey, ResultCache, cache_key
 from recognizer.engine.types import Classification, Label, Options, Timing, TopClasses
@@ -65,7 +67,8 @@ from recognizer.models.raw import RawFrame, frame_cost, frame_to_image
 
 if TYPE_CHECKING:
     from recognizer.engine.engine import Engine
-    from recognizer.engine.runner import ModelRunner
+    from recognizer.engine.progress import Running
+    from recognizer.engine.runner import ModelRunner, RowsTopK
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +78,11 @@ _NOT_DECODED = np.empty(0, dtype=np.uint8)
 class Job:
     """One request from admission to answer: the only object that crosses threads.
 
-    The event loop creates it and alone touches `future`. The thread that ends the job
-    (a preprocess thread on a cache hit or a bad image, else an inference worker) fills
-    the result slot, `answer` or `error`, before handing the job back; the loop reads
-    the slot only after that hand-off. `abandon()` and `abandoned` are safe anywhere;
-    `in_batch` is set by the worker that takes the job, and read by the loop.
+    The event loop creates it and alone touches `future`. The thread that ends the job (a
+    preprocess thread on a cache hit or a bad image, else the thread its model call ended
+    on) fills the result slot, `answer` or `error`, before handing the job back; the loop
+    reads the slot only after that hand-off. `abandon()` and `abandoned` are safe anywhere;
+    `in_batch` is set by the dispatcher that takes the job, and read by the loop.
     """
 
     __slots__ = (
@@ -271,7 +274,7 @@ def decode(job: Job, budget: MemoryBudget) -> DeviceInput | None:
         budget.release(held)
 
 
-# batch, infer, name: on an inference worker
+# batch, infer, name: on the model's dispatcher, then where its call ends
 
 
 def keep(job: Job) -> bool:
@@ -286,44 +289,78 @@ def keep(job: Job) -> bool:
     return True
 
 
-def run_worker(runner: ModelRunner, cache: ResultCache | None) -> None:
-    """An inference worker thread: batches until the queue is closed and drained.
-
-    Its model calls are recorded in `runner.progress`, from which the watchdog learns
-    that a call hangs or that calls keep failing.
-    """
-    while batch := runner.queue.next_batch():
-        infer(runner, batch, cache)
-        hand_back(batch)
-
-
-def infer(runner: ModelRunner, batch: Sequence[Job], cache: ResultCache | None) -> None:
-    """Run a batch and fill each job's result slot; a failed batch is retried job by job,
-    so one bad input fails alone and its neighbours still get their answers. A JPEG the
-    backend fails to decode on its device is answered with that error alone.
-
-    The backend ranks the batch's largest top_k (at most --max-top-k); each job keeps its own.
-    """
-    started = time.monotonic()
-    try:
-        top_k = max(job.top_k for job in batch)
-        rows = [job.pixels for job in batch]
-        errors: RowErrors = [None] * len(batch)
-        with runner.progress.call(batch):
-            if runner.decoder is not None:
-                scores, class_ids, errors = runner.decoder.classify_rows(rows, top_k)
-            else:
-                pixels = cast(list[np.ndarray], rows)  # without a decoder, every row is pixels
-                scores, class_ids = runner.backend(np.stack(pixels), top_k)
-    except Exception:
-        if len(batch) > 1:
-            logger.warning("a batch of %d failed; retrying its jobs one by one", len(batch))
-            for job in batch:
-                infer(runner, [job], cache)
+def dispatch(runner: ModelRunner, cache: ResultCache | None) -> None:
+    """The model's dispatcher thread: whenever the backend has room for a call, the next
+    batch goes to it, until the queue is closed and drained and no call is in flight
+    (a failed batch comes back to the queue, to run job by job)."""
+    while True:
+        runner.room.acquire()
+        batch = runner.queue.next_batch()
+        if batch:
+            submit(runner, batch, cache)
+            continue
+        runner.room.release()
+        runner.wait_for_calls()
+        if not len(runner.queue):
             return
-        logger.exception("inference failed")
+
+
+def submit(runner: ModelRunner, batch: list[Job], cache: ResultCache | None) -> None:
+    """Start the model on a batch; `finish` takes it from there on the thread the call ends
+    on. The backend ranks the batch's largest top_k (at most --max-top-k); each job keeps
+    its own."""
+    call = runner.progress.started(batch)
+    done = functools.partial(finish, runner, batch, call, cache, time.monotonic())
+    try:
+        runner.submit([job.pixels for job in batch], max(job.top_k for job in batch), done)
+    except Exception as error:  # refused at once: the same as failing
+        done(error)
+
+
+def finish(
+    runner: ModelRunner,
+    batch: list[Job],
+    call: Running[Job],
+    cache: ResultCache | None,
+    started: float,
+    result: RowsTopK | BaseException,
+) -> None:
+    """When the model's call ends, on the runtime's or a worker's thread: fill each job's
+    result slot and hand the batch back. A failed batch goes back to the queue to run job
+    by job, so one bad input fails alone and its neighbours still get their answers; a
+    JPEG the backend failed to decode on its device is answered with that error alone."""
+    failed = isinstance(result, BaseException)
+    runner.progress.ended(call, ok=not failed)
+    runner.room.release()
+    if isinstance(result, BaseException):
+        if len(batch) > 1:
+            logger.warning(
+                "a batch of %d failed (%s); retrying its jobs one by one", len(batch), result
+            )
+            runner.queue.retry_alone(batch)
+            return
+        logger.error("inference failed", exc_info=result)
         batch[0].error = RuntimeError("inference failed")
+        hand_back(batch)
         return
+    try:
+        answer_all(runner, batch, cache, started, result)
+    except Exception as error:  # a bug here must not leave the callers waiting
+        logger.exception("answering a batch failed")
+        for job in batch:
+            job.error = error
+    hand_back(batch)
+
+
+def answer_all(
+    runner: ModelRunner,
+    batch: list[Job],
+    cache: ResultCache | None,
+    started: float,
+    result: RowsTopK,
+) -> None:
+    """Each job's answer (its top_k of the batch's, named), or its row's error."""
+    scores, class_ids, errors = result
     inference_s = time.monotonic() - started
     runner.record_batch(len(batch), inference_s)
     for row, (job, error) in enumerate(zip(batch, errors, strict=True)):

@@ -1,16 +1,16 @@
 """What a model's inference workers are doing, as the watchdog needs to know it.
 
-Each worker wraps its backend calls in `call()`; the watchdog reads a snapshot: the calls
-running and since when (with their jobs, so a hung call's callers can be answered), and
-how many calls in a row have failed.
+Each backend call is recorded from `started()` to `ended()` (on whatever threads submit
+and complete it); the watchdog reads a snapshot: the calls running and since when (with
+their jobs, so a hung call's callers can be answered), and how many calls in a row have
+failed.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -26,27 +26,25 @@ class Running(Generic[T]):
 
 
 class Progress(Generic[T]):
-    """Thread-safe: workers record their calls, the watchdog reads them."""
+    """Thread-safe: the engine records its calls, the watchdog reads them."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[int, Running[T]] = {}  # by call
+        self._running: dict[int, Running[T]] = {}  # by id of the Running
         self._failures = 0
 
-    @contextmanager
-    def call(self, batch: Sequence[T]) -> Iterator[None]:
-        """Record a backend call for the duration of the block; an exception is a failure."""
-        key = id(batch)
+    def started(self, batch: Sequence[T]) -> Running[T]:
+        """Record a backend call that has started; give the result to `ended()`."""
+        call = Running(time.monotonic(), batch)
         with self._lock:
-            self._running[key] = Running(time.monotonic(), batch)
-        ok = False
-        try:
-            yield
-            ok = True
-        finally:
-            with self._lock:
-                del self._running[key]
-                self._failures = 0 if ok else self._failures + 1
+            self._running[id(call)] = call
+        return call
+
+    def ended(self, call: Running[T], *, ok: bool) -> None:
+        """Record the end of a call; a failed one counts towards failures in a row."""
+        with self._lock:
+            del self._running[id(call)]
+            self._failures = 0 if ok else self._failures + 1
 
     @property
     def failures_in_a_row(self) -> int:

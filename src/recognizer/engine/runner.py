@@ -1,7 +1,11 @@
-"""One served model's resources: its fair-share queue places, batch queue, workers, their
-progress and health, and statistics.
+"""One served model's resources: its fair-share queue places, batch queue, the calls it
+has in flight and their progress, its health, and statistics.
 
-What happens to a request on its way through them is in lifecycle.py.
+Batches leave the queue for the backend as fast as it has room for them: a runtime that
+schedules its own calls (OpenVINO) takes `slots` of them at once and says when each is
+done; any other backend is called from `slots` worker threads. One dispatcher thread per
+model takes each batch when a slot is free, so batches grow in our fair queue rather than
+wait in the runtime's. What happens to a request on its way through is in lifecycle.py.
 """
 
 from __future__ import annotations
@@ -11,28 +15,39 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 
 from recognizer.config.schema import EngineSettings
 from recognizer.engine import lifecycle, sizing
-from recognizer.engine.backends import Backend, CapturesGraphs, DecodesOnDevice
+from recognizer.engine.backends import (
+    Backend,
+    CapturesGraphs,
+    DecodesOnDevice,
+    RowErrors,
+    SchedulesCalls,
+    TopK,
+)
+from recognizer.engine.backends.throughput import measure_throughput
 from recognizer.engine.batching import BatchQueue
 from recognizer.engine.cache import ResultCache
 from recognizer.engine.progress import Progress
 from recognizer.engine.shares import FairShares
-from recognizer.engine.tuning import (
-    CPU_BATCH_SIZE,
-    GPU_BATCH_LIMIT,
-    measure_throughput,
-    tune_batch_size,
-)
+from recognizer.engine.tuning import CPU_BATCH_SIZE, GPU_BATCH_LIMIT, tune_batch_size
 from recognizer.engine.types import Health, ModelStatus
+from recognizer.engine.workers import WorkerThreads
 from recognizer.errors import ModelUnavailableError
-from recognizer.models.jpeg import blank_jpeg, read_jpeg_header
+from recognizer.models.jpeg import DeviceInput, blank_jpeg, read_jpeg_header
 from recognizer.models.spec import ModelSpec
 
 logger = logging.getLogger(__name__)
+
+RowsTopK = tuple[np.ndarray, np.ndarray, RowErrors]
+"""A batch's top-k (scores, class ids) and each row's error (a JPEG its device could not
+decode), or None."""
+Done = Callable[[RowsTopK | BaseException], None]
 
 
 class ModelRunner:
@@ -47,7 +62,8 @@ class ModelRunner:
     The batch size, whether set, the CPU's default or measured on a GPU, never exceeds
     the model's own `spec.max_batch_size`. `health` is the watchdog's verdict, changed on
     the event loop only. `decoder` is the backend when it decodes JPEGs on its device
-    (--device-decode), else None.
+    (--device-decode), else None. `slots` is how many calls run at once; `room` counts the
+    free ones.
     """
 
     def __init__(self, spec: ModelSpec, backend: Backend, settings: EngineSettings) -> None:
@@ -57,7 +73,15 @@ class ModelRunner:
         self.decoder: DecodesOnDevice | None = None
         if isinstance(backend, DecodesOnDevice) and sizing.device_decode(settings, backend.device):
             self.decoder = backend
-        self.workers = sizing.inference_workers(settings, backend.device)
+        self._scheduler = backend if isinstance(backend, SchedulesCalls) else None
+        if self._scheduler is not None and self.decoder is None:
+            self.slots = self._scheduler.slots
+        else:
+            self._scheduler = None
+            self.slots = sizing.worker_threads(settings.inference_workers, backend.device)
+        self.room = threading.Semaphore(self.slots)
+        self._workers: WorkerThreads[RowsTopK] | None = None
+        self._dispatcher: threading.Thread | None = None
         self.queue: BatchQueue[lifecycle.Job] = BatchQueue(
             max_batch_size=self._capped(settings.max_batch_size or 1),
             max_delay_s=sizing.batch_delay_s(settings, backend.device),
@@ -68,8 +92,7 @@ class ModelRunner:
         )
         self.progress: Progress[lifecycle.Job] = Progress()
         self.health = Health.SERVING
-        self._threads: list[threading.Thread] = []
-        self._stats = threading.Lock()  # workers record batches concurrently
+        self._stats = threading.Lock()  # calls end, and record their batches, concurrently
         self._seconds_per_item = 0.01
         self._batch_sizes: Counter[int] = Counter()
         self._inference_s = 0.0
@@ -109,8 +132,31 @@ class ModelRunner:
         for batch_size in sorted({1, self.max_batch_size}):
             started = time.monotonic()
             self._run_blank(batch_size)
+        if self._scheduler is not None:
+            self._warm_slots()
         # The model's speed, a first estimate (high, if this was its first call) for RetryInfo.
         self._seconds_per_item = (time.monotonic() - started) / self.max_batch_size
+
+    def _warm_slots(self) -> None:
+        """Run a blank batch on every one of the runtime's requests, so that none of them
+        sets itself up on a caller's time."""
+        assert self._scheduler is not None
+        size = self.spec.preprocessing.crop
+        pixels = np.zeros((self.max_batch_size, size, size, 3), dtype=np.uint8)
+        ended = threading.Semaphore(0)
+        failures: list[BaseException] = []
+
+        def done(result: TopK | BaseException) -> None:
+            if isinstance(result, BaseException):
+                failures.append(result)
+            ended.release()
+
+        for _ in range(self.slots):
+            self._scheduler.submit(pixels, 1, done)
+        for _ in range(self.slots):
+            ended.acquire()
+        if failures:
+            raise failures[0]
 
     def probe(self) -> None:
         """Run the model once on a blank image; raises if it fails (the watchdog's test)."""
@@ -130,7 +176,7 @@ class ModelRunner:
             measure_throughput,
             self.backend,
             self.spec.preprocessing.crop,
-            workers=self.workers,
+            workers=self.slots,
             seconds=0.4,
         )
         chosen, rates = tune_batch_size(throughput, limit=self._capped(GPU_BATCH_LIMIT))
@@ -143,40 +189,63 @@ class ModelRunner:
         return chosen
 
     def start(self, cache: ResultCache | None) -> None:
-        """Start the inference workers."""
-        self._threads = [
-            threading.Thread(
-                target=lifecycle.run_worker,
-                args=(self, cache),
-                name=f"infer-{self.spec.name}-{index}",
-                daemon=True,
-            )
-            for index in range(self.workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        """Start the dispatcher (and the worker threads, for a backend that needs them)."""
+        name = self.spec.name
+        if self._scheduler is None:
+            self._workers = WorkerThreads(self.slots, name=f"infer-{name}")
+        self._dispatcher = threading.Thread(
+            target=lifecycle.dispatch, args=(self, cache), name=f"dispatch-{name}", daemon=True
+        )
+        self._dispatcher.start()
         logger.info(
-            "%s: batches of up to %d, waiting at most %.1f ms to fill, on %d worker(s);"
+            "%s: batches of up to %d, waiting at most %.1f ms to fill, %d in flight (%s);"
             " JPEGs decoded %s",
-            self.spec.name,
+            name,
             self.max_batch_size,
             self.queue.max_delay_s * 1000,
-            self.workers,
+            self.slots,
+            "scheduled by the runtime" if self._workers is None else "on worker threads",
             "by Pillow" if self.decoder is None else f"on {self.backend.device}",
         )
 
-    def stop(self, timeout: float) -> None:
-        """Finish what is queued, then stop the workers, waiting at most `timeout` seconds.
+    def submit(self, rows: Sequence[DeviceInput], top_k: int, done: Done) -> None:
+        """Run the model on a batch's rows, on the runtime's schedule or a worker thread;
+        `done` gets the top-k and each row's error, or the exception the call raised."""
+        if self._scheduler is not None:
+            pixels = np.stack(cast(Sequence[np.ndarray], rows))  # no decoder: all pixels
+            self._scheduler.submit(pixels, top_k, functools.partial(_without_row_errors, done))
+        else:
+            assert self._workers is not None, "submit() before start()"
+            self._workers.submit(functools.partial(self._call, rows, top_k), done)
 
-        A worker still inside a model call after that is left to it: Python cannot stop
-        a thread, and a daemon thread does not keep the process alive.
+    def _call(self, rows: Sequence[DeviceInput], top_k: int) -> RowsTopK:
+        """The backend called on a worker thread, decoding the JPEGs first where it does."""
+        if self.decoder is not None:
+            return self.decoder.classify_rows(rows, top_k)
+        scores, class_ids = self.backend(np.stack(cast(Sequence[np.ndarray], rows)), top_k)
+        return scores, class_ids, [None] * len(rows)
+
+    def stop(self, timeout: float) -> None:
+        """Finish what is queued and in flight, then stop, waiting at most `timeout` seconds.
+
+        A call still running after that is left to it: Python cannot stop a thread, and
+        the threads are daemons, which do not keep the process alive.
         """
         self.queue.close()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(max(deadline - time.monotonic(), 0.0))
-            if thread.is_alive():
-                logger.error("%s is still in a model call; leaving it behind", thread.name)
+        if self._dispatcher is not None:
+            self._dispatcher.join(timeout)
+            if self._dispatcher.is_alive():
+                logger.error("%s: a model call is still running; leaving it behind", self.spec.name)
+        if self._workers is not None:
+            self._workers.stop(max(deadline - time.monotonic(), 0.0))
+
+    def wait_for_calls(self) -> None:
+        """Block until no call is in flight (the dispatcher, once the queue is drained)."""
+        for _ in range(self.slots):
+            self.room.acquire()
+        for _ in range(self.slots):
+            self.room.release()
 
     def refuse_if_unavailable(self) -> None:
         """Refuse requests while the watchdog finds the model broken."""
@@ -187,10 +256,10 @@ class ModelRunner:
         """How long `requests` queued requests should take to clear, given recent model speed."""
         with self._stats:
             seconds_per_item = self._seconds_per_item
-        return min(max(requests * seconds_per_item / self.workers, 0.05), 10.0)
+        return min(max(requests * seconds_per_item / self.slots, 0.05), 10.0)
 
     def record_batch(self, size: int, inference_s: float) -> None:
-        """From a worker: count a batch the model ran, and learn its speed."""
+        """When a call ends: count a batch the model ran, and learn its speed."""
         with self._stats:
             self._batch_sizes[size] += 1
             self._inference_s += inference_s
@@ -199,3 +268,12 @@ class ModelRunner:
     def _capped(self, batch_size: int) -> int:
         cap = self.spec.max_batch_size
         return batch_size if cap is None else min(batch_size, cap)
+
+
+def _without_row_errors(done: Done, result: TopK | BaseException) -> None:
+    """A runtime's top-k as the engine takes it: no row failed to decode."""
+    if isinstance(result, BaseException):
+        done(result)
+    else:
+        scores, class_ids = result
+        done((scores, class_ids, [None] * len(scores)))

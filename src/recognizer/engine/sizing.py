@@ -1,12 +1,12 @@
 """How many threads the engine runs, how long batches wait and how much memory decoding may
 hold, where the settings say "auto".
 
-On the CPU every stage gets a share of the cores: one inference worker per core, each
-running the model on an equal share of them, and one decoding thread per core. On CUDA
-two workers feed the device, each on a stream of its own, so one batch is copied, decoded
-and prepared while the other runs the model; a batch waits up to 2 ms to fill (on the CPU
-it never waits: that would idle the cores), and JPEGs are decoded there, where the
-backend can.
+On the CPU every stage gets every core: OpenVINO schedules its streams on all of them
+(backends/plan.py), ONNX Runtime and PyTorch are called from one thread per core with an
+equal share each, and one decoding thread runs per core. On CUDA two workers feed the
+device, each on a stream of its own, so one batch is copied, decoded and prepared while
+the other runs the model; a batch waits up to 2 ms to fill (on the CPU it never waits:
+that would idle the cores), and JPEGs are decoded there, where the backend can.
 
 "Cores" and "memory" are what this process may use, not what the host has: in a container
 `os.cpu_count()` is the host's count, so the CPU quota (cgroup v2 `cpu.max`, v1
@@ -106,16 +106,12 @@ def memory_limit(cgroup: Cgroup | None = None) -> int:
     return physical if limit is None else min(limit, physical)
 
 
-def inference_workers(settings: EngineSettings, device: str) -> int:
-    """Inference worker threads per model."""
-    if settings.inference_workers is not None:
-        return settings.inference_workers
+def worker_threads(asked: int | None, device: str) -> int:
+    """Threads calling a backend that does not schedule its own calls: as many as asked,
+    else one per core on the CPU and CUDA_WORKERS on CUDA."""
+    if asked is not None:
+        return asked
     return cpus() if device == "cpu" else CUDA_WORKERS
-
-
-def intra_op_threads(settings: EngineSettings, device: str) -> int:
-    """Threads each worker's model call may use: an equal share of the cores."""
-    return max(1, cpus() // inference_workers(settings, device))
 
 
 def preprocess_threads(settings: EngineSettings) -> int:

@@ -16,42 +16,13 @@ fails, out of device memory say, ends the search.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
-
-import numpy as np
-
-from recognizer.engine.backends import Backend
 
 logger = logging.getLogger(__name__)
 
 CPU_BATCH_SIZE = 4
 GPU_BATCH_LIMIT = 256  # the largest batch the tuner tries
 NEAR_BEST = 0.9  # the tuner keeps the smallest batch this close to the best
-
-
-def measure_throughput(
-    backend: Backend, input_size: int, batch_size: int, *, workers: int, seconds: float
-) -> float:
-    """Images per second with `workers` threads running batches of `batch_size` back to back."""
-    pixels = np.zeros((batch_size, input_size, input_size, 3), dtype=np.uint8)
-    backend(pixels, 1)
-    counts = [0] * workers
-    stop_at = time.monotonic() + seconds
-
-    def run(index: int) -> None:
-        while time.monotonic() < stop_at:
-            backend(pixels, 1)
-            counts[index] += batch_size
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.monotonic() - started)
 
 
 def tune_batch_size(

@@ -4,8 +4,8 @@ It looks at every model a few times a second, on the event loop:
 
 - A backend call running longer than `stall_timeout` is hung. Python cannot interrupt
   it, so its thread is left to it; its callers are answered at once with
-  ModelUnavailableError (UNAVAILABLE: another replica may serve them). When every worker
-  of a model is in a hung call, the model is NOT_SERVING ("stalled"): its queued
+  ModelUnavailableError (UNAVAILABLE: another replica may serve them). When every slot
+  of a model (runner.slots) is a hung call, the model is NOT_SERVING ("stalled"): its queued
   requests are answered the same way and new ones refused, until a hung call returns.
 - After `max_failed_batches` failed calls in a row the model is tried on a blank image,
   on a thread of its own, so a bad input cannot pass for a broken model: if the probe
@@ -79,7 +79,7 @@ class Watchdog:
             why = f"a model call has run for {now - call.since:.0f}s"
             for job in call.batch:
                 job.fail(ModelUnavailableError(name, why))
-        if len(hung) >= runner.workers:
+        if len(hung) >= runner.slots:
             await self._set(runner, Health.STALLED)
         elif runner.health is Health.STALLED:
             await self._set(runner, Health.SERVING)

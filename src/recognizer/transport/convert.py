@@ -142,9 +142,14 @@ def to_model_info(model: ModelStatus) -> pb.ModelInfo:
 def _quantization_check(check: QuantizationCheck | None) -> pb.QuantizationCheck | None:
     if check is None:
         return None
+    measured, required = check.measured, check.required
     return pb.QuantizationCheck(
-        top1_agreement=check.top1_agreement,
-        mean_top5_difference=check.mean_top5_difference,
+        top1_agreement=measured.top1_agreement,
+        mean_top5_difference=measured.mean_top5_difference,
         held_out_images=check.held_out_images,
-        min_agreement=check.min_agreement,
+        min_agreement=required.top1_agreement,
+        top5_containment=measured.top5_containment,
+        min_top5_containment=required.top5_containment,
+        max_mean_top5_difference=required.mean_top5_difference,
+        reference_change=check.reference_change,
     )

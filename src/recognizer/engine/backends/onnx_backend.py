@@ -1,13 +1,20 @@
-"""The ONNX Runtime backend: exported graphs and users' ONNX files, on the CPU or CUDA."""
+"""The ONNX Runtime backend: exported graphs and users' ONNX files, on the CPU or CUDA.
+
+Its session is called synchronously from the engine's worker threads (`plan.workers`),
+each call on its share of the cores. ONNX Runtime's `run_async` would not schedule the
+cores better: it runs each call on a thread of the same intra-op pool.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
 
 from recognizer.engine.backends.arrays import GraphInputs, activate, top_k_scores
+from recognizer.engine.backends.plan import Plan
 from recognizer.errors import BackendError
 from recognizer.models.spec import ModelSpec, OnnxGraph
 
@@ -16,7 +23,8 @@ if TYPE_CHECKING:
 
 
 class OnnxRuntimeBackend:
-    """One ONNX Runtime session shared by the worker threads, each call on `threads` threads.
+    """One ONNX Runtime session shared by the worker threads, each call on its share of
+    `plan.threads`.
 
     Spinning is off, so idle inference threads leave the cores to image decoding.
     """
@@ -25,10 +33,10 @@ class OnnxRuntimeBackend:
     precision = "fp32"
     quantization_check: QuantizationCheck | None = None
 
-    def __init__(self, graph: OnnxGraph, spec: ModelSpec, *, device: object, threads: int) -> None:
-        device = str(device)
+    def __init__(self, graph: Path | OnnxGraph, spec: ModelSpec, plan: Plan) -> None:
+        device = plan.device
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = plan.threads_per_worker
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
@@ -40,7 +48,8 @@ class OnnxRuntimeBackend:
                 )
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            self._session = ort.InferenceSession(graph.data, options, providers=providers)
+            model = str(graph) if isinstance(graph, Path) else graph.data
+            self._session = ort.InferenceSession(model, options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise BackendError(f"ONNX Runtime cannot load {spec.name}: {error}") from error
         self.device = device

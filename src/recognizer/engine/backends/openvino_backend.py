@@ -1,30 +1,41 @@
 """The OpenVINO backend: the fastest way we measured to run our models on an x86 CPU.
 
-OpenVINO compiles the graph for the CPU it runs on (AVX2, AVX-512, AMX) and keeps one
-stream per inference worker, so workers never wait on each other. In float32 its answers
-match PyTorch to about 1e-6; bfloat16 (`precision="bf16"`, on CPUs with AMX or
-AVX512-BF16) is faster again, and checked at start-up to stay within
-REDUCED_PRECISION_TOLERANCE of PyTorch's probabilities (backends/__init__.py); int8 runs
-a model NNCF quantised (int8.py), checked against fp32 before it serves (prepared.py).
+OpenVINO compiles the graph for the CPU it runs on (AVX2, AVX-512, AMX) and schedules it
+itself: one compiled model with the throughput hint, which picks its streams (parallel
+inferences) and threads for the CPU, and infer requests started asynchronously, their
+completions handed back by the runtime's own threads. The engine keeps SLOTS_PER_REQUEST
+times the runtime's optimal number of requests in flight, so a stream always has its next
+request waiting while the last one's answer goes back (measured: BENCHMARKS.md). In
+float32 its answers match PyTorch to about 1e-6; bfloat16 (`precision="bf16"`, on CPUs
+with AMX or AVX512-BF16) is faster again, and checked at start-up to stay within
+REDUCED_PRECISION_TOLERANCE of PyTorch's probabilities (builder.py); int8 runs a model NNCF
+quantised (int8.py), checked against fp32 before it serves (prepared.py).
 """
 
 from __future__ import annotations
 
+import queue
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import openvino as ov
 
+from recognizer.engine.backends import TopK
 from recognizer.engine.backends.arrays import GraphInputs, activate, top_k_scores
+from recognizer.engine.backends.plan import Plan
 from recognizer.engine.types import QuantizationCheck
 from recognizer.errors import BackendError
 from recognizer.models.spec import ModelSpec, OnnxGraph
 
 # The precision of what is not quantised: int8 models keep their other layers in fp32.
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+SLOTS_PER_REQUEST = 2  # requests in flight per optimal request (BENCHMARKS.md)
+# Threads are not pinned to cores, so that the decoding threads share them (BENCHMARKS.md).
+PINNING = False
 
 
 def read_graph(graph: OnnxGraph) -> ov.Model:
@@ -35,12 +46,24 @@ def read_graph(graph: OnnxGraph) -> ov.Model:
         return ov.Core().read_model(path)
 
 
-class OpenVinoBackend:
-    """A model compiled for this CPU, with `workers` streams of `threads_per_worker` threads each.
+class _Slot:
+    """One infer request, and what the call it runs is for."""
 
-    CPU pinning is off so that image decoding threads share the cores fairly. With
-    `compiled_cache`, a model file is compiled once and the compiled form is kept there
-    (OpenVINO's model caching): later starts import it instead of compiling again.
+    __slots__ = ("done", "pixels", "request", "top_k")
+
+    def __init__(self, request: ov.InferRequest) -> None:
+        self.request = request
+        self.pixels: np.ndarray | None = None  # the input, shared with the request until done
+        self.top_k = 0
+        self.done: Callable[[TopK | BaseException], None] | None = None
+
+
+class OpenVinoBackend:
+    """A model compiled for this CPU as `plan` says: its streams (`plan.workers`, or the
+    throughput hint's choice) share `plan.threads` threads.
+
+    With `compiled_cache`, a model file is compiled once and the compiled form is kept
+    there (OpenVINO's model caching): later starts import it instead of compiling again.
     """
 
     name = "openvino"
@@ -48,32 +71,32 @@ class OpenVinoBackend:
 
     def __init__(
         self,
-        model: Path | ov.Model,
+        model: Path | OnnxGraph | ov.Model,
         spec: ModelSpec,
+        plan: Plan,
         *,
-        workers: int,
-        threads_per_worker: int,
-        precision: str,
         quantization_check: QuantizationCheck | None = None,
         compiled_cache: Path | None = None,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise BackendError(f"OpenVINO runs fp32, bf16 or int8, not {precision}")
-        self.precision = precision
+        if plan.precision not in PRECISIONS:
+            raise BackendError(f"OpenVINO runs fp32, bf16 or int8, not {plan.precision}")
+        self.precision: str = plan.precision
         self.quantization_check = quantization_check
         core = ov.Core()
         if compiled_cache is not None and isinstance(model, Path):
             core.set_property({"CACHE_DIR": str(compiled_cache)})
+        config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "THROUGHPUT",
+            "INFERENCE_NUM_THREADS": plan.threads,
+            "INFERENCE_PRECISION_HINT": PRECISIONS[plan.precision],
+            "ENABLE_CPU_PINNING": PINNING,
+        }
+        if plan.workers is not None:
+            config["NUM_STREAMS"] = plan.workers
         try:
-            config: dict[str, Any] = {
-                "PERFORMANCE_HINT": "THROUGHPUT",
-                "NUM_STREAMS": workers,
-                "INFERENCE_NUM_THREADS": workers * threads_per_worker,
-                "INFERENCE_PRECISION_HINT": PRECISIONS[precision],
-                "ENABLE_CPU_PINNING": False,
-            }
+            graph = read_graph(model) if isinstance(model, OnnxGraph) else model
             self._compiled = core.compile_model(
-                str(model) if isinstance(model, Path) else model, "CPU", config
+                str(graph) if isinstance(graph, Path) else graph, "CPU", config
             )
         except Exception as error:  # OpenVINO raises its own untyped errors
             raise BackendError(f"OpenVINO cannot compile {spec.name}: {error}") from error
@@ -84,15 +107,53 @@ class OpenVinoBackend:
         takes_pixels = self._compiled.input(0).get_element_type() == ov.Type.u8
         self._inputs = GraphInputs(spec, takes_pixels=takes_pixels)
         self._activation = spec.activation
-        self._requests = threading.local()
+        self.streams = int(self._compiled.get_property("NUM_STREAMS"))
+        optimal = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.slots = optimal * SLOTS_PER_REQUEST
+        self._idle: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
+        for _ in range(self.slots):
+            slot = _Slot(self._compiled.create_infer_request())
+            slot.request.set_callback(self._completed, slot)
+            self._idle.put(slot)
+        self._own_requests = threading.local()  # synchronous calls: one request per thread
+
+    def submit(
+        self, pixels: np.ndarray, top_k: int, done: Callable[[TopK | BaseException], None]
+    ) -> None:
+        """Start the batch on an idle request; `done` gets its top-k from the runtime's
+        thread. Waits for a request only when more than `slots` calls are in flight."""
+        slot = self._idle.get()
+        slot.pixels, slot.top_k, slot.done = self._inputs(pixels), top_k, done
+        try:
+            slot.request.start_async({0: slot.pixels}, share_inputs=True)
+        except BaseException:
+            self._release(slot)
+            raise
+
+    def _completed(self, slot: _Slot) -> None:
+        """On the runtime's thread, once the request is done: the answer goes to `done`."""
+        result: TopK | BaseException
+        try:
+            logits = slot.request.get_output_tensor(0).data
+            result = top_k_scores(activate(logits, self._activation), slot.top_k)
+        except Exception as error:
+            result = error
+        done = slot.done
+        self._release(slot)
+        assert done is not None
+        done(result)
+
+    def _release(self, slot: _Slot) -> None:
+        slot.pixels, slot.done = None, None
+        self._idle.put(slot)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """The model's raw output for an (N, H, W, 3) uint8 batch, on this thread's request."""
-        request = getattr(self._requests, "request", None)
+        request = getattr(self._own_requests, "request", None)
         if request is None:
-            request = self._requests.request = self._compiled.create_infer_request()
+            request = self._own_requests.request = self._compiled.create_infer_request()
         logits: np.ndarray = request.infer({0: self._inputs(pixels)})[0]
         return logits
 
-    def __call__(self, pixels: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, pixels: np.ndarray, top_k: int) -> TopK:
         return top_k_scores(activate(self.logits(pixels), self._activation), top_k)

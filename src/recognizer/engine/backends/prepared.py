@@ -4,14 +4,16 @@
                                                             │ no         (no PyTorch)
                                                             ▼
       load (PyTorch) ─► export to ONNX ─► check against PyTorch ─► [int8: quantise with
-      NNCF ─► compare with fp32 on held-out images] ─► a new cache entry
+      NNCF ─► measure its fidelity to fp32] [auto on a bf16 CPU: measure bf16's fidelity
+      and speed] ─► a new cache entry
 
 Models on the CPU's graph backends go through the cache (store.py); models on PyTorch
 (CUDA, TorchScript, a network that will not export) and ONNX files in fp32, which need
-no preparation, are loaded as they are. An int8 model serves only if its top-1 agreement
-with fp32 reaches --int8-min-agreement, measured once when it is made and compared with
-the setting at every start; below it the server refuses to start, or serves that model
-in fp32 when --int8-fallback says so.
+no preparation, are loaded as they are. Every backend comes from the settings' plans
+(plan.py) through the one builder (builder.py). An int8 model serves only if it passes the
+fidelity gate (fidelity.py), measured once when it is made and judged at every start; if
+it does not, the server refuses to start, or serves that model in fp32 when
+--int8-fallback says so.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from recognizer.config.models import ModelConfig
-from recognizer.config.schema import EngineSettings, Precision
-from recognizer.engine.backends import Backend, create_backend, resolve_precision
+from recognizer.config.schema import EngineSettings
+from recognizer.engine.backends import Backend
+from recognizer.engine.backends.builder import Sources, build, network_kind
+from recognizer.engine.backends.plan import NetworkKind, Plan, plans
 from recognizer.engine.backends.store import Entry, ModelStore, cache_key, versions
-from recognizer.engine.types import QuantizationCheck
 from recognizer.errors import BackendError, QuantizationError
 from recognizer.models.integrity import file_sha256
 from recognizer.models.loading import describe_model, load_model, model_file, resolve_source
@@ -39,31 +42,18 @@ logger = logging.getLogger(__name__)
 GRAPH = "model.onnx"
 INT8_GRAPH = "int8.xml"
 COMPILED = "openvino"  # OpenVINO's compiled models, for the next start
-GRAPH_BACKENDS = ("openvino", "onnxruntime")
-
-
-@dataclasses.dataclass
-class _Built:
-    """Backends a cold start built while preparing an entry, so they are not built twice."""
-
-    fp32: Any = None
-    int8: Any = None
+BF16_MIN_SPEEDUP = 1.1  # "auto" takes bf16 only when clearly faster (a start-up measurement)
+THROUGHPUT_SECONDS = 1.0
 
 
 def load_backend(
-    config: ModelConfig,
-    settings: EngineSettings,
-    *,
-    device: str,
-    workers: int,
-    threads_per_worker: int,
-    allow_code: bool = False,
+    config: ModelConfig, settings: EngineSettings, *, device: str, allow_code: bool = False
 ) -> tuple[ModelSpec, Backend]:
     """The model a config names, on its backend, from the cache when it is there;
     `allow_code` as in models.loading.resolve_source."""
     config, source_format = resolve_source(config, allow_code=allow_code)
-    precision = resolve_precision(settings.precision, device)
-    if precision == "int8":
+    candidates = plans(settings, device, _network_kind(source_format))
+    if candidates[0].precision == "int8":
         refusal = _int8_refusal(source_format, device, settings)
         if refusal:
             if settings.int8_fallback != "fp32":
@@ -71,28 +61,16 @@ def load_backend(
             logger.warning(
                 "%s: %s; serving it in fp32 (--int8-fallback fp32)", config.name, refusal
             )
-            settings = settings.model_copy(update={"precision": "fp32"})
-            return load_backend(
-                config,
-                settings,
-                device=device,
-                workers=workers,
-                threads_per_worker=threads_per_worker,
-                allow_code=allow_code,
-            )
-    if not _cacheable(source_format, settings, device, precision):
+            fp32 = settings.model_copy(update={"precision": "fp32"})
+            return load_backend(config, fp32, device=device, allow_code=allow_code)
+    if not _cacheable(source_format, settings, device):
         model = load_model(config, allow_code=allow_code)
-        backend = create_backend(
-            model,
-            device=device,
-            kind=settings.backend,
-            workers=workers,
-            threads_per_worker=threads_per_worker,
-            precision=precision,
+        _, backend = build(
+            plans(settings, device, network_kind(model)), model.spec, Sources.of(model)
         )
         return model.spec, backend
-    key = _key(config, source_format, settings, precision)
-    built = _Built()
+    key = _key(config, source_format, settings)
+    built: dict[str, Any] = {}  # backends a cold start built, by precision: not built twice
     with _store(settings.model_cache_dir) as store:
         entry = store.get(key)
         if entry is not None:
@@ -101,32 +79,16 @@ def load_backend(
             loaded = load_model(config, allow_code=allow_code)
             try:
                 entry = store.put(
-                    key,
-                    lambda folder: _prepare(
-                        folder,
-                        loaded,
-                        source_format,
-                        settings,
-                        precision,
-                        workers,
-                        threads_per_worker,
-                        built,
-                    ),
+                    key, lambda folder: _prepare(folder, loaded, source_format, settings, built)
                 )
             except _NotExportable as error:  # PyTorch serves it, uncached, as before
                 logger.warning("%s; serving it on PyTorch", error)
-                return loaded.spec, create_backend(
-                    loaded,
-                    device=device,
-                    kind="torch",
-                    workers=workers,
-                    threads_per_worker=threads_per_worker,
-                    precision=precision,
-                )
+                torch_plan = dataclasses.replace(candidates[0], runtime="torch")
+                return loaded.spec, build([torch_plan], loaded.spec, Sources.of(loaded))[1]
             if settings.model_cache_dir is not None:
                 logger.info("%s: prepared model cached in %s", config.name, entry.folder)
         spec = describe_model(config, source_format, entry.description)
-        backend = _serve(entry, spec, settings, precision, workers, threads_per_worker, built)
+        backend = _serve(entry, spec, candidates[0], settings, built)
     return spec, backend
 
 
@@ -140,8 +102,6 @@ class Preparation:
     engine: EngineSettings
     device: str
     allow_code: bool
-    workers: int
-    threads_per_worker: int
     log_level: str
 
 
@@ -153,24 +113,10 @@ def needs_preparation(
     if settings.model_cache_dir is None:
         return False
     config, source_format = resolve_source(config, allow_code=allow_code)
-    precision = resolve_precision(settings.precision, device)
-    if not _cacheable(source_format, settings, device, precision):
+    if not _cacheable(source_format, settings, device):
         return False
-    key = _key(config, source_format, settings, precision)
+    key = _key(config, source_format, settings)
     return ModelStore(settings.model_cache_dir).get(key) is None
-
-
-def _cacheable(
-    source_format: str, settings: EngineSettings, device: str, precision: Precision
-) -> bool:
-    """Served from a prepared graph: the CPU's graph backends, for any model but
-    TorchScript, and an ONNX file only when it is quantised (else it is served as it is)."""
-    return (
-        device == "cpu"
-        and settings.backend in ("auto", *GRAPH_BACKENDS)
-        and source_format != "torchscript"
-        and (source_format != "onnx" or precision == "int8")
-    )
 
 
 def cached_graph(config: ModelConfig, settings: EngineSettings) -> Path | None:
@@ -178,21 +124,33 @@ def cached_graph(config: ModelConfig, settings: EngineSettings) -> Path | None:
     if settings.model_cache_dir is None:
         return None
     config, source_format = resolve_source(config)
-    precision = resolve_precision(settings.precision, "cpu")
-    entry = ModelStore(settings.model_cache_dir).get(
-        _key(config, source_format, settings, precision)
-    )
+    entry = ModelStore(settings.model_cache_dir).get(_key(config, source_format, settings))
     if entry is None:
         return None
-    if precision == "int8":
+    if settings.precision == "int8":
         return entry.path(str(entry.description["int8"]["graph"]))
     return entry.path(str(entry.description["graph"]))
 
 
-def _key(
-    config: ModelConfig, source_format: str, settings: EngineSettings, precision: Precision
-) -> str:
-    """Everything that decides what preparing this model makes, as a cache key."""
+def _network_kind(source_format: str) -> NetworkKind:
+    kinds: dict[str, NetworkKind] = {"torchscript": "torchscript", "onnx": "onnx"}
+    return kinds.get(source_format, "pytorch")
+
+
+def _cacheable(source_format: str, settings: EngineSettings, device: str) -> bool:
+    """Served from a prepared graph: the CPU's graph backends, for any model but
+    TorchScript, and an ONNX file only when it is quantised (else it is served as it is)."""
+    return (
+        device == "cpu"
+        and settings.backend in ("auto", "openvino", "onnxruntime")
+        and source_format != "torchscript"
+        and (source_format != "onnx" or settings.precision == "int8")
+    )
+
+
+def _key(config: ModelConfig, source_format: str, settings: EngineSettings) -> str:
+    """Everything that decides what preparing this model makes, as a cache key ("auto"
+    precision is its own key: its entry records the precision it chose)."""
     return cache_key(
         {
             "model": file_sha256(model_file(config, source_format)),
@@ -201,9 +159,9 @@ def _key(
                 mode="json", exclude={"name", "labels", "base_dir", "path"}
             ),
             "backend": settings.backend,
-            "precision": precision,
+            "precision": settings.precision,
             "versions": versions("openvino", "onnxruntime", "torch", "timm", "nncf"),
-            "int8": _int8_key() if precision == "int8" else None,
+            "int8": _int8_key() if settings.precision == "int8" else None,
         }
     )
 
@@ -224,13 +182,14 @@ def _int8_refusal(source_format: str, device: str, settings: EngineSettings) -> 
 
 
 def _int8_key() -> dict[str, Any]:
-    from recognizer.engine.backends import calibration, int8
+    from recognizer.engine.backends import calibration, fidelity, int8
 
     return {
         "recipe": int8.RECIPE,
+        "vnni": int8.has_vnni(),
         "photos": calibration.photo_digest(),
         "calibration_images": int8.CALIBRATION_IMAGES,
-        "held_out_images": int8.HELD_OUT_IMAGES,
+        "held_out_images": fidelity.HELD_OUT_IMAGES,
     }
 
 
@@ -247,15 +206,12 @@ def _prepare(
     model: LoadedModel,
     source_format: str,
     settings: EngineSettings,
-    precision: Precision,
-    workers: int,
-    threads_per_worker: int,
-    built: _Built,
+    built: dict[str, Any],
 ) -> Mapping[str, Any]:
     """Export (and quantise) the model into `folder`, check it, and describe it."""
-    from recognizer.engine.backends import choose_graph_backend
-
     spec = model.spec
+    candidates = plans(settings, "cpu", _network_kind(source_format))
+    precision = candidates[0].precision
     graph = model.network if isinstance(model.network, OnnxGraph) else None
     if graph is None:
         from recognizer.engine.backends.graphs import export_to_onnx
@@ -267,19 +223,18 @@ def _prepare(
                 raise
             raise _NotExportable(str(error)) from error
     (folder / GRAPH).write_bytes(graph.data)
+    if precision == "int8":  # quantised from OpenVINO's fp32
+        graph_plans = [dataclasses.replace(candidates[0], runtime="openvino", precision="fp32")]
+    else:
+        graph_plans = [plan for plan in candidates if plan.runtime != "torch"]
+    network = None if isinstance(model.network, OnnxGraph) else model.network
     try:
-        kind, built.fp32 = choose_graph_backend(
-            model,
-            folder / GRAPH,
-            kind="openvino" if precision == "int8" else settings.backend,
-            workers=workers,
-            threads_per_worker=threads_per_worker,
-            precision="fp32" if precision == "int8" else precision,
-        )
+        plan, backend = build(graph_plans, spec, Sources(network=network, graph=folder / GRAPH))
     except BackendError as error:  # no graph backend runs it as PyTorch does
-        if precision != "fp32" or settings.backend != "auto" or graph is model.network:
+        if precision != "fp32" or settings.backend != "auto" or network is None:
             raise
         raise _NotExportable(str(error)) from error
+    built[plan.precision] = backend
     description: dict[str, Any] = {
         "source_format": source_format,
         "architecture": spec.architecture,
@@ -287,114 +242,111 @@ def _prepare(
         "preprocessing": dataclasses.asdict(spec.preprocessing),
         "activation": spec.activation,
         "max_batch_size": spec.max_batch_size,
-        "backend": kind,
+        "backend": plan.runtime,
         "graph": GRAPH,
+        "precision": plan.precision,
     }
     if precision == "int8":
-        description["int8"] = _quantize(folder, spec, built, workers, threads_per_worker)
+        description["int8"] = _quantize(folder, spec, plan, built)
+    elif settings.precision == "auto" and plan.runtime == "openvino":
+        description.update(_fastest_precision(folder, spec, plan, built))
     return description
 
 
-def _quantize(
-    folder: Path, spec: ModelSpec, built: _Built, workers: int, threads_per_worker: int
-) -> dict[str, Any]:
-    """Quantise the fp32 model, save it, and measure how well it agrees with fp32."""
+def _quantize(folder: Path, spec: ModelSpec, fp32: Plan, built: dict[str, Any]) -> dict[str, Any]:
+    """Quantise the fp32 model, save it, and measure its fidelity to fp32."""
     import openvino as ov
 
-    from recognizer.engine.backends import int8
+    from recognizer.engine.backends import fidelity, int8
     from recognizer.engine.backends.arrays import GraphInputs
-    from recognizer.engine.backends.openvino_backend import OpenVinoBackend
 
-    fp32 = ov.Core().read_model(folder / GRAPH)
-    inputs = GraphInputs(spec, takes_pixels=fp32.input(0).get_element_type() == ov.Type.u8)
+    original = ov.Core().read_model(folder / GRAPH)
+    inputs = GraphInputs(spec, takes_pixels=original.input(0).get_element_type() == ov.Type.u8)
     logger.info(
         "%s: quantising to int8 on %d views of the shipped photos (NNCF)",
         spec.name,
         int8.CALIBRATION_IMAGES,
     )
-    ov.save_model(int8.quantize(fp32, spec, inputs), folder / INT8_GRAPH, compress_to_fp16=False)
-    del fp32
-    built.int8 = OpenVinoBackend(
-        folder / INT8_GRAPH,
-        spec,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        precision="int8",
-    )
-    agreement = int8.compare(built.fp32.logits, built.int8.logits, spec)
+    quantized = int8.quantize(original, spec, inputs)
+    ov.save_model(quantized, folder / INT8_GRAPH, compress_to_fp16=False)
+    del original, quantized
+    int8_plan = dataclasses.replace(fp32, precision="int8")
+    built["int8"] = build([int8_plan], spec, Sources(graph=folder / INT8_GRAPH))[1]
+    measured = fidelity.measure(built["fp32"].logits, built["int8"].logits, spec)
     logger.info(
-        "%s: int8 agrees with fp32 on %.1f%% of %d held-out images (mean top-5 probability"
-        " difference %.4f)",
+        "%s: int8 against fp32 on %d held-out images: %s",
         spec.name,
-        100 * agreement.top1_agreement,
-        agreement.images,
-        agreement.mean_top5_difference,
+        measured["held_out_images"],
+        fidelity.explain(fidelity.check(measured, min_agreement=None)),
     )
-    return {"graph": INT8_GRAPH, **agreement.as_json()}
+    return {"graph": INT8_GRAPH, **measured}
+
+
+def _fastest_precision(
+    folder: Path, spec: ModelSpec, fp32: Plan, built: dict[str, Any]
+) -> dict[str, Any]:
+    """For "auto" on OpenVINO: bf16 where the CPU runs it natively, passes the fidelity gate
+    and is clearly faster than fp32; else fp32. The measurement is kept with the choice."""
+    import openvino as ov
+
+    from recognizer.engine.backends import fidelity
+    from recognizer.engine.backends.throughput import measure_throughput
+
+    if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return {"precision": "fp32", "precision_choice": "this CPU has no native bfloat16"}
+    bf16_plan = dataclasses.replace(fp32, precision="bf16")
+    built["bf16"] = build([bf16_plan], spec, Sources(graph=folder / GRAPH))[1]
+    measured = fidelity.measure(built["fp32"].logits, built["bf16"].logits, spec)
+    rates = {
+        precision: measure_throughput(
+            built[precision], spec.preprocessing.crop, 1, workers=2, seconds=THROUGHPUT_SECONDS
+        )
+        for precision in ("fp32", "bf16")
+    }
+    faithful = fidelity.check(measured, min_agreement=None).passed
+    chosen = "bf16" if faithful and rates["bf16"] >= BF16_MIN_SPEEDUP * rates["fp32"] else "fp32"
+    why = (
+        f"bf16 {rates['bf16']:.0f} images/s against fp32's {rates['fp32']:.0f};"
+        f" {'within' if faithful else 'outside'} the fidelity gate"
+    )
+    logger.info("%s: auto precision is %s (%s)", spec.name, chosen, why)
+    return {"precision": chosen, "precision_choice": why, "bf16": measured}
 
 
 def _serve(
     entry: Entry,
     spec: ModelSpec,
+    plan: Plan,
     settings: EngineSettings,
-    precision: Precision,
-    workers: int,
-    threads_per_worker: int,
-    built: _Built,
+    built: dict[str, Any],
 ) -> Backend:
     """The backend an entry describes, after the int8 gate."""
-    from recognizer.engine.backends import graph_backend
+    from recognizer.engine.backends import fidelity
 
     description = entry.description
-    if precision == "int8":
-        measured = description["int8"]
-        check = QuantizationCheck(
-            top1_agreement=float(measured["top1_agreement"]),
-            mean_top5_difference=float(measured["mean_top5_difference"]),
-            held_out_images=int(measured["held_out_images"]),
-            min_agreement=settings.int8_min_agreement,
-        )
-        if check.passed:
-            backend: Backend = built.int8 or graph_backend(
-                "openvino",
-                entry.path(str(measured["graph"])),
-                spec,
-                workers=workers,
-                threads_per_worker=threads_per_worker,
-                precision="int8",
-                compiled_cache=entry.path(COMPILED),
-            )
-            backend.quantization_check = check
-            return backend
-        refusal = (
-            f"{spec.name} in int8 agrees with fp32 on {check.top1_agreement:.1%} of"
-            f" {check.held_out_images} held-out images, under the {check.min_agreement:.1%}"
-            f" required (--int8-min-agreement); its mean top-5 probability difference is"
-            f" {check.mean_top5_difference:.4f}"
-        )
-        if settings.int8_fallback != "fp32":
-            raise QuantizationError(
-                f"{refusal}: serve it in fp32, lower --int8-min-agreement, or set"
-                " --int8-fallback fp32"
-            )
-        logger.warning("%s; serving it in fp32 (--int8-fallback fp32)", refusal)
-        fallback = built.fp32 or _fp32(entry, spec, workers, threads_per_worker)
-        fallback.quantization_check = check  # ListModels says why it is not int8
-        return fallback
-    return built.fp32 or _fp32(entry, spec, workers, threads_per_worker, precision)
-
-
-def _fp32(
-    entry: Entry, spec: ModelSpec, workers: int, threads_per_worker: int, precision: str = "fp32"
-) -> Backend:
-    from recognizer.engine.backends import graph_backend
-
-    return graph_backend(
-        str(entry.description["backend"]),
-        entry.path(str(entry.description["graph"])),
-        spec,
-        workers=workers,
-        threads_per_worker=threads_per_worker,
-        precision=precision,
-        compiled_cache=entry.path(COMPILED),
+    fp32 = dataclasses.replace(
+        plan, runtime=description["backend"], precision=description["precision"]
     )
+    if plan.precision != "int8":
+        return built.get(fp32.precision) or _from_entry(entry, spec, fp32, description["graph"])
+    check = fidelity.check(description["int8"], min_agreement=settings.int8_min_agreement)
+    if check.passed:
+        backend: Backend = built.get("int8") or _from_entry(
+            entry, spec, dataclasses.replace(fp32, precision="int8"), INT8_GRAPH
+        )
+        backend.quantization_check = check
+        return backend
+    refusal = f"{spec.name} in int8 falls short of the fidelity gate: {fidelity.explain(check)}"
+    if settings.int8_fallback != "fp32":
+        raise QuantizationError(
+            f"{refusal}. Serve it in fp32, set --int8-min-agreement, or set --int8-fallback fp32"
+        )
+    logger.warning("%s; serving it in fp32 (--int8-fallback fp32)", refusal)
+    fallback = built.get("fp32") or _from_entry(entry, spec, fp32, description["graph"])
+    fallback.quantization_check = check  # ListModels says why it is not int8
+    return fallback
+
+
+def _from_entry(entry: Entry, spec: ModelSpec, plan: Plan, graph: str) -> Backend:
+    sources = Sources(graph=entry.path(graph), compiled_cache=entry.path(COMPILED))
+    return build([plan], spec, sources)[1]

@@ -27,7 +27,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when what an entry holds, or how it is made, changes
+FORMAT = 2  # bump when what an entry holds, or how it is made, changes
 DESCRIPTION = "description.json"
 CHUNK = 1 << 20
 
