@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -54,6 +55,9 @@ SERVICE_READY = re.compile(r"serving recognizer\.v1\.Recognizer on ([\d.]+:\d+)"
 BASELINE_READY = re.compile(r"listening on (http://[\d.]+:\d+)")
 START_TIMEOUT_S = 900.0  # a first int8 start quantises the model
 SERVICES = (("recognizer", "recognizer"), ("seed baseline", "baseline"))  # (name, results key)
+QUIET_LOAD_PER_CPU = 0.75  # a round starts at a 1-minute load under 1.5 on two cores
+QUIET_WAIT_S = 240.0  # the longest wait for it, after which the round runs and is not quoted
+OTHER_CORES = 0.25  # cores other processes may have used during a quoted round
 VERSIONS = (
     "recognizer",
     "torch",
@@ -203,7 +207,13 @@ def main() -> None:
             measures["triton"] = functools.partial(
                 bench_triton, triton_url, images, plan, "--concurrency", concurrency
             )
-        rounds = [interleaved_round(measures, index) for index in range(plan.rounds)]
+        measured = [interleaved_round(measures, index) for index in range(plan.rounds)]
+        rounds = [one for one, load in measured if load["quotable"]]
+        if len(rounds) < len(measured):
+            print(
+                f"{len(measured) - len(rounds)} round(s) not quoted: the machine was not quiet",
+                file=sys.stderr,
+            )
 
     results = {
         "machine": machine(),
@@ -214,6 +224,8 @@ def main() -> None:
         "recognizer": service,
         "baseline": baseline,
         "rounds": rounds,
+        "all_rounds": [one for one, _ in measured],
+        "round_load": [load for _, load in measured],
     }
     results["ratios"] = ratios(results)
     (args.out / "compare.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
@@ -224,16 +236,78 @@ def main() -> None:
 
 def interleaved_round(
     measures: dict[str, Callable[[], dict[str, Any]]], index: int
-) -> dict[str, dict[str, Any]]:
-    """One round of every measure, in reverse order every other round so drift evens out."""
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """One round of every measure, in reverse order every other round so drift evens out,
+    started once the machine is quiet; with what else ran on it meanwhile."""
     names = list(measures) if index % 2 == 0 else list(reversed(measures))
-    return {name: measures[name]() for name in names}
+    before = wait_until_quiet()
+    account = CpuAccount()
+    measured = {name: measures[name]() for name in names}
+    load = {"load_before": before, "load_after": round(os.getloadavg()[0], 2), **account.end()}
+    load["quotable"] = before <= quiet_load() and load["other_cores"] <= OTHER_CORES
+    print(f"round {index + 1}: {load}", file=sys.stderr)
+    return measured, load
+
+
+def quiet_load() -> float:
+    """The 1-minute load average under which a round may start: 1.5 on two cores."""
+    return QUIET_LOAD_PER_CPU * (os.cpu_count() or 1)
+
+
+def wait_until_quiet(timeout: float = QUIET_WAIT_S) -> float:
+    """Wait until the load average left by the last round has decayed under quiet_load()
+    (or `timeout` passes); the load average then."""
+    deadline = time.monotonic() + timeout
+    while (load := os.getloadavg()[0]) > quiet_load() and time.monotonic() < deadline:
+        time.sleep(5)
+    return round(load, 2)
+
+
+class CpuAccount:
+    """The CPU the machine spent from now on, and how much of it went to processes other
+    than this script and its children (the services, load generators and the limit): the
+    others' share says whether the round was measured alone. Steal is the hypervisor's."""
+
+    def __init__(self) -> None:
+        self._start = (_machine_cpu(), _our_cpu(), time.monotonic())
+
+    def end(self) -> dict[str, float]:
+        (busy, steal), ours, started = self._start
+        (busy_now, steal_now), ours_now = _machine_cpu(), _our_cpu()
+        seconds = time.monotonic() - started
+        return {
+            "other_cores": round(max(0.0, (busy_now - busy) - (ours_now - ours)) / seconds, 3),
+            "steal_cores": round((steal_now - steal) / seconds, 3),
+        }
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """Seconds of CPU the machine has spent busy (user, nice, system, interrupts), and
+    stolen by the hypervisor, from /proc/stat."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def _our_cpu() -> float:
+    """Seconds of CPU this process and its descendants have used, the ended ones included."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended meanwhile: its parent's children_* count it
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def precision_flags(precision: str) -> list[str]:
-    """recognizer serve's flags for a precision; int8 serves whatever its agreement."""
-    flags = ["--precision", precision]
-    return [*flags, "--int8-min-agreement", "0"] if precision == "int8" else flags
+    """recognizer serve's flags for a precision, with its shipped defaults (int8's gate)."""
+    return ["--precision", precision]
 
 
 @contextmanager
@@ -422,15 +496,20 @@ def report(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"interleaved rounds at concurrency {results['plan']['round_concurrency']}:"
-        f"{'limit':>10}{'recognizer':>12}{'baseline':>10}  (img/s)",
+        f"{'limit':>10}{'recognizer':>12}{'baseline':>10}  (img/s)  load before/after,"
+        " other processes' cores, stolen cores",
     ]
-    for index, one in enumerate(results["rounds"], start=1):
+    for index, (one, load) in enumerate(
+        zip(results["all_rounds"], results["round_load"], strict=True), start=1
+    ):
         lines.append(
             f"{'round ' + str(index):<36}{_num(one['limit']['images_per_s']):>10}"
             f"{_num(one['recognizer']['throughput_rps']):>12}"
             f"{_num(one['baseline']['throughput_rps']):>10}"
+            f"  {load['load_before']}/{load['load_after']}, {load['other_cores']},"
+            f" {load['steal_cores']}{'' if load['quotable'] else '  NOT QUOTED'}"
         )
-    lines += ["", "every measure of the rounds (img/s; p99 ms for the services):"]
+    lines += ["", "every measure of the quoted rounds (img/s; p99 ms for the services):"]
     for name in results["rounds"][0] if results["rounds"] else ():
         row: list[str] = []
         for one in results["rounds"]:

@@ -79,10 +79,16 @@ def main() -> None:
         default=10.0,
         help="seconds benchmark_app runs per hint (default: 10; 0 skips it)",
     )
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="the model, as `recognizer serve --model` takes it (default: the built-in one)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     args = parser.parse_args()
     result = measure_limit(
         [Path(path).read_bytes() for path in find_images(args.images)],
+        model_source=args.model,
         backend_kind=args.backend,
         precision=args.precision,
         batch_sizes=args.batch_sizes,
@@ -98,6 +104,7 @@ def main() -> None:
 def measure_limit(
     images: Sequence[bytes],
     *,
+    model_source: str | None = None,
     backend_kind: BackendKind = "auto",
     precision: Precision = "auto",
     batch_sizes: Sequence[int],
@@ -107,7 +114,7 @@ def measure_limit(
 ) -> dict[str, Any]:
     """Images per second end to end at each batch size, of each half alone, and of the
     model under the runtime's own benchmark."""
-    from recognizer.config.models import ModelConfig
+    from recognizer.config.models import ModelConfig, parse_model_flag
     from recognizer.config.schema import EngineSettings
     from recognizer.config.sources import DEFAULT_MODEL
     from recognizer.engine import sizing
@@ -119,7 +126,7 @@ def measure_limit(
     # The server's own settings and model cache, so the int8 model is the server's too; the
     # gate is the server's business: the limit measures speed whatever the agreement.
     settings = EngineSettings(backend=backend_kind, precision=precision, int8_min_agreement=0)
-    model = ModelConfig(path=DEFAULT_MODEL)
+    model = parse_model_flag(model_source) if model_source else ModelConfig(path=DEFAULT_MODEL)
     spec, backend = load_backend(model, settings, device=device)
     call, workers = engine_calls(backend, sizing.worker_threads(settings.inference_workers, device))
     preprocessing = spec.preprocessing
