@@ -73,12 +73,14 @@ class ModelRunner:
         self.decoder: DecodesOnDevice | None = None
         if isinstance(backend, DecodesOnDevice) and sizing.device_decode(settings, backend.device):
             self.decoder = backend
-        self._scheduler = backend if isinstance(backend, SchedulesCalls) else None
-        if self._scheduler is not None and self.decoder is None:
-            self.slots = self._scheduler.slots
-        else:
-            self._scheduler = None
-            self.slots = sizing.worker_threads(settings.inference_workers, backend.device)
+        self._scheduler = (  # the runtime schedules the calls (the decoder needs threads)
+            backend if isinstance(backend, SchedulesCalls) and self.decoder is None else None
+        )
+        self.slots = (
+            self._scheduler.slots
+            if self._scheduler is not None
+            else sizing.worker_threads(settings.inference_workers, backend.device)
+        )
         self.room = threading.Semaphore(self.slots)
         self._workers: WorkerThreads[RowsTopK] | None = None
         self._dispatcher: threading.Thread | None = None

@@ -20,6 +20,7 @@ when it is made and judged at every start.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,7 @@ def quantize(
         OverflowFix,
     )
 
+    nncf.set_log_level(logging.WARNING)  # not a line per layer kept in fp32
     pixels = calibration
     if pixels is None:
         pixels = image_set(spec.preprocessing, CALIBRATION_IMAGES, seed=CALIBRATION_SEED)
