@@ -143,6 +143,12 @@ def main() -> None:
         help="a Python with PyTriton for the Triton peer (default: .venv-triton/bin/python;"
         " skipped if missing)",
     )
+    parser.add_argument(
+        "--triton-instances",
+        type=int,
+        default=4,
+        help="the Triton peer's model instances (default: 4, its best setting measured)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke test: every phase short")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
@@ -177,7 +183,11 @@ def main() -> None:
             )
             for precision in others
         }
-        triton_url = stack.enter_context(started_triton(triton, args.out)) if triton else None
+        triton_url = (
+            stack.enter_context(started_triton(triton, args.out, args.triton_instances))
+            if triton
+            else None
+        )
 
         def ours(flag: str, value: str) -> dict[str, Any]:
             return bench_service(address, images, plan, args.processes, flag, value)
@@ -311,7 +321,7 @@ def precision_flags(precision: str) -> list[str]:
 
 
 @contextmanager
-def started_triton(python: Path, out: Path) -> Iterator[str]:
+def started_triton(python: Path, out: Path, instances: int) -> Iterator[str]:
     """The Triton peer serving the graph recognizer exports, on a free port."""
     model = out / "triton-model"
     export = [PYTHON, str(HERE / "triton_peer.py"), "export", "--out", str(model)]
@@ -320,7 +330,7 @@ def started_triton(python: Path, out: Path) -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [str(python), str(HERE / "triton_peer.py"), "serve", "--port", str(port)]
-    command += ["--model-file", str(model / "model.onnx")]
+    command += ["--model-file", str(model / "model.onnx"), "--instances", str(instances)]
     with started(command, BASELINE_READY) as url:
         yield url
 

@@ -222,3 +222,38 @@ def test_openvino_takes_calls_asynchronously_with_the_same_answers(
     for scores, class_ids in answers:  # type: ignore[misc]
         assert (class_ids == expected[1]).all() and np.allclose(scores, expected[0], atol=1e-6)
     assert threading.current_thread().name not in threads  # the runtime's threads answered
+
+
+def test_openvino_answers_many_submitting_threads_whose_answers_are_slow_to_read(
+    default_loaded: LoadedModel,
+) -> None:
+    """More callers than requests, each submitting as soon as its last answer arrives, with
+    answers that take a while to read: two callers given one request ("busy"), or a request
+    started while its last answer is still being read, would fail or hang here."""
+    import threading
+
+    chosen = backend(default_loaded, "openvino")
+    assert isinstance(chosen, OpenVinoBackend)
+    pixels = np.zeros((1, 224, 224, 3), dtype=np.uint8)
+    answered = [0] * (chosen.slots + 2)
+
+    def caller(index: int) -> None:
+        for _ in range(15):
+            ended = threading.Event()
+
+            def done(result: object) -> None:
+                sum(range(20_000))  # holds the GIL for a while, on the runtime's thread
+                ended.set()
+
+            chosen.submit(pixels, 1, done)
+            ended.wait()
+            answered[index] += 1
+
+    threads = [
+        threading.Thread(target=caller, args=(i,), daemon=True) for i in range(len(answered))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert answered == [15] * len(answered)

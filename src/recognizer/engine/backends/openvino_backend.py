@@ -14,7 +14,6 @@ quantised (int8.py), checked against fp32 before it serves (prepared.py).
 
 from __future__ import annotations
 
-import queue
 import tempfile
 import threading
 from collections.abc import Callable
@@ -44,18 +43,6 @@ def read_graph(graph: OnnxGraph) -> ov.Model:
         path = Path(scratch) / "model.onnx"
         path.write_bytes(graph.data)
         return ov.Core().read_model(path)
-
-
-class _Slot:
-    """One infer request, and what the call it runs is for."""
-
-    __slots__ = ("done", "pixels", "request", "top_k")
-
-    def __init__(self, request: ov.InferRequest) -> None:
-        self.request = request
-        self.pixels: np.ndarray | None = None  # the input, shared with the request until done
-        self.top_k = 0
-        self.done: Callable[[TopK | BaseException], None] | None = None
 
 
 class OpenVinoBackend:
@@ -110,42 +97,40 @@ class OpenVinoBackend:
         self.streams = int(self._compiled.get_property("NUM_STREAMS"))
         optimal = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.slots = optimal * SLOTS_PER_REQUEST
-        self._idle: queue.SimpleQueue[_Slot] = queue.SimpleQueue()
-        for _ in range(self.slots):
-            slot = _Slot(self._compiled.create_infer_request())
-            slot.request.set_callback(self._completed, slot)
-            self._idle.put(slot)
+        # OpenVINO's own pool of requests: a request goes back to it once its callback has
+        # run, so none is started while its last answer is still being read. It takes one
+        # submitter at a time (two could pick the same idle request): `_submitting`.
+        self._requests = ov.AsyncInferQueue(self._compiled, self.slots)
+        self._requests.set_callback(self._completed)
+        self._submitting = threading.Lock()
         self._own_requests = threading.local()  # synchronous calls: one request per thread
 
     def submit(
         self, pixels: np.ndarray, top_k: int, done: Callable[[TopK | BaseException], None]
     ) -> None:
         """Start the batch on an idle request; `done` gets its top-k from the runtime's
-        thread. Waits for a request only when more than `slots` calls are in flight."""
-        slot = self._idle.get()
-        slot.pixels, slot.top_k, slot.done = self._inputs(pixels), top_k, done
-        try:
-            slot.request.start_async({0: slot.pixels}, share_inputs=True)
-        except BaseException:
-            self._release(slot)
-            raise
+        thread. Waits for a request (without the GIL) only when `slots` calls are in flight.
 
-    def _completed(self, slot: _Slot) -> None:
-        """On the runtime's thread, once the request is done: the answer goes to `done`."""
+        Where the runtime fails a call without calling back (OpenVINO keeps such errors for
+        a `wait_all`), the watchdog answers its callers once it has run too long.
+        """
+        with self._submitting:
+            self._requests.start_async({0: self._inputs(pixels)}, (top_k, done), share_inputs=True)
+
+    def _completed(
+        self,
+        request: ov.InferRequest,
+        call: tuple[int, Callable[[TopK | BaseException], None]],
+    ) -> None:
+        """On the runtime's thread, once a request is done: the answer goes to `done`."""
+        top_k, done = call
         result: TopK | BaseException
         try:
-            logits = slot.request.get_output_tensor(0).data
-            result = top_k_scores(activate(logits, self._activation), slot.top_k)
+            logits = request.get_output_tensor(0).data
+            result = top_k_scores(activate(logits, self._activation), top_k)
         except Exception as error:
             result = error
-        done = slot.done
-        self._release(slot)
-        assert done is not None
         done(result)
-
-    def _release(self, slot: _Slot) -> None:
-        slot.pixels, slot.done = None, None
-        self._idle.put(slot)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """The model's raw output for an (N, H, W, 3) uint8 batch, on this thread's request."""
