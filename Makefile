@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The torch build to install; this machine's pip takes these wheels from local disk.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 INSTALLED := $(VENV)/.installed
-STUBS := src/recognizer/v1/recognizer_pb2.py
+STUBS := src/recognizer/v1/recognizer_pb2.py src/recognizer/v2/inference/grpc_service_pb2.py
 PROTOS := $(shell find proto -name '*.proto')
 # The contract as released: buf breaking checks proto/ against it (proto/breaking/README.md).
 RELEASED := proto/breaking/recognizer-v1.binpb
@@ -67,4 +67,4 @@ format: install
 	$(BIN)/ruff format src tests clients benchmarks deploy hatch_build.py
 
 clean:
-	rm -rf $(VENV) src/recognizer/v1/*_pb2*.py* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) src/recognizer/v1/*_pb2*.py* src/recognizer/v2/inference/*_pb2*.py* .pytest_cache .mypy_cache .ruff_cache
