@@ -12,14 +12,23 @@ RELEASED := proto/breaking/recognizer-v1.binpb
 
 .PHONY: install proto serve test lint ci format clean screenshots image-test
 
-install: $(INSTALLED) $(STUBS)
+PERF_ANALYZER := $(BIN)/perf_analyzer
 
+install: $(INSTALLED) $(STUBS) $(PERF_ANALYZER)
+
+# tritonclient pins protobuf<7, older than the runtime our generated stubs need; what else
+# it needs is in the dev extra, so it is installed without its pins.
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'tritonclient[grpc]==2.73.0'
 	touch $@
+
+# perf_analyzer from PyPI's wheel, runnable on Debian 12 (the script says how).
+$(PERF_ANALYZER): benchmarks/install_perf_analyzer.sh | $(INSTALLED)
+	bash benchmarks/install_perf_analyzer.sh $(VENV)
 
 # Stubs are generated from proto/ (also by every package build), never edited by hand.
 proto $(STUBS): $(PROTOS) hatch_build.py | $(INSTALLED)
