@@ -41,6 +41,7 @@ SCRIPTS = (
     "triton_peer.py",
     "gpu.py",
     "faults.py",
+    "perf_analyzer.py",
 )
 
 
@@ -293,3 +294,30 @@ def test_the_gpu_scripts_random_models_have_their_shapes(model: str, classes: in
     assert "SUBSTITUTE" not in built_from  # timm, a dependency, has ResNeSt-101e
     with torch.inference_mode():
         assert loaded.network.eval()(torch.zeros(1, 3, 224, 224)).shape == (1, classes)
+
+
+def test_perf_analyzer_quick_measures_recognizer_unary_and_streaming(tmp_path: Path) -> None:
+    """--quick against `recognizer serve` (the Triton peer needs its own venv: left out)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "perf_analyzer.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--triton-python",
+            str(tmp_path / "no-triton"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "perf_analyzer.json").read_text())
+    runs = list(results["best"].values())
+    assert {(run["server"], run["mode"], run["concurrency"]) for run in runs} == {
+        ("recognizer", "unary", 2),
+        ("recognizer", "streaming", 2),
+    }
+    assert all(run["throughput"] > 0 and run["p99_ms"] >= run["p50_ms"] > 0 for run in runs)
+    assert "recognizer   streaming" in result.stdout

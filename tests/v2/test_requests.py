@@ -24,7 +24,7 @@ def test_our_stubs_are_the_files_tritonclient_registers() -> None:
 
 def test_bytes_tensors_read_and_write_as_tritonclient_does() -> None:
     elements = [b"", b"\xff\xd8jpeg", "标签".encode()]
-    theirs = serialize_byte_tensor(np.array(elements, dtype=np.object_)).tobytes()
+    theirs = serialize_byte_tensor(np.array(elements, dtype=np.object_)).item()
     assert requests.join_bytes(elements) == theirs
     assert requests.split_bytes(theirs, "raw") == elements
     assert list(deserialize_bytes_tensor(requests.join_bytes(elements))) == elements

@@ -45,12 +45,14 @@ for (const file of files) {
 
 async function* frames(): AsyncGenerator<MessageInitShape<typeof ClassifyRequestSchema>> {
   for (const file of files) {
-    yield { source: { case: "image", value: readFileSync(file) }, topK: 1, requestId: file };
+    const source = { case: "image", value: readFileSync(file) } as const;
+    yield { source, topK: 1, language: values.language, requestId: file };
   }
 }
 for await (const response of client.classifyStream(frames())) {
   if (response.error !== undefined) {
-    console.log(`stream ${response.requestId}: error ${response.error.code}: ${response.error.message}`);
+    const { code, message } = response.error;
+    console.log(`stream ${response.requestId}: error ${code}: ${message}`);
   } else {
     show(`stream ${response.requestId}`, response);
   }
