@@ -112,7 +112,6 @@ def measure(
         "throughput": float(row["Inferences/Second"]),
         "p50_ms": int(row["p50 latency"]) / 1000,
         "p99_ms": int(row["p99 latency"]) / 1000,
-        "avg_ms": int(row["Avg latency"]) / 1000,
     }
 
 
