@@ -120,7 +120,7 @@ def test_the_limit_pipeline_runs_whole_batches_with_the_next_one_prepared() -> N
     limit = load_script("limit")
     batches: list[tuple[int, ...]] = []
 
-    def backend(pixels: np.ndarray, top_k: int) -> None:
+    def backend(pixels: np.ndarray) -> None:
         batches.append(pixels.shape)
         time.sleep(0.001)
 
