@@ -5,21 +5,30 @@ BIN := $(VENV)/bin
 # The torch build to install; this machine's pip takes these wheels from local disk.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 INSTALLED := $(VENV)/.installed
-STUBS := src/recognizer/v1/recognizer_pb2.py
+STUBS := src/recognizer/v1/recognizer_pb2.py src/recognizer/v2/inference/grpc_service_pb2.py
 PROTOS := $(shell find proto -name '*.proto')
 # The contract as released: buf breaking checks proto/ against it (proto/breaking/README.md).
 RELEASED := proto/breaking/recognizer-v1.binpb
 
 .PHONY: install proto serve test lint ci format clean screenshots image-test
 
-install: $(INSTALLED) $(STUBS)
+PERF_ANALYZER := $(BIN)/perf_analyzer
 
+install: $(INSTALLED) $(STUBS) $(PERF_ANALYZER)
+
+# tritonclient pins protobuf<7, older than the runtime our generated stubs need; what else
+# it needs is in the dev extra, so it is installed without its pins.
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'tritonclient[grpc]==2.73.0'
 	touch $@
+
+# perf_analyzer from PyPI's wheel, runnable on Debian 12 (the script says how).
+$(PERF_ANALYZER): benchmarks/install_perf_analyzer.sh | $(INSTALLED)
+	bash benchmarks/install_perf_analyzer.sh $(VENV)
 
 # Stubs are generated from proto/ (also by every package build), never edited by hand.
 proto $(STUBS): $(PROTOS) hatch_build.py | $(INSTALLED)
@@ -67,4 +76,4 @@ format: install
 	$(BIN)/ruff format src tests clients benchmarks deploy hatch_build.py
 
 clean:
-	rm -rf $(VENV) src/recognizer/v1/*_pb2*.py* .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) src/recognizer/v1/*_pb2*.py* src/recognizer/v2/inference/*_pb2*.py* .pytest_cache .mypy_cache .ruff_cache

@@ -55,7 +55,12 @@ def serve(args: argparse.Namespace) -> None:
     from PIL import Image
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import (
+        DEFAULT_PROTECTED_ENDPOINTS,
+        Triton,
+        TritonConfig,
+        TritonSecurityConfig,
+    )
 
     # Triton's Python backend stub links libpython, which a pyenv or venv Python keeps
     # off the loader's path.
@@ -100,7 +105,11 @@ def serve(args: argparse.Namespace) -> None:
         return infer
 
     config = TritonConfig(http_port=args.port, grpc_port=args.port + 1, metrics_port=args.port + 2)
-    with Triton(config=config) as triton:
+    # perf_analyzer (benchmarks/perf_analyzer.py) reads the statistics, which PyTriton
+    # guards with a token of its own by default; the other guarded endpoints stay guarded.
+    guarded = [name for name in DEFAULT_PROTECTED_ENDPOINTS if name != "statistics"]
+    security = TritonSecurityConfig(restricted_endpoints=guarded)
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(
             model_name=MODEL,
             infer_func=[instance() for _ in range(args.instances)],

@@ -70,6 +70,16 @@ def error_reason(error: grpc.RpcError) -> str:
     return info.reason
 
 
+def hatch_build() -> ModuleType:
+    """The build hook module (hatch_build.py): it generates the stubs and buf's image."""
+    path = BENCHMARKS.parent / "hatch_build.py"
+    spec = importlib.util.spec_from_file_location("hatch_build", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_script(name: str) -> ModuleType:
     """Import benchmarks/<name>.py under a name of its own (tests/images.py exists too)."""
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")

@@ -3,15 +3,14 @@ released contract (buf breaking)."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from pathlib import Path
 
 import pytest
 from grpc_tools import protoc
 
-import recognizer.v1
-from support import dev_tool
+import recognizer
+from support import dev_tool, hatch_build
 
 ROOT = Path(__file__).parents[1]
 PROTO = Path("recognizer/v1/recognizer.proto")
@@ -19,20 +18,12 @@ PROTO = Path("recognizer/v1/recognizer.proto")
 RELEASED = ROOT / "proto" / "breaking" / "recognizer-v1.binpb"
 
 
-def _hatch_build():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("hatch_build", ROOT / "hatch_build.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_generated_stubs_match_the_proto(tmp_path: Path) -> None:
-    fresh = _hatch_build().generate_stubs(tmp_path)
-    installed = Path(recognizer.v1.__file__).parent
-    assert fresh, "protoc generated nothing"
+    fresh = hatch_build().generate_stubs(tmp_path)
+    installed = Path(recognizer.__file__).parents[1]
+    assert {path.parent.name for path in fresh} == {"v1", "inference"}, "protoc generated nothing"
     for path in fresh:
-        current = installed / path.relative_to(tmp_path / "recognizer" / "v1")
+        current = installed / path.relative_to(tmp_path)
         assert current.exists(), f"{current.name} is missing: run `make proto`"
         assert current.read_bytes() == path.read_bytes(), (
             f"{current.name} is stale: run `make proto`"
@@ -41,7 +32,7 @@ def test_generated_stubs_match_the_proto(tmp_path: Path) -> None:
 
 def test_the_proto_passes_buf_lint(tmp_path: Path) -> None:
     image = tmp_path / "proto.binpb"
-    _hatch_build().write_image(image)
+    hatch_build().write_image(image)
     result = subprocess.run(
         [dev_tool("buf"), "lint", str(image), "--path", "recognizer/v1/recognizer.proto"],
         capture_output=True,
@@ -78,7 +69,7 @@ def _buf_breaking(image: Path) -> subprocess.CompletedProcess[str]:
 
 def test_the_proto_keeps_the_released_contract(tmp_path: Path) -> None:
     image = tmp_path / "proto.binpb"
-    _hatch_build().write_image(image)
+    hatch_build().write_image(image)
     result = _buf_breaking(image)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -94,9 +85,9 @@ def test_buf_breaking_fails_a_changed_field(tmp_path: Path, change: str) -> None
     changed = tmp_path / "proto" / PROTO
     changed.parent.mkdir(parents=True)
     changed.write_text(source.replace("uint32 top_k = 2;", change))
-    hatch_build = _hatch_build()
+    build = hatch_build()
     includes = [tmp_path / "proto"] + [
-        path for path in hatch_build.proto_include_paths() if path != str(hatch_build.PROTO_ROOT)
+        path for path in build.proto_include_paths() if path != str(build.PROTO_ROOT)
     ]
     image = tmp_path / "changed.binpb"
     args = [

@@ -8,6 +8,7 @@ The package is laid out by concern, and data flows one way through it:
     client/     Python clients over the generated stubs
     bench/      the `recognizer bench` load generator            (no torch)
     v1/         stubs generated from proto/recognizer/v1 by the build
+    v2/         Triton's inference protocol (KServe v2) over the same engine
 
 Subpackages do not re-export their modules, so importing the client never imports torch.
 """

@@ -41,6 +41,7 @@ SCRIPTS = (
     "triton_peer.py",
     "gpu.py",
     "faults.py",
+    "perf_analyzer.py",
 )
 
 
@@ -341,3 +342,30 @@ def test_the_front_end_ceiling_runs_every_scenario_against_a_model_that_costs_no
         assert found["throughput_rps"] > 0 and found["errors"] == 0
         assert 0 < found["server_cores"] <= os.cpu_count()  # type: ignore[operator]
     assert "per core" in done.stdout
+
+
+def test_perf_analyzer_quick_measures_recognizer_unary_and_streaming(tmp_path: Path) -> None:
+    """--quick against `recognizer serve` (the Triton peer needs its own venv: left out)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "perf_analyzer.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--triton-python",
+            str(tmp_path / "no-triton"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "perf_analyzer.json").read_text())
+    runs = list(results["best"].values())
+    assert {(run["server"], run["mode"], run["concurrency"]) for run in runs} == {
+        ("recognizer", "unary", 2),
+        ("recognizer", "streaming", 2),
+    }
+    assert all(run["throughput"] > 0 and run["p99_ms"] >= run["p50_ms"] > 0 for run in runs)
+    assert "recognizer   streaming" in result.stdout

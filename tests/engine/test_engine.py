@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 
+import numpy as np
 import pytest
 
 from fakes import POISON, ColourNet, colour_model, solid_png
@@ -58,6 +59,24 @@ async def test_top_k_defaults_to_five_clamped_to_the_class_count(engine: Engine)
     assert len(result.labels) == 3  # default 5, but the model has 3 classes
     one = await engine.classify(solid_png(RED), Options(top_k=1))
     assert len(one.labels) == 1
+
+
+async def test_scores_are_every_class_by_id_with_only_top_k_named() -> None:
+    engine = await started([colour_model()], max_top_k=2, cache_entries=8)
+    try:
+        without = await engine.classify(solid_png(BLUE), Options(top_k=1))
+        assert without.scores is None
+        for _ in range(2):  # the second from the cache, which held top 1 only before
+            result = await engine.classify(solid_png(BLUE), Options(top_k=1, scores=True))
+            assert [label.class_id for label in result.labels] == [2]
+            assert result.scores is not None and result.scores.dtype == np.float32
+            assert result.scores.shape == (3,)
+            # Ranked as deep as --max-top-k: the third class is past it, so it is 0.
+            assert np.count_nonzero(result.scores) == 2
+            assert result.scores[2] == pytest.approx(result.labels[0].score)
+        assert result.timing.cache_hit
+    finally:
+        await engine.close()
 
 
 async def test_min_score_drops_weak_labels(engine: Engine) -> None:

@@ -199,7 +199,16 @@ def test_the_page_its_assets_and_the_api_document_need_no_token(
     guarded = {
         path for path, item in document["paths"].items() for op in item.values() if "security" in op
     }
-    assert guarded == {"/v1/classify", "/v1/classify/stream", "/v1/models"}
+    assert guarded == {
+        "/v1/classify",
+        "/v1/classify/stream",
+        "/v1/models",
+        "/v2",  # the v2 protocol's health and readiness stay open; all else is guarded
+        "/v2/models/{name}",
+        "/v2/models/{name}/infer",
+        "/v2/models/{name}/versions/{version}",
+        "/v2/models/{name}/versions/{version}/infer",
+    }
 
 
 def test_health_is_open_by_default_and_closed_on_request(pki: Pki, tokens_file: Path) -> None:

@@ -102,7 +102,9 @@ class Job:
         "min_score",
         "pixels",
         "preprocess_s",
+        "ranked",
         "runner",
+        "scores",
         "tenant",
         "top_k",
     )
@@ -115,6 +117,8 @@ class Job:
         language: str,
         top_k: int,
         min_score: float,
+        scores: bool,
+        ranked: int,
         deadline: float | None,
         flow: Hashable | None,
         tenant: str,
@@ -125,6 +129,8 @@ class Job:
         self.language = language
         self.top_k = top_k
         self.min_score = min_score
+        self.scores = scores  # every class's score asked for, as well as the labels
+        self.ranked = ranked  # classes the model ranks for the job: top_k, or all it may
         self.deadline = deadline
         self.flow: Hashable = self if flow is None else flow
         self.tenant = tenant
@@ -194,6 +200,7 @@ async def classify(
     top_k = min(
         options.top_k or settings.default_top_k, runner.spec.num_classes, settings.max_top_k
     )
+    ranked = min(runner.spec.num_classes, settings.max_top_k) if options.scores else top_k
     # limit
     if engine.rate_limiter is not None:
         engine.rate_limiter.take(caller)
@@ -204,6 +211,8 @@ async def classify(
         language=language,
         top_k=top_k,
         min_score=options.min_score,
+        scores=options.scores,
+        ranked=ranked,
         deadline=deadline,
         flow=flow,
         tenant=tenant,
@@ -226,7 +235,7 @@ def prepare(job: Job, cache: ResultCache | None, budget: MemoryBudget) -> None:
     try:
         if cache is not None:
             job.cache_key = cache_key(job.tenant, runner.spec.name, job.image)
-            cached = cache.get(job.cache_key, job.top_k)
+            cached = cache.get(job.cache_key, job.ranked)
             if cached is not None:
                 job.answer = name(job, cached, Timing(cache_hit=True))
                 hand_back([job])
@@ -307,12 +316,12 @@ def dispatch(runner: ModelRunner, cache: ResultCache | None) -> None:
 
 def submit(runner: ModelRunner, batch: list[Job], cache: ResultCache | None) -> None:
     """Start the model on a batch; `finish` takes it from there on the thread the call ends
-    on. The backend ranks the batch's largest top_k (at most --max-top-k); each job keeps
-    its own."""
+    on. The backend ranks as many classes as the batch's jobs want at most (at most
+    --max-top-k); each job keeps its own."""
     call = runner.progress.started(batch)
     done = functools.partial(finish, runner, batch, call, cache, time.monotonic())
     try:
-        runner.submit([job.pixels for job in batch], max(job.top_k for job in batch), done)
+        runner.submit([job.pixels for job in batch], max(job.ranked for job in batch), done)
     except Exception as error:  # refused at once: the same as failing
         done(error)
 
@@ -359,7 +368,7 @@ def answer_all(
     started: float,
     result: RowsTopK,
 ) -> None:
-    """Each job's answer (its top_k of the batch's, named), or its row's error."""
+    """Each job's answer (the classes it ranks, of the batch's), or its row's error."""
     scores, class_ids, errors = result
     inference_s = time.monotonic() - started
     runner.record_batch(len(batch), inference_s)
@@ -367,7 +376,7 @@ def answer_all(
         if error is not None:
             job.error = error
             continue
-        top = TopClasses(scores[row, : job.top_k].copy(), class_ids[row, : job.top_k].copy())
+        top = TopClasses(scores[row, : job.ranked].copy(), class_ids[row, : job.ranked].copy())
         if cache is not None and job.cache_key is not None:
             cache.put(job.cache_key, top)
         timing = Timing(
@@ -380,15 +389,22 @@ def answer_all(
 
 
 def name(job: Job, top: TopClasses, timing: Timing) -> Classification:
-    """Name the classes in the job's language and drop those under its min_score."""
+    """Name the job's top_k classes in its language and drop those under its min_score; with
+    `scores` asked for, place every ranked class's score at its class id."""
     spec = job.runner.spec
     names = spec.labels.names(job.language)
     labels = tuple(
         Label(int(class_id), names[class_id], float(score))
-        for score, class_id in zip(top.scores, top.class_ids, strict=True)
+        for score, class_id in zip(top.scores[: job.top_k], top.class_ids[: job.top_k], strict=True)
         if score >= job.min_score
     )
-    return Classification(model=spec.name, language=job.language, labels=labels, timing=timing)
+    scores = None
+    if job.scores:
+        scores = np.zeros(spec.num_classes, dtype=np.float32)
+        scores[top.class_ids] = top.scores
+    return Classification(
+        model=spec.name, language=job.language, labels=labels, timing=timing, scores=scores
+    )
 
 
 # answer: back on the event loop

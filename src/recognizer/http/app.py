@@ -5,8 +5,8 @@ Open without one, whatever the settings: the page, its assets, the OpenAPI docum
 the docs page (files of the package, no data; the page must load to ask for a token),
 and /metrics, which answers only when --host is a loopback address (the metrics rules:
 no token, and not beyond this machine; --metrics-port with --metrics-host is the way to
-let them out). Health and readiness are open with --public-health. Everything else needs
-a token when auth is on.
+let them out). Health and readiness (/v2/health/* and /v2/models/*/ready too) are open
+with --public-health. Everything else needs a token when auth is on.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recognizer.config.schema import ServerSettings
 from recognizer.engine.engine import Engine
-from recognizer.http import errors, openapi
+from recognizer.http import errors, openapi, v2
 from recognizer.http.api import Api
 from recognizer.http.auth import Authentication
 from recognizer.http.origin import SameOrigin
@@ -71,6 +71,7 @@ def create_app(
         Route("/healthz", api.healthz, middleware=health),
         Route("/readyz", api.readyz, middleware=health),
         Route("/metrics", api.metrics if is_loopback(settings.host) else api.metrics_elsewhere),
+        *v2.routes(engine, metrics, token=token, health=health),
     ]
     document = openapi.document(_version(), guarded=_guarded(routes))
     return Starlette(

@@ -18,6 +18,7 @@ from recognizer.http.auth import STREAM_PROTOCOL, TOKEN_PROTOCOL
 from recognizer.http.errors import HTTP_FAILURES
 from recognizer.http.inputs import OPTION_FIELDS, TIMEOUT_HEADER
 from recognizer.http.stream import FRAME_OPTIONS, POLICIES
+from recognizer.http.v2 import paths as v2_paths
 from recognizer.v1 import recognizer_pb2 as pb
 
 Schema = dict[str, Any]
@@ -93,6 +94,7 @@ def _paths() -> dict[str, Schema]:
         "/healthz": {"get": _get("Alive", {"type": "object"})},
         "/readyz": {"get": _get("Every model serving, not draining", {"type": "object"})},
         "/metrics": {"get": _metrics()},
+        **v2_paths(),
     }
 
 

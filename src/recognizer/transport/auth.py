@@ -29,6 +29,10 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs o
 HandlerFactory: TypeAlias = Callable[..., Handler]
 
 HEALTH_METHODS = "/grpc.health.v1.Health/"
+V2_HEALTH_METHODS = tuple(
+    f"/inference.GRPCInferenceService/{name}"
+    for name in ("ServerLive", "ServerReady", "ModelReady")
+)
 REFLECTION_METHODS = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",

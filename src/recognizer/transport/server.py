@@ -1,5 +1,6 @@
-"""Assemble the gRPC server: Recognizer, health and reflection on one port, connection
-management, health that follows the engine's watchdog, and the drain.
+"""Assemble the gRPC server: Recognizer, Triton's inference service (recognizer.v2), health
+and reflection on one port, connection management, health that follows the engine's
+watchdog, and the drain.
 
 The port is plaintext, TLS or mTLS as the Security says; with auth on, an interceptor
 names each call's tenant (health, and reflection if asked, may stay open).
@@ -19,12 +20,19 @@ from recognizer.engine.types import Health
 from recognizer.errors import StartupError
 from recognizer.security.addresses import is_loopback
 from recognizer.security.policy import Security
-from recognizer.transport.auth import HEALTH_METHODS, REFLECTION_METHODS, AuthInterceptor
+from recognizer.transport.auth import (
+    HEALTH_METHODS,
+    REFLECTION_METHODS,
+    V2_HEALTH_METHODS,
+    AuthInterceptor,
+)
 from recognizer.transport.credentials import server_credentials
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.servicer import RecognizerServicer
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
+from recognizer.v2 import servicer as v2
+from recognizer.v2.inference import grpc_service_pb2_grpc as v2_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -110,10 +118,14 @@ class RecognizerServer:
         )
         engine.on_health_change(self._model_health_changed)
         pb_grpc.add_RecognizerServicer_to_server(servicer, self._server)
+        v2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            v2.InferenceServicer(engine, metrics), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if settings.reflection:
             reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+                (SERVICE_NAME, v2.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                self._server,
             )
 
     def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
@@ -122,7 +134,7 @@ class RecognizerServer:
         if security.authenticator is None:
             return []
         public = (
-            *([HEALTH_METHODS] if security.public_health else []),
+            *([HEALTH_METHODS, *V2_HEALTH_METHODS] if security.public_health else []),
             *(REFLECTION_METHODS if security.public_reflection else ()),
         )
         return [

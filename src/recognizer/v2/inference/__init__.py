@@ -1,0 +1,1 @@
+"""Triton's inference protocol: stubs generated from proto/triton by the build."""
