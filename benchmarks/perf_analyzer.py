@@ -163,6 +163,12 @@ def main() -> None:
         help="a Python with PyTriton for the Triton peer (default: .venv-triton/bin/python;"
         " skipped if missing)",
     )
+    parser.add_argument(
+        "--triton-instances",
+        type=int,
+        default=4,
+        help="the Triton peer's model instances (default: 4, as compare.py)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke test: every run short")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
@@ -186,7 +192,7 @@ def main() -> None:
     with started(command, SERVICE_READY) as address, ExitStack() as stack:
         servers = {"recognizer": (address, RECOGNIZER_MODEL, ours)}
         if triton is not None:
-            url = stack.enter_context(started_triton(triton, args.out))
+            url = stack.enter_context(started_triton(triton, args.out, args.triton_instances))
             host, port = url.removeprefix("http://").rsplit(":", 1)
             servers["triton"] = (f"{host}:{int(port) + 1}", TRITON_MODEL, theirs)  # gRPC
         rounds = []

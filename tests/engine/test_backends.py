@@ -241,7 +241,7 @@ def test_openvino_answers_many_submitting_threads_whose_answers_are_slow_to_read
         for _ in range(15):
             ended = threading.Event()
 
-            def done(result: object) -> None:
+            def done(result: object, ended: threading.Event = ended) -> None:
                 sum(range(20_000))  # holds the GIL for a while, on the runtime's thread
                 ended.set()
 
