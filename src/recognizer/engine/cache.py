@@ -118,7 +118,9 @@ class ResultCache:
         if size > self.max_bytes:
             return
         with self._lock:
-            part = self._parts.setdefault(key.tenant, _Part())
+            part = self._parts.get(key.tenant)
+            if part is None:
+                part = self._parts[key.tenant] = _Part()
             old = part.entries.pop(key, None)
             if old is not None:
                 self._forget(part, entry_bytes(old))
