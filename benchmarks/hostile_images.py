@@ -236,7 +236,7 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=SIDE, help="pixels a side (default 8000)")
     args = parser.parse_args()
     mib = 1 << 20
-    print(f"{'image':36} {'file':>9} {'peak':>9} {'cost':>9} {'CPU':>7}")
+    print(f"{'image':36} {'file':>11} {'peak':>9} {'cost':>9} {'CPU':>7}")
     for name, build in BUILDERS.items():
         data, warm_up = build(args.side), build(64)
         decoded = measure(data, warm_up)
@@ -245,10 +245,10 @@ def main() -> None:
             if decoded.refused
             else (f"{decoded.peak / mib:5.0f} MiB {decoded.cost / mib:5.0f} MiB")
         )
-        print(f"{name:36} {len(data) / 1024:5.0f} KiB {held} {decoded.cpu_s:6.2f}s")
+        print(f"{name:36} {len(data) / 1024:7.1f} KiB {held} {decoded.cpu_s:6.2f}s")
         if decoded.refused:
             unbounded = measure(data, warm_up, max_jpeg_scans=10**9, max_jpeg_markers=10**9)
-            print(f"{'  ... decoded with no scan bound':36} {'':9} {'':19} {unbounded.cpu_s:6.2f}s")
+            print(f"{'  ... decoded with no scan bound':36} {'':31} {unbounded.cpu_s:6.2f}s")
 
 
 if __name__ == "__main__":
