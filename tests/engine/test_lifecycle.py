@@ -151,15 +151,21 @@ def test_a_repeated_jpeg_is_answered_from_the_cache(default_loaded: LoadedModel)
 # Hostile images
 
 RED, GREEN, BLUE = (200, 10, 10), (10, 200, 10), (10, 10, 200)
-# Bounds lifted so that a many-scan JPEG is decoded: it stands for any long decode.
+# Bounds lifted so that a JPEG of thousands of scans is decoded: it stands for any long
+# decode.
 LIFTED = {"max_jpeg_scans": 10**6, "max_jpeg_markers": 10**6}
 
 
 @pytest.fixture(scope="module")
-def long_decode() -> bytes:
-    """A JPEG of 5000 scans over 4000x4000 pixels: about ten seconds of a core to decode."""
-    hostile: ModuleType = load_script("hostile_images")
-    data: bytes = hostile.many_scan_jpeg(4000, scans=5000)
+def hostile() -> ModuleType:
+    return load_script("hostile_images")
+
+
+@pytest.fixture(scope="module")
+def long_decode(hostile: ModuleType) -> bytes:
+    """A progressive JPEG of 2,081 scans in the standard's order, every AC coefficient
+    brought alone and refined bit by bit, over 6000x6000 pixels: 20 s of a core."""
+    data: bytes = hostile.progressive_jpeg(6000, depth=10, bands=63)
     return data
 
 
@@ -189,18 +195,27 @@ def decoding_cost(data: bytes, preprocessing: Preprocessing) -> int:
     return decode_cost(image, preprocessing)
 
 
-def test_a_jpeg_of_too_many_scans_is_refused_before_it_is_decoded(long_decode: bytes) -> None:
+def test_jpegs_of_too_many_scans_or_repeated_scans_are_refused_before_decoding(
+    hostile: ModuleType, long_decode: bytes
+) -> None:
+    repeated = hostile.many_scan_jpeg(4000, scans=3000)  # seconds of a core, if decoded
     with serve_colours() as running, grpc.insecure_channel(running.address) as channel:
         stub = pb_grpc.RecognizerStub(channel)
-        request = pb.ClassifyRequest(image=long_decode)
-        calls = [stub.Classify.future(request, timeout=30) for _ in range(2)]
+        calls = {
+            ("IMAGE_TOO_COMPLEX", "more than 100 scans"): long_decode,
+            ("IMAGE_CORRUPT", "bring some coefficients again"): repeated,
+        }
+        sent = {
+            expected: stub.Classify.future(pb.ClassifyRequest(image=image), timeout=30)
+            for expected, image in calls.items()
+        }
         assert classify(stub, solid_png(RED), timeout=5).labels[0].class_id == 0
-        for call in calls:
+        for (reason, message), call in sent.items():
             with pytest.raises(grpc.RpcError) as raised:
                 call.result()
             assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert error_reason(raised.value) == "IMAGE_TOO_COMPLEX"
-            assert "more than 100 scans" in (raised.value.details() or "")
+            assert error_reason(raised.value) == reason
+            assert message in (raised.value.details() or "")
 
 
 def test_cached_answers_come_at_once_while_both_decoding_threads_are_busy(
@@ -248,5 +263,5 @@ def test_decoding_stops_when_its_deadline_passes_and_costs_no_more(long_decode: 
         assert classify(stub, solid_png(GREEN), timeout=3).labels[0].class_id == 1
         wait_until(lambda: running.engine.decode_budget.used == 0, timeout=5)
         time.sleep(1)  # time enough for a decode still running to show in the CPU time
-        # Decoded to the end, the two would take about 20 s of CPU.
+        # Decoded to the end, the two would take about 40 s.
         assert time.process_time() - cpu < 5

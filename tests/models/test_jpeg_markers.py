@@ -1,9 +1,8 @@
-"""A JPEG's markers walked before decoding: its scans, its markers, the coefficient buffer
-libjpeg will hold, and the walk's own bounds."""
+"""A JPEG's markers walked before decoding: its scans and their order, its markers, the
+coefficient buffer libjpeg will hold, and the walk's own bounds."""
 
 from __future__ import annotations
 
-import io
 import struct
 from types import ModuleType
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from images import encode
+from images import encode, open_image
 from recognizer.errors import InvalidImageError
 from recognizer.models.jpeg_markers import STRAY_BYTES, Component, JpegMarkers, read_markers
 from recognizer.models.preprocessing import check_jpeg, decode_image
@@ -67,11 +66,40 @@ def test_components_sent_in_separate_scans_need_the_buffer_too() -> None:
     assert one_at_a_time.coefficient_bytes == 3 * 64 * 128
 
 
-def test_every_repeated_scan_is_counted(hostile: ModuleType) -> None:
-    data = hostile.many_scan_jpeg(256, scans=500)
+def test_every_scan_is_counted(hostile: ModuleType) -> None:
+    data = hostile.progressive_jpeg(256, depth=2, bands=20)  # in the standard's order
     markers = walk(data)
-    assert markers.scans == 500
-    assert Image.open(io.BytesIO(data)).size == (256, 256)  # what Pillow reads is whole
+    assert (markers.scans, markers.out_of_order) == (2 + 3 * 20 * 3, False)
+    assert open_image(data).size == (256, 256)  # and Pillow decodes it whole
+
+
+def test_a_scan_that_brings_coefficients_again_is_out_of_order(hostile: ModuleType) -> None:
+    repeated = hostile.many_scan_jpeg(256, scans=500)
+    assert open_image(repeated).size == (256, 256)  # libjpeg only warns
+    markers = walk(repeated)
+    assert markers.out_of_order and markers.scans == 3  # the walk stops at the first repeat
+    with pytest.raises(InvalidImageError) as raised:
+        decode_image(repeated, max_jpeg_scans=10**6, max_jpeg_markers=10**6)
+    assert raised.value.reason == "IMAGE_CORRUPT"
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "high", "low"),
+    [(1, 5, 0, 0), (6, 6, 0, 0), (1, 63, 2, 1), (1, 63, 1, 1), (1, 63, 0, 3)],
+)
+def test_a_refinement_must_take_each_coefficient_one_bit_further(
+    hostile: ModuleType, first: int, last: int, high: int, low: int
+) -> None:
+    """After a first scan of 1-63 at 2 bits short and a refinement to 1, only a refinement
+    from 1 to 0 may come: none that brings them again, skips a bit or starts over."""
+    data = hostile.progressive_jpeg(64, depth=2)
+    scans = hostile.jpeg_scans(data)
+    scan, last_bit = scans[2:4]  # the first component's refinements from 2 bits to 1 to 0
+    assert (scan.band, last_bit.band) == ((1, 63, 2 << 4 | 1), (1, 63, 1 << 4 | 0))
+    extra = scan.with_band(data, first, last, high, low)
+    assert walk(data[: scan.end] + extra + data[scan.end :]).out_of_order
+    instead = scan.with_band(data, 1, 63, 1, 0)  # the same refinement as the next, alone
+    assert not walk(data[: scan.end] + instead + data[last_bit.end :]).out_of_order
 
 
 def test_a_jpeg_inside_a_segment_is_skipped_with_it(photo: Image.Image) -> None:
@@ -108,21 +136,21 @@ def test_a_truncated_jpeg_yields_what_was_read(photo: Image.Image) -> None:
 @pytest.mark.parametrize(
     ("limits", "reason"),
     [
-        ({"max_scans": 99, "max_markers": 4096}, "IMAGE_TOO_COMPLEX"),
-        ({"max_scans": 100, "max_markers": 150}, "IMAGE_TOO_COMPLEX"),
+        ({"max_scans": 97, "max_markers": 4096}, "IMAGE_TOO_COMPLEX"),
+        ({"max_scans": 98, "max_markers": 150}, "IMAGE_TOO_COMPLEX"),
     ],
 )
 def test_past_either_bound_the_jpeg_is_refused_before_pillow_reads_it(
     hostile: ModuleType, limits: dict[str, int], reason: str
 ) -> None:
-    data = hostile.progressive_jpeg(256, scans=100)  # two markers a scan: table and scan
-    assert walk(data).scans == 100
-    check_jpeg(data, max_scans=100, max_markers=4096)
+    data = hostile.progressive_jpeg(256, depth=0, bands=32)  # a table before each scan
+    assert walk(data).scans == 2 + 3 * 32 == 98
+    check_jpeg(data, max_scans=98, max_markers=4096)
     with pytest.raises(InvalidImageError) as raised:
         check_jpeg(data, **limits)
     assert raised.value.reason == reason
-    with pytest.raises(InvalidImageError, match="more than 99 scans"):
-        decode_image(data, max_jpeg_scans=99)
+    with pytest.raises(InvalidImageError, match="more than 97 scans"):
+        decode_image(data, max_jpeg_scans=97)
 
 
 def test_the_walk_stops_at_its_bounds_so_its_own_work_is_bounded() -> None:

@@ -183,6 +183,12 @@ def check_jpeg(data: bytes, *, max_scans: int, max_markers: int) -> int:
             f"image is a JPEG of more than {max_markers} markers, the limit",
             reason="IMAGE_TOO_COMPLEX",
         )
+    if markers.out_of_order:
+        raise InvalidImageError(
+            "image is a JPEG whose scans bring some coefficients again, out of the order"
+            " the standard allows",
+            reason="IMAGE_CORRUPT",
+        )
     if markers.stray_bytes > STRAY_BYTES:
         raise InvalidImageError(
             f"image is a JPEG with more than {STRAY_BYTES // 1024} KiB between its markers"
