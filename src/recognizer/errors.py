@@ -89,7 +89,7 @@ class InvalidRequestError(RecognizerError):
 
 
 class InvalidImageError(InvalidRequestError):
-    """The image bytes are empty, not an image, corrupt or too large."""
+    """The image bytes are empty, not an image, corrupt, too large or too costly to decode."""
 
     reason = "IMAGE_INVALID"
 

@@ -1,5 +1,5 @@
-"""The result cache: bounded, least recently used out, right for every option, and kept
-apart by tenant and by kind of image."""
+"""The result cache: bounded, least recently used out, right for every option, kept apart
+by tenant and by kind of image, and shared fairly between tenants."""
 
 from __future__ import annotations
 
@@ -82,6 +82,51 @@ def test_tenants_have_entries_of_their_own() -> None:
     assert cache.get(key("m", b"x"), 3) is None
 
 
+def kept(cache: ResultCache, tenant: str, count: int) -> list[int]:
+    """Which of a tenant's entries 0..count-1 the cache still holds."""
+    return [n for n in range(count) if cache.get(key("m", bytes([n]), tenant), 3) is not None]
+
+
+def test_a_tenant_alone_may_fill_the_whole_cache() -> None:
+    cache = ResultCache(max_entries=10, max_bytes=1 << 20)
+    for number in range(12):
+        cache.put(key("m", bytes([number]), tenant="shop"), scores(3))
+    assert kept(cache, "shop", 12) == list(range(2, 12))
+
+
+def test_another_tenants_inserts_never_evict_a_tenant_within_its_share() -> None:
+    cache = ResultCache(max_entries=10, max_bytes=1 << 20)
+    for number in range(4):  # under half the cache, its share beside one other tenant
+        cache.put(key("m", bytes([number]), tenant="shop"), scores(3))
+    for number in range(100):
+        cache.put(key("m", bytes([number]), tenant="vision"), scores(3))
+    assert kept(cache, "shop", 4) == [0, 1, 2, 3]  # nothing tells shop how much vision sent
+    assert kept(cache, "vision", 100) == list(range(94, 100))  # the rest, its newest
+
+
+def test_a_tenant_over_its_share_gives_its_oldest_entries_to_a_newcomer() -> None:
+    cache = ResultCache(max_entries=10, max_bytes=1 << 20)
+    for number in range(10):
+        cache.put(key("m", bytes([number]), tenant="shop"), scores(3))
+    for number in range(8):
+        cache.put(key("m", bytes([number]), tenant="vision"), scores(3))
+    assert kept(cache, "shop", 10) == list(range(5, 10))  # down to its share, newest kept
+    assert kept(cache, "vision", 8) == list(range(3, 8))  # at its share, its own go first
+    assert len(cache) == 10
+
+
+def test_the_byte_bound_is_shared_too() -> None:
+    large, small = scores(1000), scores(3)
+    cache = ResultCache(max_entries=1000, max_bytes=4 * entry_bytes(large))
+    for number in range(4):
+        cache.put(key("m", bytes([number]), tenant="shop"), large)
+    for number in range(200):
+        cache.put(key("m", bytes([number]), tenant="vision"), small)
+    assert cache.nbytes <= cache.max_bytes
+    assert len(kept(cache, "shop", 4)) == 2  # half the bytes: two large entries
+    assert kept(cache, "vision", 200)[-1] == 199
+
+
 async def test_a_repeated_image_skips_decoding_and_the_model() -> None:
     network = ColourNet()
     engine = Engine(
@@ -129,4 +174,15 @@ async def test_entries_own_their_arrays_not_their_batchs() -> None:
         assert hit is not None
         entry_scores = hit.scores.base  # the cached entry, which `get` slices
         assert entry_scores is not None and entry_scores.base is None and entry_scores.size == 2
+    await engine.close()
+
+
+async def test_one_tenants_flood_leaves_anothers_cached_answers_in_place() -> None:
+    engine = Engine([colour_model()], EngineSettings(max_batch_size=4, cache_entries=8))
+    await engine.start()
+    mine = solid_png((200, 0, 0))
+    await engine.classify(mine, Options(), tenant="shop")
+    for blue in range(40):
+        await engine.classify(solid_png((0, 0, 100 + blue)), Options(), tenant="vision")
+    assert (await engine.classify(mine, Options(), tenant="shop")).timing.cache_hit
     await engine.close()

@@ -1,11 +1,15 @@
-"""JPEGs decoded where the model runs, through a real server: Pillow's answers, a corrupt
-JPEG answered alone within its batch, other formats still decoded by Pillow."""
+"""A request's stages through a real server: JPEGs decoded where the model runs (Pillow's
+answers, a corrupt JPEG answered alone within its batch, other formats still decoded by
+Pillow), and hostile images (refused from their markers, their decoding stopped when
+nobody waits for it, and cache hits answered while they decode)."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import cast
 
 import grpc
@@ -14,14 +18,23 @@ import pytest
 import torch
 from PIL import Image
 
-from images import jpeg
+from fakes import colour_model, solid_png
+from images import jpeg, noise_png
 from recognizer.client import AsyncClient, Client
 from recognizer.engine.backends.device_inputs import DEVICE_DECODE_TOLERANCE
 from recognizer.engine.backends.torch_backend import TorchBackend
 from recognizer.engine.engine import ServedModel
+from recognizer.engine.lifecycle import INLINE_HASH_BYTES
+from recognizer.models.preprocessing import (
+    Preprocessing,
+    decode_cost,
+    decode_image,
+    reduce_on_decode,
+)
 from recognizer.models.spec import LoadedModel
 from recognizer.v1 import recognizer_pb2 as pb
-from support import CAT_CLASSES, ESPRESSO, PHOTOS, ServerThread, error_reason
+from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
+from support import CAT_CLASSES, ESPRESSO, PHOTOS, ServerThread, error_reason, load_script
 
 Servers = tuple[ServerThread, ServerThread]
 Answer = pb.ClassifyResponse | grpc.RpcError
@@ -133,3 +146,122 @@ def test_a_repeated_jpeg_is_answered_from_the_cache(default_loaded: LoadedModel)
         first, again = client.classify(data), client.classify(data)
     assert not first.timing.cache_hit and again.timing.cache_hit
     assert [label.class_id for label in again.labels] == [label.class_id for label in first.labels]
+
+
+# Hostile images
+
+RED, GREEN, BLUE = (200, 10, 10), (10, 200, 10), (10, 10, 200)
+# Bounds lifted so that a JPEG of thousands of scans is decoded: it stands for any long
+# decode.
+LIFTED = {"max_jpeg_scans": 10**6, "max_jpeg_markers": 10**6}
+
+
+@pytest.fixture(scope="module")
+def hostile() -> ModuleType:
+    return load_script("hostile_images")
+
+
+@pytest.fixture(scope="module")
+def long_decode(hostile: ModuleType) -> bytes:
+    """A progressive JPEG of 2,081 scans in the standard's order, every AC coefficient
+    brought alone and refined bit by bit, over 6000x6000 pixels: 20 s of a core."""
+    data: bytes = hostile.progressive_jpeg(6000, depth=10, bands=63)
+    return data
+
+
+def serve_colours(**engine: object) -> ServerThread:
+    """The colour model, two decoding threads and a result cache."""
+    return ServerThread(
+        [colour_model()], preprocess_threads=2, max_batch_size=4, cache_entries=16, **engine
+    )
+
+
+def classify(stub: pb_grpc.RecognizerStub, image: bytes, timeout: float) -> pb.ClassifyResponse:
+    response: pb.ClassifyResponse = stub.Classify(pb.ClassifyRequest(image=image), timeout=timeout)
+    return response
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true"
+        time.sleep(0.02)
+
+
+def decoding_cost(data: bytes, preprocessing: Preprocessing) -> int:
+    """What the decoding budget holds while the image decodes."""
+    image = decode_image(data, **LIFTED)
+    reduce_on_decode(image, preprocessing.resize)
+    return decode_cost(image, preprocessing)
+
+
+def test_jpegs_of_too_many_scans_or_repeated_scans_are_refused_before_decoding(
+    hostile: ModuleType, long_decode: bytes
+) -> None:
+    repeated = hostile.many_scan_jpeg(4000, scans=3000)  # seconds of a core, if decoded
+    with serve_colours() as running, grpc.insecure_channel(running.address) as channel:
+        stub = pb_grpc.RecognizerStub(channel)
+        calls = {
+            ("IMAGE_TOO_COMPLEX", "more than 100 scans"): long_decode,
+            ("IMAGE_CORRUPT", "bring some coefficients again"): repeated,
+        }
+        sent = {
+            expected: stub.Classify.future(pb.ClassifyRequest(image=image), timeout=30)
+            for expected, image in calls.items()
+        }
+        assert classify(stub, solid_png(RED), timeout=5).labels[0].class_id == 0
+        for (reason, message), call in sent.items():
+            with pytest.raises(grpc.RpcError) as raised:
+                call.result()
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert error_reason(raised.value) == reason
+            assert message in (raised.value.details() or "")
+
+
+def test_cached_answers_come_at_once_while_both_decoding_threads_are_busy(
+    long_decode: bytes,
+) -> None:
+    small, large = solid_png(BLUE), noise_png(200)
+    assert len(small) <= INLINE_HASH_BYTES < len(large)  # hashed on the loop, and in the pool
+    with (
+        serve_colours(**LIFTED) as running,
+        grpc.insecure_channel(running.address) as channel,
+    ):
+        stub = pb_grpc.RecognizerStub(channel)
+        for image in (small, large):
+            classify(stub, image, timeout=10)  # now cached
+        budget = running.engine.decode_budget
+        cost = decoding_cost(long_decode, running.engine.runner("").spec.preprocessing)
+        calls = [stub.Classify.future(pb.ClassifyRequest(image=long_decode)) for _ in range(2)]
+        wait_until(lambda: budget.used == 2 * cost)  # both decoding
+        for image in (small, large):
+            assert classify(stub, image, timeout=2).timing.cache_hit
+        with pytest.raises(grpc.RpcError) as raised:  # the decoding threads are busy indeed
+            classify(stub, solid_png(GREEN), timeout=1)
+        assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for call in calls:
+            call.cancel()
+        # Nobody waits for the long decodes now: they stop, and a new image is decoded.
+        assert classify(stub, solid_png(GREEN), timeout=3).labels[0].class_id == 1
+        wait_until(lambda: budget.used == 0, timeout=5)
+
+
+def test_decoding_stops_when_its_deadline_passes_and_costs_no_more(long_decode: bytes) -> None:
+    with (
+        serve_colours(**LIFTED) as running,
+        grpc.insecure_channel(running.address) as channel,
+    ):
+        stub = pb_grpc.RecognizerStub(channel)
+        classify(stub, solid_png(RED), timeout=10)  # connected and warm
+        cpu = time.process_time()  # this process is the server: its every thread counts
+        request = pb.ClassifyRequest(image=long_decode)
+        calls = [stub.Classify.future(request, timeout=0.5) for _ in range(2)]
+        for call in calls:
+            with pytest.raises(grpc.RpcError) as raised:
+                call.result()
+            assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert classify(stub, solid_png(GREEN), timeout=3).labels[0].class_id == 1
+        wait_until(lambda: running.engine.decode_budget.used == 0, timeout=5)
+        time.sleep(1)  # time enough for a decode still running to show in the CPU time
+        # Decoded to the end, the two would take about 40 s.
+        assert time.process_time() - cpu < 5

@@ -3,8 +3,9 @@ the memory it takes."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import time
+from collections.abc import Callable
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from PIL import Image
 from images import encode, open_image, png_claiming_size, with_exif_rotation
 from recognizer.errors import InvalidImageError
 from recognizer.models.preprocessing import (
+    DecodingStopped,
     Preprocessing,
     decode_cost,
     decode_image,
@@ -21,7 +23,7 @@ from recognizer.models.preprocessing import (
     prepare_input,
     reduce_on_decode,
 )
-from support import PHOTOS
+from support import PHOTOS, load_script
 
 PREPROCESSING = Preprocessing(resize=256, crop=224)
 
@@ -33,6 +35,11 @@ def prepared(data: bytes) -> np.ndarray:
 @pytest.fixture(scope="module")
 def cat() -> Image.Image:
     return open_image(PHOTOS["cat"].read_bytes()).convert("RGB")
+
+
+@pytest.fixture(scope="module")
+def hostile() -> ModuleType:
+    return load_script("hostile_images")
 
 
 def test_matches_torchvision_resize_and_centre_crop(cat: Image.Image) -> None:
@@ -81,14 +88,24 @@ def test_transparent_pixels_are_composited_on_white() -> None:
     assert (prepared(encode(clear, "PNG")) == 255).all()
 
 
-def test_16_bit_images_are_scaled_not_clipped() -> None:
-    ramp = np.linspace(0, 65535, 300 * 300).astype(np.uint16).reshape(300, 300)
+@pytest.mark.parametrize(("format", "dtype"), [("PNG", np.uint16), ("TIFF", np.int32)])
+def test_16_and_32_bit_images_are_scaled_not_clipped(format: str, dtype: type) -> None:
+    ramp = np.linspace(0, 65535, 300 * 300).astype(dtype).reshape(300, 300)
     image = Image.fromarray(ramp)
-    assert image.mode == "I;16"
-    data = encode(image, "PNG")
+    assert image.mode == ("I;16" if dtype == np.uint16 else "I")
+    data = encode(image, format)
     pixels = prepared(data)
     assert abs(pixels.mean() - 127.5) < 5  # clipping at 255 would give a mean near 255
     assert (pixels[..., 0] == pixels[..., 1]).all()
+    expected = prepared(encode(Image.fromarray((ramp >> 8).astype(np.uint8)), "PNG"))
+    assert np.abs(pixels - expected).max() <= 1  # resampled in 16 bits, then scaled
+
+
+def test_float_images_are_clipped_to_8_bits() -> None:
+    ramp = np.linspace(-100, 400, 300 * 300).astype(np.float32).reshape(300, 300)
+    pixels = prepared(encode(Image.fromarray(ramp), "TIFF"))
+    expected = prepared(encode(Image.fromarray(ramp.clip(0, 255).astype(np.uint8)), "PNG"))
+    assert np.abs(pixels - expected).max() <= 1
 
 
 def test_exif_orientation_is_applied(cat: Image.Image) -> None:
@@ -189,8 +206,8 @@ def over_white(image: Image.Image) -> np.ndarray:
 
 
 def test_rgb_and_grayscale_are_resampled_as_decoded_without_a_copy(cat: Image.Image) -> None:
-    for mode in ("RGB", "L"):
-        image = cat.convert(mode)
+    for mode in ("RGB", "L", "I;16", "I", "F"):
+        image = cat.convert("L").convert(mode)
         assert flatten(image) is image
 
 
@@ -218,35 +235,76 @@ def test_palette_transparency_is_laid_over_white_in_the_palette(
     assert np.abs(np.asarray(flat).astype(np.int16) - reference).max() <= 1
 
 
-PEAK_SCRIPT = """
-import resource, struct, sys, zlib
-from recognizer.models.preprocessing import Preprocessing, decode_cost, decode_image, prepare_input
-side = 4000
-row = bytes([0]) + (bytes(range(256)) * 63)[: side * 4]  # RGBA, alpha varying along it
-compressor = zlib.compressobj(1)
-idat = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
-def chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
-chunks = chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-png = b"\\x89PNG\\r\\n\\x1a\\n" + chunks
-image = decode_image(png)
-cost = decode_cost(image)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-prepare_input(image, Preprocessing())
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-print(side * side * 4, peak * 1024, cost)
-"""
+def pillow(mode: str, format: str, **params: object) -> Callable[[int], bytes]:
+    """A builder of a `format` image in `mode`, side x side, with some detail in it."""
+
+    def build(side: int) -> bytes:
+        picture = Image.linear_gradient("L").resize((side, side)).convert("RGB")
+        picture.paste((200, 30, 90, 128), (side // 4, side // 4, side // 2, side // 2))
+        return encode(picture.convert(mode), format, **params)
+
+    return build
 
 
-def test_a_large_transparent_png_holds_about_two_copies_and_its_cost_bounds_them() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", PEAK_SCRIPT], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr
-    decoded, peak, cost = map(int, result.stdout.split())
-    assert peak <= 2.3 * decoded  # the decoded pixels and one working copy, no more
-    assert cost >= peak  # the budget is told at least what decoding will hold
+def rotated_progressive(side: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return pillow("RGB", "JPEG", progressive=True, exif=exif.tobytes())(side)
+
+
+PEAK_CASES: dict[str, Callable[[int], bytes] | str] = {
+    "JPEG, reduced on decoding": pillow("RGB", "JPEG"),
+    "progressive JPEG": "progressive_jpeg",
+    "progressive JPEG, 4:2:0 and turned by EXIF": rotated_progressive,
+    "progressive CMYK JPEG": pillow("CMYK", "JPEG", progressive=True),
+    "RGBA PNG": pillow("RGBA", "PNG"),
+    "palette PNG with transparency": pillow("P", "PNG", transparency=3),
+    "16-bit PNG": "png16",
+    "WebP": "webp",
+    "WebP with alpha": pillow("RGBA", "WEBP", lossless=True, method=0),
+    "GIF": pillow("P", "GIF"),
+    "BMP": pillow("RGB", "BMP"),
+    "TIFF, deflated": pillow("RGB", "TIFF", compression="tiff_deflate"),
+    "TIFF, one JPEG-compressed strip": pillow(
+        "RGB", "TIFF", compression="jpeg", strip_size=1 << 30
+    ),
+    "CMYK TIFF": pillow("CMYK", "TIFF", compression="tiff_deflate"),
+    "32-bit integer TIFF": "tiff32",
+    "32-bit float TIFF, one strip": "tiff32_float_one_strip",
+}
+PEAK_SIDE = 1500
+PEAK_SLACK = 1 << 20  # what the allocator and Python hold beside any image
+
+
+@pytest.mark.parametrize("case", sorted(PEAK_CASES))
+def test_the_budget_is_told_at_least_what_decoding_holds_at_its_peak(
+    hostile: ModuleType, case: str
+) -> None:
+    builder = PEAK_CASES[case]
+    if builder == "tiff32_float_one_strip":
+        builder = lambda side: hostile.tiff32(side, floating=True, rows_per_strip=side)  # noqa: E731
+    elif isinstance(builder, str):
+        builder = getattr(hostile, builder)
+    assert callable(builder)
+    decoded = hostile.measure(builder(PEAK_SIDE), builder(64))
+    assert not decoded.refused
+    assert decoded.peak > PEAK_SIDE * PEAK_SIDE * 0.05  # it measured something
+    assert decoded.peak <= decoded.cost + PEAK_SLACK
+
+
+def test_a_large_transparent_png_holds_about_two_copies(hostile: ModuleType) -> None:
+    side = 4000
+    decoded = hostile.measure(pillow("RGBA", "PNG")(side), pillow("RGBA", "PNG")(64))
+    assert decoded.peak <= 2.3 * side * side * 4  # the decoded pixels and one working copy
+
+
+@pytest.mark.parametrize("builder", ["png16", "tiff32"])
+def test_16_and_32_bit_images_hold_no_copy_beyond_their_pixels(
+    hostile: ModuleType, builder: str
+) -> None:
+    side, build = 4000, getattr(hostile, builder)
+    decoded = hostile.measure(build(side), build(64))
+    assert decoded.peak <= 1.2 * side * side * (2 if builder == "png16" else 4)
 
 
 def test_the_cost_follows_the_size_jpegs_decode_at_and_the_mode() -> None:
@@ -254,6 +312,59 @@ def test_the_cost_follows_the_size_jpegs_decode_at_and_the_mode() -> None:
     jpeg = decode_image(encode(large, "JPEG"))
     reduce_on_decode(jpeg, 256)
     assert jpeg.size == (500, 375)  # an eighth, the shorter side still over 256
-    assert decode_cost(jpeg) == 500 * 375 * 4  # RGB, upright: no working copy
+    resampled = 4 * 224 * 375  # the crop's rows, resampled to its width first
+    assert decode_cost(jpeg, PREPROCESSING) == 500 * 375 * 4 + resampled  # RGB, upright
     gray = decode_image(encode(large.convert("L"), "TIFF"))
-    assert decode_cost(gray) == 4000 * 3000  # one byte a pixel, resampled as it is
+    assert decode_cost(gray, PREPROCESSING) == 4000 * 3000 + 4 * 224 * 3000  # as it is
+    progressive = decode_image(encode(large, "JPEG", progressive=True))
+    reduce_on_decode(progressive, 256)
+    coefficients = (500 * 376 + 2 * 250 * 188) * 128  # 4:2:0 blocks, whole 16x16 MCUs
+    assert decode_cost(progressive, PREPROCESSING) == decode_cost(jpeg, PREPROCESSING) + (
+        coefficients
+    )
+
+
+# Work: decoding stops when nobody waits for it
+
+
+def test_a_jpeg_stops_decoding_within_a_chunk_of_being_asked(hostile: ModuleType) -> None:
+    data = hostile.progressive_jpeg(2000, depth=10, bands=63)  # 2,081 scans
+    unbounded = {"max_jpeg_scans": 10**6, "max_jpeg_markers": 10**6}
+    started = time.process_time()
+    prepare_input(decode_image(data, **unbounded), PREPROCESSING)
+    whole = time.process_time() - started
+    reads = 0
+
+    def stop() -> bool:
+        nonlocal reads
+        reads += 1
+        return reads > 20  # a few chunks into decoding
+
+    started = time.process_time()
+    with pytest.raises(DecodingStopped):
+        prepare_input(decode_image(data, stop=stop, **unbounded), PREPROCESSING)
+    assert time.process_time() - started < whole / 3  # CPU time: unmoved by other load
+
+
+@pytest.mark.parametrize(
+    ("format", "stops"),
+    [
+        ("JPEG", True),
+        ("PNG", True),
+        ("GIF", True),
+        ("BMP", True),
+        ("TIFF", True),  # uncompressed, in chunks; libtiff decodes a compressed one whole
+        ("WEBP", False),  # decoded whole, in one call, from what was read when opened
+    ],
+)
+def test_formats_read_in_chunks_stop_between_them(
+    cat: Image.Image, format: str, stops: bool
+) -> None:
+    asked = False
+    image = decode_image(encode(cat, format), stop=lambda: asked)
+    asked = True
+    if stops:
+        with pytest.raises(DecodingStopped):
+            prepare_input(image, PREPROCESSING)
+    else:
+        assert prepare_input(image, PREPROCESSING).shape == (224, 224, 3)

@@ -359,6 +359,17 @@ class EngineSettings(Settings):
         ge=1,
     )
     max_image_pixels: int = setting(64_000_000, "largest image, in pixels", ge=1)
+    max_jpeg_scans: int = setting(
+        100,
+        "most scans a JPEG may have, counted before decoding (each decodes the whole image"
+        " again; a progressive JPEG has about 10, and Chrome stops at 100)",
+        ge=1,
+    )
+    max_jpeg_markers: int = setting(
+        4096,
+        "most markers (metadata, tables, scans) a JPEG may have, counted before decoding",
+        ge=1,
+    )
     decode_budget_mb: Annotated[Mebibytes | None, Auto] = setting(
         None,
         "memory that images being decoded may hold at once, in MiB; auto is a quarter of the"

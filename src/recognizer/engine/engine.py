@@ -1,9 +1,9 @@
 """The engine: the one entry point the transport calls to classify an image.
 
 It holds what every request shares (the served models, the preprocess pool, the result
-cache, the decoding memory budget, the callers' rate limits, the count of work in
-flight), runs the watchdog that judges each model's health, and decides when the server
-may stop. The path of one request through it is in lifecycle.py.
+cache and the pool that looks images up in it, the decoding memory budget, the callers'
+rate limits, the count of work in flight), runs the watchdog that judges each model's
+health, and decides when the server may stop. The path of one request through it is in lifecycle.py.
 """
 
 from __future__ import annotations
@@ -98,6 +98,10 @@ class Engine:
             ResultCache(max_entries=settings.cache_entries, max_bytes=settings.cache_bytes)
             if settings.cache_entries
             else None
+        )
+        # Large images are hashed here, so that a cached answer never waits behind decoding.
+        self.lookup_pool = ThreadPoolExecutor(
+            sizing.preprocess_threads(settings), thread_name_prefix="lookup"
         )
         self.decode_budget = MemoryBudget(sizing.decode_budget_bytes(settings))
         self.rate_limiter = (
@@ -272,6 +276,7 @@ class Engine:
                 runner.shares.fail_all(ShuttingDownError)
             await self._no_requests.wait()  # the failed requests' callers now return
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.lookup_pool.shutdown)  # it feeds the next
         await loop.run_in_executor(None, self.preprocess_pool.shutdown)
         for runner in self._runners.values():
             remaining = max(deadline - time.monotonic(), 0.0)
