@@ -1186,7 +1186,7 @@ GOOD, ABUSER, REVOKED = (
 GOOD_DEADLINE_S = 2.0  # a good call answered later than this, during an attack, is lost
 HEADER_TIMEOUT_S = 10.0  # the defaults, which these phases check
 STREAM_IDLE_S = 60.0
-MAX_CONNECTIONS = 4096
+MAX_CONNECTIONS = 1024
 
 
 def network_attacks(

@@ -196,7 +196,7 @@ class ServerSettings(Settings):
         lt=2**31,
     )
     max_connections: int = setting(
-        4096,
+        1024,
         "connections each port keeps open at once (gRPC, and HTTP); more are closed as they"
         " come. Lowered at start-up to fit the open-file limit, which is raised to its hard"
         " limit",
