@@ -763,14 +763,17 @@ def answers_on_a_new_connection(
     return "OK"
 
 
-def watch_flood(
-    target: str, *, streams: int = 4096, connections: int = 43, hold_s: float = 10.0
-) -> dict[str, int]:
-    """Health Watch streams with no token, over `connections` connections, held `hold_s`
+STREAMS_A_CONNECTION = 50  # well within the server's 100: a client that opens streams
+# before the server's HTTP/2 settings arrive has those over it refused (REFUSED_STREAM)
+
+
+def watch_flood(target: str, *, streams: int = 4096, hold_s: float = 10.0) -> dict[str, int]:
+    """Health Watch streams with no token, STREAMS_A_CONNECTION a connection, held `hold_s`
     seconds: each caller's share of the calls keeps them from taking every call. Returns
     how they ended: "held" (open to the end), or the code that ended or refused them."""
 
     async def run() -> dict[str, int]:
+        connections = math.ceil(streams / STREAMS_A_CONNECTION)
         channels = [grpc.aio.insecure_channel(target, _OWN_CONNECTION) for _ in range(connections)]
         ends_at = time.monotonic() + hold_s
         try:
@@ -809,24 +812,32 @@ def idle_streams(
     most. Returns how they ended, and the longest one lasted."""
 
     async def run() -> list[tuple[str, float]]:
-        async with grpc.aio.insecure_channel(target, MESSAGE_OPTIONS) as channel:
-            stub = pb_grpc.RecognizerStub(channel)
+        connections = math.ceil(streams / STREAMS_A_CONNECTION)
+        channels = [grpc.aio.insecure_channel(target, _OWN_CONNECTION) for _ in range(connections)]
 
-            async def one() -> tuple[str, float]:
-                call = stub.ClassifyStream(metadata=metadata)
-                started = time.monotonic()
+        async def one(index: int) -> tuple[str, float]:
+            call = pb_grpc.RecognizerStub(channels[index % connections]).ClassifyStream(
+                metadata=metadata
+            )
+            started = time.monotonic()
+            try:
                 await call.write(pb.ClassifyRequest(image=image_bytes))
                 await call.read()
-                try:
-                    async with asyncio.timeout(wait_s):
-                        code = await call.code()
-                except TimeoutError:
-                    call.cancel()
-                    return "still open", time.monotonic() - started
-                reason = _reason(await rpc_status.aio.from_call(call))
-                return f"{code.name} {reason}".strip(), time.monotonic() - started
+                async with asyncio.timeout(wait_s):
+                    code = await call.code()
+            except TimeoutError:
+                call.cancel()
+                return "still open", time.monotonic() - started
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+            reason = _reason(await rpc_status.aio.from_call(call))
+            return f"{code.name} {reason}".strip(), time.monotonic() - started
 
-            return list(await asyncio.gather(*(one() for _ in range(streams))))
+        try:
+            return list(await asyncio.gather(*(one(index) for index in range(streams))))
+        finally:
+            for channel in channels:
+                await channel.close()
 
     ended = asyncio.run(run())
     return {
@@ -1217,9 +1228,7 @@ def network_attacks(
                 target, images[0], (("authorization", f"Bearer {GOOD}"),)
             ),
         },
-        "health watches": lambda: watch_flood(
-            abuser, streams=1024 * n, connections=11 * n, hold_s=10.0
-        ),
+        "health watches": lambda: watch_flood(abuser, streams=1024 * n, hold_s=10.0),
         "idle streams": lambda: idle_streams(
             abuser, images[0], streams=50 * n, wait_s=STREAM_IDLE_S + 30, metadata=token
         ),

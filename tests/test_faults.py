@@ -221,7 +221,7 @@ def test_watches_and_idle_streams_cannot_hold_the_calls_of_good_callers(
     grpc_door, _ = doors(guarded)
     abuser = (("authorization", f"Bearer {faults.ABUSER}"),)
     with good_tenant(faults, guarded) as traffic:
-        watches = faults.watch_flood(grpc_door, streams=128, connections=2, hold_s=3.0)
+        watches = faults.watch_flood(grpc_door, streams=128, hold_s=3.0)
         idle = faults.idle_streams(
             grpc_door, solid_png(COLOURS[1]), streams=10, wait_s=15, metadata=abuser
         )
