@@ -18,14 +18,24 @@ in turn:
    with a 1 ms deadline;
 3. a flood at 10x the capacity measured just before;
 4. a soak of 20,000 requests, the server's resident memory sampled throughout;
-5. a rolling restart: three servers under steady load through the shipped client (its
+5. attacks on the doors, against a second server with a tokens file and --http-port, the
+   good client a tenant whose every call must be answered within 2 s: a header of 81 MiB,
+   slowloris, idle sockets beyond --max-connections on both ports, health watches by the
+   thousand with no token, streams that go idle, big messages with no token, messages
+   that are not UTF-8, a token revoked under open streams, WebSockets that send nothing,
+   what a caller with no token learns, a request_id of 100,000 characters;
+6. a TLS session after its CA: a third server with mTLS, whose client CA is rotated
+   while a client keeps sessions to resume;
+7. a rolling restart: three servers under steady load through the shipped client (its
    service config balances and retries), each sent SIGTERM and started again in turn.
 
 It passes when no good request is lost, nothing anywhere is INTERNAL, every hostile
 input gets its expected status, resident memory stays flat through the soak (it grows
-by less than 64 MiB after the first tenth), no request of the rolling restart fails, and
-the server says SERVING at the end. It prints a summary and writes faults.json into
---out; RELIABILITY.md quotes it. --quick shrinks every phase, for a smoke test.
+by less than 64 MiB after the first tenth), every attack on the doors gets what it must
+with the server's memory back down after it and no error logged, no TLS session outlives
+the rotation, no request of the rolling restart fails, and the servers say SERVING at the
+end. It prints a summary and writes faults.json into --out; RELIABILITY.md quotes it.
+--quick shrinks every phase, for a smoke test.
 
 The phases are functions of a target address, so tests/test_faults.py runs them too,
 smaller, against servers in the test process.
@@ -42,6 +52,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -51,18 +62,24 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import psutil
+from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from PIL import Image
+from websockets.asyncio.client import connect as websocket_connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from recognizer import open_files
 from recognizer.client import Client
 from recognizer.client.clients import MESSAGE_OPTIONS
 from recognizer.v1 import recognizer_pb2 as pb
@@ -256,12 +273,17 @@ def _code_name(value: int) -> str:
 @dataclass
 class GoodTraffic:
     """A well-behaved caller at `rate` calls a second, on its own connection, without
-    retries: every call must come back OK with the answer the idle server gave."""
+    retries: every call must come back OK, within `deadline` seconds, with the answer the
+    idle server gave. `metadata` (a token) and `credentials` (TLS) as the server needs."""
 
     target: str
     photos: Sequence[tuple[bytes, int]]  # each image and its expected top-1 class
     rate: float
+    deadline: float = 30.0
+    metadata: tuple[tuple[str, str], ...] = ()
+    credentials: grpc.ChannelCredentials | None = None
     sent: int = 0
+    slowest_s: float = 0.0
     lost: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -277,27 +299,45 @@ class GoodTraffic:
         self._thread.join(timeout=120)
 
     def _run(self) -> None:
-        with grpc.insecure_channel(self.target, MESSAGE_OPTIONS) as channel:
+        with channel_to(self.target, self.credentials) as channel:
             stub = pb_grpc.RecognizerStub(channel)
             due = time.monotonic()
             while not self._stop.wait(max(due - time.monotonic(), 0)):
                 data, expected = self.photos[self.sent % len(self.photos)]
                 self.sent += 1
+                started = time.monotonic()
                 try:
-                    answer = stub.Classify(pb.ClassifyRequest(image=data, top_k=1), timeout=30)
+                    answer = stub.Classify(
+                        pb.ClassifyRequest(image=data, top_k=1),
+                        timeout=self.deadline,
+                        metadata=self.metadata,
+                    )
                     if answer.labels[0].class_id != expected:
                         self.lost.append(f"class {answer.labels[0].class_id}, not {expected}")
                 except grpc.RpcError as error:
                     self.lost.append(f"{error.code().name}: {error.details()}")
+                self.slowest_s = max(self.slowest_s, time.monotonic() - started)
                 due += 1 / self.rate
 
 
-def reference_answers(target: str, images: Sequence[bytes]) -> list[tuple[bytes, int]]:
+def channel_to(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    if credentials is None:
+        return grpc.insecure_channel(target, MESSAGE_OPTIONS)
+    return grpc.secure_channel(target, credentials, MESSAGE_OPTIONS)
+
+
+def reference_answers(
+    target: str,
+    images: Sequence[bytes],
+    metadata: tuple[tuple[str, str], ...] = (),
+    credentials: grpc.ChannelCredentials | None = None,
+) -> list[tuple[bytes, int]]:
     """Each image with the top-1 class the server gives it now (asked while idle)."""
-    with grpc.insecure_channel(target, MESSAGE_OPTIONS) as channel:
+    with channel_to(target, credentials) as channel:
         stub = pb_grpc.RecognizerStub(channel)
         answers = [
-            stub.Classify(pb.ClassifyRequest(image=data, top_k=1), timeout=60) for data in images
+            stub.Classify(pb.ClassifyRequest(image=data, top_k=1), timeout=60, metadata=metadata)
+            for data in images
         ]
     return [(data, answer.labels[0].class_id) for data, answer in zip(images, answers, strict=True)]
 
@@ -591,6 +631,467 @@ def serving(target: str) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
+# 6. Network attacks, one caller against the server's doors
+
+
+def _address(target: str) -> tuple[str, int]:
+    host, _, port = target.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _answer_of(sock: socket.socket) -> str:
+    """What the server sent on a connection before closing it: its HTTP status, "closed"
+    (nothing) or "reset" (an abort, or a close with unread bytes, which loses the answer)."""
+    sock.settimeout(60)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except OSError:
+        return data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else "reset"
+    return data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else "closed"
+
+
+def header_flood(http: str, *, connections: int = 4, size: int = 81 << 20) -> dict[str, Any]:
+    """Connections that each send one header that never ends, as fast as they can, up to
+    `size` bytes: the server must answer 431 and close once --http-max-header-kb has come
+    (an answer the client may lose to the reset). Returns how each connection ended and
+    the most bytes one sent."""
+
+    def one(_: int) -> tuple[str, int]:
+        with socket.create_connection(_address(http), timeout=60) as sock:
+            sock.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nX-Huge: ")
+            piece, sent = b"h" * 65536, 0
+            try:
+                while sent < size:
+                    sock.sendall(piece)
+                    sent += len(piece)
+            except OSError:
+                pass
+            return _answer_of(sock), sent
+
+    with ThreadPoolExecutor(connections) as pool:
+        ended = list(pool.map(one, range(connections)))
+    return {
+        "ended": dict(Counter(how for how, _ in ended)),
+        "most_bytes_sent": max(sent for _, sent in ended),
+    }
+
+
+def slowloris(http: str, *, connections: int = 500, seconds: float = 60.0) -> dict[str, Any]:
+    """Connections that send a request head a line a second and never finish it: the server
+    must close each (408) within --header-timeout. Returns how many it closed, how many were
+    still open after `seconds`, and the longest one was held."""
+
+    async def one() -> float | None:
+        reader, writer = await asyncio.open_connection(*_address(http))
+        opened = time.monotonic()
+        try:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            while time.monotonic() - opened < seconds:
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        if not await reader.read(65536):
+                            return time.monotonic() - opened
+                writer.write(b"X-Slow: 1\r\n")
+                await writer.drain()
+        except OSError:
+            return time.monotonic() - opened
+        finally:
+            writer.close()
+        return None
+
+    async def run() -> list[float | None]:
+        return list(await asyncio.gather(*(one() for _ in range(connections))))
+
+    held = asyncio.run(run())
+    closed = [seconds for seconds in held if seconds is not None]
+    return {
+        "connections": connections,
+        "closed": len(closed),
+        "still_open": connections - len(closed),
+        "held_longest_s": round(max(closed, default=0.0), 1),
+    }
+
+
+def idle_sockets(
+    targets: Sequence[str], *, per_port: int, hold_s: float, fds: Callable[[], int]
+) -> dict[str, Any]:
+    """`per_port` sockets to each port that send nothing, held `hold_s` seconds: beyond
+    --max-connections the server closes them as they come, and --header-timeout closes the
+    rest. Returns how many each port refused at once and the most descriptors the server
+    held (`fds()`)."""
+    open_files.raise_open_file_limit()  # this client needs as many as it opens
+    most, refused = fds(), {}
+    for target in targets:
+        sockets = []
+        for _ in range(per_port):
+            sock = socket.create_connection(_address(target), timeout=60)
+            sock.setblocking(False)
+            sockets.append(sock)
+        time.sleep(1.0)
+        most = max(most, fds())
+        refused[target] = sum(_closed_now(sock) for sock in sockets)
+        deadline = time.monotonic() + hold_s
+        while time.monotonic() < deadline:
+            most = max(most, fds())
+            time.sleep(0.5)
+        for sock in sockets:
+            sock.close()
+    return {"per_port": per_port, "refused_at_once": refused, "server_fds_most": most}
+
+
+def _closed_now(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def answers_on_a_new_connection(
+    target: str, image_bytes: bytes, metadata: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """The code of a Classify on a connection of its own, opened now."""
+    with grpc.insecure_channel(target, _OWN_CONNECTION) as channel:
+        try:
+            stub = pb_grpc.RecognizerStub(channel)
+            stub.Classify(pb.ClassifyRequest(image=image_bytes), timeout=30, metadata=metadata)
+        except grpc.RpcError as error:
+            return str(error.code().name)
+    return "OK"
+
+
+STREAMS_A_CONNECTION = 50  # well within the server's 100: a client that opens streams
+# before the server's HTTP/2 settings arrive has those over it refused (REFUSED_STREAM)
+
+
+def watch_flood(target: str, *, streams: int = 4096, hold_s: float = 10.0) -> dict[str, int]:
+    """Health Watch streams with no token, STREAMS_A_CONNECTION a connection, held `hold_s`
+    seconds: each caller's share of the calls keeps them from taking every call. Returns
+    how they ended: "held" (open to the end), or the code that ended or refused them."""
+
+    async def run() -> dict[str, int]:
+        connections = math.ceil(streams / STREAMS_A_CONNECTION)
+        channels = [grpc.aio.insecure_channel(target, _OWN_CONNECTION) for _ in range(connections)]
+        ends_at = time.monotonic() + hold_s
+        try:
+
+            async def one(index: int) -> str:
+                stub = health_pb2_grpc.HealthStub(channels[index % connections])
+                call = stub.Watch(health_pb2.HealthCheckRequest())
+                try:
+                    async with asyncio.timeout(max(ends_at - time.monotonic(), 0.1)):
+                        await call.read()
+                        return await _code(call)
+                except TimeoutError:
+                    call.cancel()
+                    return "held"
+                except grpc.aio.AioRpcError as error:
+                    return str(error.code().name)
+
+            return dict(Counter(await asyncio.gather(*(one(i) for i in range(streams)))))
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    return asyncio.run(run())
+
+
+def idle_streams(
+    target: str,
+    image_bytes: bytes,
+    *,
+    streams: int,
+    wait_s: float,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> dict[str, Any]:
+    """ClassifyStreams that send one frame, read its answer, then send nothing: each must be
+    ended (DEADLINE_EXCEEDED, STREAM_IDLE) within --stream-idle-timeout; waits `wait_s` at
+    most. Returns how they ended, and the longest one lasted."""
+
+    async def run() -> list[tuple[str, float]]:
+        connections = math.ceil(streams / STREAMS_A_CONNECTION)
+        channels = [grpc.aio.insecure_channel(target, _OWN_CONNECTION) for _ in range(connections)]
+
+        async def one(index: int) -> tuple[str, float]:
+            call = pb_grpc.RecognizerStub(channels[index % connections]).ClassifyStream(
+                metadata=metadata
+            )
+            started = time.monotonic()
+            try:
+                await call.write(pb.ClassifyRequest(image=image_bytes))
+                await call.read()
+                async with asyncio.timeout(wait_s):
+                    code = await call.code()
+            except TimeoutError:
+                call.cancel()
+                return "still open", time.monotonic() - started
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+            reason = _reason(await rpc_status.aio.from_call(call))
+            return f"{code.name} {reason}".strip(), time.monotonic() - started
+
+        try:
+            return list(await asyncio.gather(*(one(index) for index in range(streams))))
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    ended = asyncio.run(run())
+    return {
+        "ended": dict(Counter(how for how, _ in ended)),
+        "lasted_longest_s": round(max(seconds for _, seconds in ended), 1),
+    }
+
+
+def unauthenticated_messages(
+    target: str, *, calls: int = 65, size: int = 31 << 20, rss: Callable[[], int]
+) -> dict[str, Any]:
+    """`calls` Classify calls of `size` bytes each, at once, with no token: each must be
+    refused (UNAUTHENTICATED) before its message is read. Returns their codes and the
+    server's resident memory before, at its highest while they ran (sampled every 20 ms),
+    and two seconds after."""
+    request = pb.ClassifyRequest(image=bytes(size))
+    before = rss()
+    highest = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            highest[0] = max(highest[0], rss())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+
+    async def run() -> dict[str, int]:
+        async with grpc.aio.insecure_channel(target, _OWN_CONNECTION) as channel:
+            stub = pb_grpc.RecognizerStub(channel)
+            codes = [_code(stub.Classify(request, timeout=120)) for _ in range(calls)]
+            return dict(Counter(await asyncio.gather(*codes)))
+
+    try:
+        codes = asyncio.run(run())
+    finally:
+        done.set()
+        sampler.join()
+    time.sleep(2.0)
+    return {"codes": codes, "rss_before": before, "rss_highest": highest[0], "rss_after": rss()}
+
+
+INVALID_UTF8 = b"\x22\x02\xff\xfe"  # ClassifyRequest.request_id (4), two bytes that are not UTF-8
+
+
+def undecodable(
+    target: str, http: str, *, calls: int, metadata: tuple[tuple[str, str], ...] = ()
+) -> dict[str, dict[str, int]]:
+    """Classify calls whose request_id is not UTF-8, over gRPC, and JSON bodies that are not
+    UTF-8, over HTTP: INVALID_ARGUMENT and 400, each with its reason. Returns their codes."""
+    grpc_codes: Counter[str] = Counter()
+    with grpc.insecure_channel(target, MESSAGE_OPTIONS) as channel:
+        classify: grpc.UnaryUnaryMultiCallable[bytes, bytes]
+        classify = channel.unary_unary("/recognizer.v1.Recognizer/Classify")
+        for _ in range(calls):
+            try:
+                classify(INVALID_UTF8, timeout=30, metadata=metadata)
+                grpc_codes["OK"] += 1
+            except grpc.RpcError as error:
+                grpc_codes[" ".join(status_of(error)).strip()] += 1
+    http_codes: Counter[str] = Counter()
+    headers = {"Content-Type": "application/json", **dict(metadata)}
+    with httpx.Client(base_url=f"http://{http}", timeout=30) as client:
+        for _ in range(calls):
+            answer = client.post("/v1/classify", content=b'{"request_id": "\xff"}', headers=headers)
+            http_codes[f"{answer.status_code} {_http_reason(answer)}".strip()] += 1
+    return {"grpc": dict(grpc_codes), "http": dict(http_codes)}
+
+
+def _http_reason(answer: httpx.Response) -> str:
+    try:
+        return str(answer.json()["error"]["details"][0]["reason"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+
+
+def revoked_token(
+    target: str,
+    http: str,
+    tokens_file: Path,
+    image_bytes: bytes,
+    *,
+    token: str,
+    wait_s: float = 30.0,
+) -> dict[str, Any]:
+    """A ClassifyStream and a WebSocket open under `token`, each answered a frame; then the
+    token's line is removed from the tokens file: both must end (UNAUTHENTICATED, close
+    1008) once the file is re-read. The file is put back. Returns how each ended and when."""
+    kept = tokens_file.read_text(encoding="utf-8")
+    revoked_text = "".join(line for line in kept.splitlines(True) if token not in line)
+    metadata = (("authorization", f"Bearer {token}"),)
+
+    async def run() -> dict[str, Any]:
+        async with (
+            grpc.aio.insecure_channel(target, MESSAGE_OPTIONS) as channel,
+            websocket_connect(
+                f"ws://{http}/v1/classify/stream",
+                additional_headers={"Authorization": f"Bearer {token}"},
+                max_size=None,
+            ) as websocket,
+        ):
+            call = pb_grpc.RecognizerStub(channel).ClassifyStream(metadata=metadata)
+            await call.write(pb.ClassifyRequest(image=image_bytes))
+            await call.read()
+            await websocket.send(image_bytes)
+            await websocket.recv()
+            await asyncio.to_thread(tokens_file.write_text, revoked_text, encoding="utf-8")
+            revoked = time.monotonic()
+            async with asyncio.timeout(wait_s):
+                code = await call.code()
+                reason = _reason(await rpc_status.aio.from_call(call))
+                grpc_after = time.monotonic() - revoked
+                with suppress(ConnectionClosed):
+                    while True:
+                        await websocket.recv()
+            return {
+                "grpc": f"{code.name} {reason}",
+                "grpc_after_s": round(grpc_after, 1),
+                "websocket": f"{websocket.close_code} {websocket.close_reason}",
+                "websocket_after_s": round(time.monotonic() - revoked, 1),
+            }
+
+    try:
+        return asyncio.run(run())
+    finally:
+        tokens_file.write_text(kept, encoding="utf-8")
+
+
+def websocket_flood(
+    http: str, *, count: int = 500, wait_s: float = 60.0, token: str = ""
+) -> dict[str, Any]:
+    """WebSockets that open and send nothing: each must be closed (1008, FIRST_FRAME_TIMEOUT)
+    within --first-frame-timeout. Returns how they ended and the longest one lasted."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def one() -> tuple[str, float]:
+        started = time.monotonic()
+        try:
+            async with websocket_connect(
+                f"ws://{http}/v1/classify/stream", additional_headers=headers, open_timeout=60
+            ) as websocket:
+                async with asyncio.timeout(wait_s):
+                    with suppress(ConnectionClosed):
+                        while True:
+                            await websocket.recv()
+                return (
+                    f"{websocket.close_code} {websocket.close_reason}",
+                    time.monotonic() - started,
+                )
+        except TimeoutError:
+            return "still open", time.monotonic() - started
+        except InvalidStatus as refused:
+            return str(refused.response.status_code), time.monotonic() - started
+
+    async def run() -> list[tuple[str, float]]:
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+    ended = asyncio.run(run())
+    return {
+        "ended": dict(Counter(how for how, _ in ended)),
+        "lasted_longest_s": round(max(seconds for _, seconds in ended), 1),
+    }
+
+
+def anonymous_view(target: str, http: str, model: str) -> dict[str, Any]:
+    """What a caller with no token learns of the server: the health of "" and of a served
+    model (Check and Watch), and /readyz."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        overall = stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+        try:
+            stub.Check(health_pb2.HealthCheckRequest(service=model), timeout=10)
+            model_check = "OK"
+        except grpc.RpcError as error:
+            model_check = str(error.code().name)
+        watch = stub.Watch(health_pb2.HealthCheckRequest(service=model), timeout=10)
+        model_watch = next(watch).status
+        watch.cancel()
+    names = health_pb2.HealthCheckResponse.ServingStatus.Name
+    ready = httpx.get(f"http://{http}/readyz", timeout=10).json()
+    return {
+        "health": names(overall),
+        "model_check": model_check,
+        "model_watch": names(model_watch),
+        "readyz": ready,
+    }
+
+
+def echoed_request_ids(
+    target: str,
+    http: str,
+    image_bytes: bytes,
+    *,
+    length: int = 100_000,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> dict[str, int]:
+    """The length of a `length`-character request_id as each door echoes it."""
+    long = "r" * length
+    with grpc.insecure_channel(target, MESSAGE_OPTIONS) as channel:
+        request = pb.ClassifyRequest(image=image_bytes, request_id=long)
+        answer = pb_grpc.RecognizerStub(channel).Classify(request, timeout=30, metadata=metadata)
+    body = json_format.MessageToJson(request)
+    headers = {"Content-Type": "application/json", **dict(metadata)}
+    over_http = httpx.post(f"http://{http}/v1/classify", content=body, headers=headers, timeout=30)
+    return {"grpc": len(answer.request_id), "http": len(over_http.json()["request_id"])}
+
+
+def tls_resumption(
+    https: str, ca: Path, client: tuple[Path, Path], rotate: Callable[[], object]
+) -> dict[str, Any]:
+    """A client with a certificate the client CA signed makes full handshakes (TLS 1.2 and
+    1.3) and keeps their sessions; then `rotate()` replaces the client CA: offering a kept
+    session again must not get the client in. Returns whether each resumed before the
+    rotation and what the offer after it got."""
+
+    def context(version: ssl.TLSVersion) -> ssl.SSLContext:
+        made = ssl.create_default_context(cafile=ca)
+        made.load_cert_chain(*client)
+        made.minimum_version = made.maximum_version = version
+        return made
+
+    def get(
+        made: ssl.SSLContext, session: ssl.SSLSession | None = None
+    ) -> tuple[bool, ssl.SSLSession | None]:
+        with (
+            socket.create_connection(_address(https), timeout=30) as raw,
+            made.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+        ):
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+            if not answer.startswith(b"HTTP/1.1 200"):  # TLS 1.3 refuses after the handshake
+                raise ConnectionRefusedError("the server closed the connection unanswered")
+            return bool(tls.session_reused), tls.session
+
+    results: dict[str, Any] = {}
+    kept = {}
+    for name, version in (("TLSv1.2", ssl.TLSVersion.TLSv1_2), ("TLSv1.3", ssl.TLSVersion.TLSv1_3)):
+        made = context(version)
+        _, session = get(made)
+        reused, _ = get(made, session)
+        results[f"{name} resumed before"] = reused
+        kept[name] = (made, session)
+    rotate()
+    for name, (made, session) in kept.items():
+        try:
+            reused, _ = get(made, session)
+            results[f"{name} after rotation"] = "resumed" if reused else "full handshake accepted"
+        except OSError as error:
+            results[f"{name} after rotation"] = f"refused ({type(error).__name__})"
+    return results
+
+
 # The run against `recognizer serve`
 
 
@@ -605,6 +1106,7 @@ class Served:
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         self.ready = threading.Event()
+        self.errors_logged = 0  # tracebacks and ERROR lines in its log
         threading.Thread(target=self._read_log, daemon=True).start()
         if not self.ready.wait(300):
             raise RuntimeError(f"{' '.join(command)} did not start")
@@ -615,10 +1117,15 @@ class Served:
             sys.stderr.write(f"  {self.port} | {line}")
             if "serving recognizer.v1.Recognizer" in line:
                 self.ready.set()
+            if "Traceback" in line or " ERROR " in line:
+                self.errors_logged += 1
         self.ready.set()
 
     def rss(self) -> int:
         return int(psutil.Process(self.process.pid).memory_info().rss)
+
+    def fds(self) -> int:
+        return int(psutil.Process(self.process.pid).num_fds())
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -672,12 +1179,201 @@ def main() -> None:
         results["serving_at_end"] = serving(good)
     finally:
         server.stop()
+    results["network"] = run_network_attacks(images, quick)
+    results["tls_resumption"] = run_tls_resumption(images, quick)
     results["rolling_restart"] = asdict(run_rolling_restart(images[0], quick))
     results["passed"] = passed(results)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "faults.json").write_text(json.dumps(results, indent=2) + "\n")
     print(summary(results))
     sys.exit(0 if results["passed"] else 1)
+
+
+GOOD, ABUSER, REVOKED = (
+    "G00dTenantT0kenAbCdEf12",
+    "Abus3rT0kenGhIjKlMn3456",
+    "R3v0kedT0kenOpQrStUv789",
+)
+GOOD_DEADLINE_S = 2.0  # a good call answered later than this, during an attack, is lost
+HEADER_TIMEOUT_S = 10.0  # the defaults, which these phases check
+STREAM_IDLE_S = 60.0
+MAX_CONNECTIONS = 1024
+
+
+def network_attacks(
+    target: str,
+    abuser: str,
+    http: str,
+    tokens_file: Path,
+    images: Sequence[bytes],
+    *,
+    quick: bool,
+    rss: Callable[[], int],
+    fds: Callable[[], int],
+    errors_logged: Callable[[], int],
+    model: str,
+) -> dict[str, Any]:
+    """Every attack on the doors in turn, from `abuser` (the gRPC port from 127.0.0.1) and
+    `http`; `target` is the gRPC port as the good client dials it. Each phase's result has
+    the server's resident memory before and after it (two seconds after), and its errors
+    logged."""
+    token = (("authorization", f"Bearer {ABUSER}"),)
+    n = 1 if quick else 4  # the phases' sizes, quick or full
+    phases: dict[str, Callable[[], Any]] = {
+        "header flood": lambda: header_flood(http, connections=4),
+        "slowloris": lambda: slowloris(http, connections=125 * n, seconds=HEADER_TIMEOUT_S + 20),
+        "idle sockets": lambda: {
+            **idle_sockets([abuser, http], per_port=1500 * n, hold_s=HEADER_TIMEOUT_S + 5, fds=fds),
+            "then, on a new connection": answers_on_a_new_connection(
+                target, images[0], (("authorization", f"Bearer {GOOD}"),)
+            ),
+        },
+        "health watches": lambda: watch_flood(abuser, streams=1024 * n, hold_s=10.0),
+        "idle streams": lambda: idle_streams(
+            abuser, images[0], streams=50 * n, wait_s=STREAM_IDLE_S + 30, metadata=token
+        ),
+        "unauthenticated messages": lambda: unauthenticated_messages(
+            abuser, calls=16 if quick else 65, rss=rss
+        ),
+        "undecodable messages": lambda: undecodable(abuser, http, calls=250 * n, metadata=token),
+        "revoked token": lambda: revoked_token(abuser, http, tokens_file, images[0], token=REVOKED),
+        "idle websockets": lambda: websocket_flood(http, count=125 * n, token=ABUSER),
+        "anonymous view": lambda: anonymous_view(abuser, http, model),
+        "echoed request ids": lambda: echoed_request_ids(abuser, http, images[0], metadata=token),
+    }
+    results: dict[str, Any] = {}
+    for name, phase in phases.items():
+        before, errors = rss(), errors_logged()
+        print(f"network: {name}", file=sys.stderr, flush=True)
+        results[name] = phase()
+        time.sleep(2.0)
+        results[name] = {
+            "result": results[name],
+            "rss_before": before,
+            "rss_after": rss(),
+            "errors_logged": errors_logged() - errors,
+        }
+    return results
+
+
+def run_network_attacks(images: Sequence[bytes], quick: bool) -> dict[str, Any]:
+    """A server with tokens and HTTP (default settings otherwise), good traffic from a tenant
+    on ::1 throughout, and the attacks from 127.0.0.1."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokens = Path(folder) / "tokens"
+        tokens.write_text(f"good:{GOOD}\nabuser:{ABUSER}\nrevoked:{REVOKED}\n", encoding="utf-8")
+        port, http_port = free_port(), free_port()
+        server = Served(port, "--http-port", str(http_port), "--tokens-file", str(tokens))
+        good = (("authorization", f"Bearer {GOOD}"),)
+        try:
+            reference = reference_answers(f"[::1]:{port}", images, good)
+            with GoodTraffic(
+                f"[::1]:{port}",
+                reference,
+                rate=2.0 if quick else 5.0,
+                deadline=GOOD_DEADLINE_S,
+                metadata=good,
+            ) as traffic:
+                results = network_attacks(
+                    f"[::1]:{port}",
+                    f"127.0.0.1:{port}",
+                    f"127.0.0.1:{http_port}",
+                    tokens,
+                    images,
+                    quick=quick,
+                    rss=server.rss,
+                    fds=server.fds,
+                    errors_logged=lambda: server.errors_logged,
+                    model="efficientnet-lite0",
+                )
+            results["good"] = {
+                "sent": traffic.sent,
+                "lost": traffic.lost[:20],
+                "slowest_s": round(traffic.slowest_s, 3),
+            }
+            results["serving_at_end"] = serving(f"[::1]:{port}")
+        finally:
+            server.stop()
+    return results
+
+
+def run_tls_resumption(images: Sequence[bytes], quick: bool) -> dict[str, Any]:
+    """A server with mTLS on both ports (certificates made as the README makes them), good
+    traffic over mTLS throughout, and a client that tries to resume a session after the
+    client CA is rotated."""
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        make_certificates(folder)
+        client_ca = folder / "client-ca.pem"
+        client_ca.write_bytes((folder / "ca.pem").read_bytes())
+        port, http_port = free_port(), free_port()
+        server = Served(
+            port,
+            *("--http-port", str(http_port), "--tls-cert", str(folder / "server.pem")),
+            *("--tls-key", str(folder / "server.key"), "--tls-client-ca", str(client_ca)),
+        )
+        credentials = grpc.ssl_channel_credentials(
+            (folder / "ca.pem").read_bytes(),
+            (folder / "good.key").read_bytes(),
+            (folder / "good.pem").read_bytes(),
+        )
+        try:
+            target = f"localhost:{port}"
+            reference = reference_answers(target, images, credentials=credentials)
+            with GoodTraffic(
+                target,
+                reference,
+                rate=2.0 if quick else 5.0,
+                deadline=GOOD_DEADLINE_S,
+                credentials=credentials,
+            ) as traffic:
+                resumed = tls_resumption(
+                    f"127.0.0.1:{http_port}",
+                    folder / "ca.pem",
+                    (folder / "good.pem", folder / "good.key"),
+                    lambda: client_ca.write_bytes((folder / "other-ca.pem").read_bytes()),
+                )
+                time.sleep(1.0)
+            return {**resumed, "good": {"sent": traffic.sent, "lost": traffic.lost[:20]}}
+        finally:
+            server.stop()
+
+
+def make_certificates(folder: Path) -> None:
+    """A CA, the server's certificate (localhost, 127.0.0.1, ::1), a client's (CN good) and
+    another CA: with OpenSSL, as the README makes them."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    for ca in ("ca", "other-ca"):
+        subject = ("-subj", f"/CN={ca}")
+        openssl(
+            "req",
+            "-x509",
+            *key,
+            "-days",
+            "30",
+            *subject,
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.pem",
+        )
+    extensions = {
+        "server": "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\nextendedKeyUsage=serverAuth\n",
+        "good": "extendedKeyUsage=clientAuth\n",
+    }
+    for name, extension in extensions.items():
+        (folder / f"{name}.ext").write_text(extension, encoding="ascii")
+        openssl(
+            "req", *key, "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr"
+        )
+        openssl(
+            *("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key"),
+            *("-CAcreateserial", "-days", "30", "-extfile", f"{name}.ext", "-out", f"{name}.pem"),
+        )
 
 
 def run_rolling_restart(image_bytes: bytes, quick: bool) -> Restart:
@@ -708,6 +1404,7 @@ def passed(results: dict[str, Any]) -> bool:
         *results["rolling_restart"]["codes"],
         *(code for codes in results["misbehaving"].values() for code in codes),
     ]
+    network, tls = results["network"], results["tls_resumption"]
     return (
         not results["hostile"]["wrong"]
         and not results["good"]["lost"]
@@ -716,7 +1413,53 @@ def passed(results: dict[str, Any]) -> bool:
         and results["soak"]["growth_bytes"] < RSS_GROWTH_LIMIT
         and set(results["rolling_restart"]["codes"]) == {"OK"}
         and results["serving_at_end"] == "SERVING"
+        and not network_failures(network)
+        and not tls["good"]["lost"]
+        and all(tls[f"{v} after rotation"].startswith("refused") for v in ("TLSv1.2", "TLSv1.3"))
     )
+
+
+def network_failures(network: dict[str, Any]) -> list[str]:
+    """What each network attack must leave (good traffic answered within its deadline,
+    nothing INTERNAL, nothing logged as an error, memory back down), and what each must
+    get; returns what did not hold."""
+    failures = []
+    if network["good"]["lost"] or network["serving_at_end"] != "SERVING":
+        failures.append("good traffic lost calls, or the server is not SERVING")
+    for name, phase in network.items():
+        if name in ("good", "serving_at_end"):
+            continue
+        if phase["errors_logged"]:
+            failures.append(f"{name}: {phase['errors_logged']} errors logged")
+        if phase["rss_after"] - phase["rss_before"] >= RSS_GROWTH_LIMIT:
+            failures.append(f"{name}: resident memory did not come back down")
+        if "INTERNAL" in json.dumps(phase["result"]):
+            failures.append(f"{name}: INTERNAL")
+    result = {name: phase["result"] for name, phase in network.items() if "result" in phase}
+    checks = {
+        "header flood": set(result["header flood"]["ended"]) <= {"431", "reset", "closed"}
+        and result["header flood"]["most_bytes_sent"] < 16 << 20,
+        "slowloris": result["slowloris"]["still_open"] == 0
+        and result["slowloris"]["held_longest_s"] <= HEADER_TIMEOUT_S + 5,
+        "idle sockets": result["idle sockets"]["server_fds_most"]
+        <= 2 * MAX_CONNECTIONS + open_files.RESERVED_FILES
+        and result["idle sockets"]["then, on a new connection"] == "OK",
+        "health watches": set(result["health watches"]) <= {"held", "RESOURCE_EXHAUSTED"},
+        "idle streams": set(result["idle streams"]["ended"]) == {"DEADLINE_EXCEEDED STREAM_IDLE"},
+        "unauthenticated messages": set(result["unauthenticated messages"]["codes"])
+        == {"UNAUTHENTICATED"},
+        "undecodable messages": set(result["undecodable messages"]["grpc"])
+        == {"INVALID_ARGUMENT INVALID_REQUEST"}
+        and set(result["undecodable messages"]["http"]) == {"400 INVALID_REQUEST"},
+        "revoked token": result["revoked token"]["grpc"] == "UNAUTHENTICATED TOKEN_INVALID"
+        and result["revoked token"]["websocket"] == "1008 TOKEN_INVALID",
+        "idle websockets": set(result["idle websockets"]["ended"]) == {"1008 FIRST_FRAME_TIMEOUT"},
+        "anonymous view": result["anonymous view"]["model_check"] == "NOT_FOUND"
+        and result["anonymous view"]["model_watch"] == "SERVICE_UNKNOWN"
+        and result["anonymous view"]["readyz"] == {"status": "SERVING"},
+        "echoed request ids": set(result["echoed request ids"].values()) == {256},
+    }
+    return failures + [f"{name}: not as expected" for name, held in checks.items() if not held]
 
 
 def summary(results: dict[str, Any]) -> str:
@@ -733,6 +1476,15 @@ def summary(results: dict[str, Any]) -> str:
         f"soak             {sum(soak_['codes'].values())} requests: {soak_['codes']}; resident"
         f" {soak_['rss'][0][1] / 2**20:.0f} -> {soak_['rss'][-1][1] / 2**20:.0f} MiB, growth after"
         f" the first tenth {soak_['growth_bytes'] / 2**20:+.1f} MiB",
+        *(
+            f"network          {name}: {json.dumps(phase['result'])}; resident"
+            f" {phase['rss_before'] / 2**20:.0f} -> {phase['rss_after'] / 2**20:.0f} MiB"
+            for name, phase in results["network"].items()
+            if "result" in phase
+        ),
+        f"                 good traffic {results['network']['good']}",
+        *(f"                 {failure}" for failure in network_failures(results["network"])),
+        f"TLS resumption   {results['tls_resumption']}",
         f"rolling restart  {restart['restarts']} restarts: {restart['codes']}",
         f"good traffic     {results['good']['sent']} sent, {len(results['good']['lost'])} lost",
         f"at the end       {results['serving_at_end']}",

@@ -1,22 +1,33 @@
 """The fault suite of benchmarks/faults.py, smaller, against real servers on loopback.
 
 Good traffic runs throughout each phase from another peer address (::1, where the abuse
-comes from 127.0.0.1), without retries: it must lose nothing. Each phase also checks
-that nothing came back INTERNAL and that the server still says SERVING.
+comes from 127.0.0.1), without retries: it must lose nothing (during the attacks on the
+doors, every call answered within 5 s). Each phase also checks that nothing came back
+INTERNAL and that the server still says SERVING.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import grpc
 import psutil
 import pytest
 
+from certificates import Pki
 from fakes import ColourNet, colour_model, solid_png
-from support import ServerThread, load_script
+from recognizer.config.schema import SecuritySettings
+from support import BENCHMARKS, ServerThread, load_script
 
 COLOURS = [(200, 10, 10), (10, 200, 10), (10, 10, 200)]
 
@@ -140,3 +151,181 @@ def test_a_rolling_restart_under_load_loses_no_request(faults: ModuleType) -> No
     assert result.restarts == 3
     assert set(result.codes) == {"OK"}, result.errors
     assert result.codes["OK"] > 50
+
+
+# Network attacks: a server with tokens and HTTP, limits scaled down to the tests' sizes.
+
+GOOD = (("authorization", "Bearer G00dTenantT0kenAbCdEf12"),)
+NETWORK_LIMITS = {
+    "host": "localhost",
+    "header_timeout": 1.0,
+    "first_frame_timeout": 1.0,
+    "stream_idle_timeout": 1.0,
+    "max_connections": 64,
+    "max_concurrent_rpcs": 64,
+}
+
+
+@pytest.fixture
+def tokens_file(faults: ModuleType, tmp_path: Path) -> Path:
+    path = tmp_path / "tokens"
+    tokens = (faults.GOOD, faults.ABUSER, faults.REVOKED)
+    path.write_text(
+        "".join(f"{n}:{t}\n" for n, t in zip(("good", "abuser", "revoked"), tokens, strict=True))
+    )
+    return path
+
+
+@pytest.fixture
+def guarded(tokens_file: Path) -> Iterator[ServerThread]:
+    security = SecuritySettings(tokens_file=tokens_file)
+    with ServerThread(
+        [colour_model()], http=True, security=security, server=NETWORK_LIMITS, max_batch_size=4
+    ) as running:
+        yield running
+
+
+def good_tenant(faults: ModuleType, running: ServerThread) -> Any:
+    """Good traffic from a tenant with a token, each call to be answered within 5 s."""
+    _, good = peers(running)
+    reference = faults.reference_answers(good, [solid_png(c) for c in COLOURS], GOOD)
+    return faults.GoodTraffic(good, reference, rate=5.0, deadline=5.0, metadata=GOOD)
+
+
+def doors(running: ServerThread) -> tuple[str, str]:
+    """The gRPC port as the abuser dials it, and the HTTP port."""
+    assert running.server.http is not None
+    return f"127.0.0.1:{running.server.grpc.port}", f"127.0.0.1:{running.server.http.port}"
+
+
+def test_attacks_on_the_connections_cost_good_callers_nothing(
+    faults: ModuleType, guarded: ServerThread
+) -> None:
+    grpc_door, http_door = doors(guarded)
+    with good_tenant(faults, guarded) as traffic:
+        flooded = faults.header_flood(http_door, connections=2)
+        slow = faults.slowloris(http_door, connections=50, seconds=10)
+        idle = faults.idle_sockets([grpc_door, http_door], per_port=100, hold_s=2.0, fds=lambda: 0)
+    assert set(flooded["ended"]) <= {"431", "reset", "closed"}
+    assert flooded["most_bytes_sent"] < 16 << 20  # of 81 MiB
+    assert slow["still_open"] == 0 and slow["held_longest_s"] <= 6
+    assert all(refused >= 100 - 64 for refused in idle["refused_at_once"].values())
+    assert faults.answers_on_a_new_connection(grpc_door, solid_png(COLOURS[0]), GOOD) == "OK"
+    assert traffic.sent > 0 and traffic.lost == []
+    settled(guarded)
+
+
+def test_watches_and_idle_streams_cannot_hold_the_calls_of_good_callers(
+    faults: ModuleType, guarded: ServerThread
+) -> None:
+    grpc_door, _ = doors(guarded)
+    abuser = (("authorization", f"Bearer {faults.ABUSER}"),)
+    with good_tenant(faults, guarded) as traffic:
+        watches = faults.watch_flood(grpc_door, streams=128, hold_s=3.0)
+        idle = faults.idle_streams(
+            grpc_door, solid_png(COLOURS[1]), streams=10, wait_s=15, metadata=abuser
+        )
+    assert set(watches) <= {"held", "RESOURCE_EXHAUSTED"} and watches["RESOURCE_EXHAUSTED"] >= 64
+    assert idle["ended"] == {"DEADLINE_EXCEEDED STREAM_IDLE": 10}
+    assert traffic.sent > 0 and traffic.lost == []
+    settled(guarded)
+
+
+UNAUTHENTICATED = """
+import json, sys, psutil
+sys.path.insert(0, sys.argv[1])
+import faults
+server = psutil.Process(int(sys.argv[3]))
+rss = lambda: server.memory_info().rss
+print(json.dumps(faults.unauthenticated_messages(sys.argv[2], calls=8, size=8 << 20, rss=rss)))
+"""
+
+
+def unauthenticated_from_another_process(target: str) -> dict[str, Any]:
+    """The phase run by a client process of its own, so that the resident memory it measures,
+    this process's, is the server's alone."""
+    child = subprocess.run(
+        [sys.executable, "-c", UNAUTHENTICATED, str(BENCHMARKS), target, str(os.getpid())],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(child.stdout)
+    return result
+
+
+def test_unauthenticated_and_undecodable_messages_cost_nothing(
+    faults: ModuleType, guarded: ServerThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    grpc_door, http_door = doors(guarded)
+    abuser = (("authorization", f"Bearer {faults.ABUSER}"),)
+    with good_tenant(faults, guarded) as traffic, caplog.at_level(logging.ERROR):
+        refused = unauthenticated_from_another_process(grpc_door)
+        undecodable = faults.undecodable(grpc_door, http_door, calls=20, metadata=abuser)
+    assert refused["codes"] == {"UNAUTHENTICATED": 8}
+    assert refused["rss_after"] - refused["rss_before"] < faults.RSS_GROWTH_LIMIT
+    assert undecodable == {
+        "grpc": {"INVALID_ARGUMENT INVALID_REQUEST": 20},
+        "http": {"400 INVALID_REQUEST": 20},
+    }
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+    assert traffic.sent > 0 and traffic.lost == []
+    settled(guarded)
+
+
+def test_revoked_tokens_idle_websockets_and_what_anonymous_callers_learn(
+    faults: ModuleType, guarded: ServerThread, tokens_file: Path
+) -> None:
+    grpc_door, http_door = doors(guarded)
+    abuser = (("authorization", f"Bearer {faults.ABUSER}"),)
+    red = solid_png(COLOURS[0])
+    with good_tenant(faults, guarded) as traffic:
+        revoked = faults.revoked_token(grpc_door, http_door, tokens_file, red, token=faults.REVOKED)
+        websockets = faults.websocket_flood(http_door, count=20, wait_s=15, token=faults.ABUSER)
+        seen = faults.anonymous_view(grpc_door, http_door, "colours")
+        echoed = faults.echoed_request_ids(grpc_door, http_door, red, metadata=abuser)
+    assert revoked["grpc"] == "UNAUTHENTICATED TOKEN_INVALID"
+    assert revoked["websocket"] == "1008 TOKEN_INVALID"
+    assert websockets["ended"] == {"1008 FIRST_FRAME_TIMEOUT": 20}
+    assert seen == {
+        "health": "SERVING",
+        "model_check": "NOT_FOUND",
+        "model_watch": "SERVICE_UNKNOWN",
+        "readyz": {"status": "SERVING"},
+    }
+    assert echoed == {"grpc": 256, "http": 256}
+    assert traffic.sent > 0 and traffic.lost == []
+    settled(guarded)
+
+
+def test_no_tls_session_outlives_a_rotated_client_ca(
+    faults: ModuleType, pki: Pki, tmp_path: Path
+) -> None:
+    client_ca = tmp_path / "client-ca.pem"
+    shutil.copy(pki.ca, client_ca)
+    security = SecuritySettings(
+        tls_cert=pki.server[0], tls_key=pki.server[1], tls_client_ca=client_ca
+    )
+    with ServerThread([colour_model()], http=True, security=security) as running:
+        assert running.server.http is not None
+        credentials = grpc.ssl_channel_credentials(
+            pki.ca.read_bytes(), pki.client[1].read_bytes(), pki.client[0].read_bytes()
+        )
+        target = f"localhost:{running.server.grpc.port}"
+        reference = faults.reference_answers(
+            target, [solid_png(c) for c in COLOURS], credentials=credentials
+        )
+        with faults.GoodTraffic(
+            target, reference, rate=5.0, deadline=5.0, credentials=credentials
+        ) as traffic:
+            resumed = faults.tls_resumption(
+                f"127.0.0.1:{running.server.http.port}",
+                pki.ca,
+                pki.client,
+                lambda: shutil.copy(pki.other_ca, client_ca),
+            )
+    assert resumed["TLSv1.2 resumed before"] and not resumed["TLSv1.3 resumed before"]
+    assert resumed["TLSv1.2 after rotation"].startswith("refused")
+    assert resumed["TLSv1.3 after rotation"].startswith("refused")
+    assert traffic.sent > 0 and traffic.lost == []

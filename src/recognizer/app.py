@@ -12,12 +12,16 @@ import sys
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
+from recognizer import open_files
 from recognizer.config import Config
 from recognizer.config.schema import ServerSettings
 from recognizer.engine.backends import resolve_device
 from recognizer.engine.backends.prepared import Preparation, load_backend, needs_preparation
 from recognizer.engine.engine import Engine, ServedModel
+from recognizer.security.auth import Authenticator
 from recognizer.security.policy import Security
+from recognizer.security.tokens import CHECK_EVERY_S
+from recognizer.transport.calls import CallShares
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.server import RecognizerServer
 
@@ -97,7 +101,11 @@ class Service:
     """One engine and the servers in front of it: gRPC always, HTTP when --http-port is set.
 
     The engine is the service's: warmed before any server listens, drained once for all
-    of them, closed after they have all stopped. Both servers run on this event loop.
+    of them, closed after they have all stopped. Both servers run on this event loop, share
+    the calls the server runs at once (--max-concurrent-rpcs, fairly between callers), and
+    each keeps its connections within the process's open-file limit. With auth on, the
+    tokens file is looked at once a second while they serve, and calls still open under
+    credentials it no longer accepts are ended.
 
     Usage:
 
@@ -111,17 +119,23 @@ class Service:
         self, engine: Engine, settings: ServerSettings, security: Security | None = None
     ) -> None:
         security = security or Security()
+        ports = 1 if settings.http_port is None else 2
+        capped = open_files.connections_per_port(settings.max_connections, ports)
+        settings = settings.model_copy(update={"max_connections": capped})
         self.engine = engine
         self.settings = settings
+        self.security = security
         self.metrics = ServerMetrics(engine, tenants=security.authenticator is not None)
         self.metrics_port: int | None = None
-        self.grpc = RecognizerServer(engine, settings, self.metrics, security)
+        shares = CallShares(settings.max_concurrent_rpcs)
+        self.grpc = RecognizerServer(engine, settings, self.metrics, security, shares)
         self.http: HttpServer | None = None
         if settings.http_port is not None:
             # Imported only when asked for: with HTTP off, nothing of it is loaded.
             from recognizer.http.server import HttpServer
 
-            self.http = HttpServer(engine, settings, self.metrics, security)
+            self.http = HttpServer(engine, settings, self.metrics, security, shares)
+        self._revoking: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Warm the models up, then listen: each server reports ready once it listens."""
@@ -133,6 +147,8 @@ class Service:
             host = self.settings.metrics_host
             self.metrics_port = self.metrics.serve(host, self.settings.metrics_port)
             logger.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
+        if self.security.authenticator is not None:
+            self._revoking = asyncio.create_task(_end_revoked(self.security.authenticator))
 
     async def stop(
         self, drain_delay: float | None = None, *, hurry: asyncio.Event | None = None
@@ -165,9 +181,22 @@ class Service:
         if self.http is not None:
             servers.append(self.http.stop(remaining))
         await asyncio.gather(*servers)
+        if self._revoking is not None:
+            self._revoking.cancel()
         await self.engine.close(max(deadline - loop.time(), CLOSE_AFTER_GRACE_S))
         self.metrics.close()
         logger.info("stopped")
+
+
+async def _end_revoked(authenticator: Authenticator) -> None:
+    """End the calls whose credentials the tokens file no longer accepts, within a second or
+    so of its change (the file is looked at once a second)."""
+    while True:
+        await asyncio.sleep(CHECK_EVERY_S)
+        try:
+            authenticator.check_held()
+        except Exception:  # a bug: logged, and the next look tries again
+            logger.exception("cannot check the open calls against the tokens file")
 
 
 async def serve(config: Config, security: Security) -> int:

@@ -9,7 +9,8 @@ Raised while serving a request:
     │   └── InvalidImageError    the image cannot be used: send another
     ├── ModelNotFoundError       the named model is not served: pick a served one
     ├── OverloadedError          too much asked at once: retry after `retry_after_s`
-    │   └── RateLimitedError     the caller is over its request rate
+    │   ├── RateLimitedError     the caller is over its request rate
+    │   └── TooManyCallsError    the caller holds its share of the server's calls
     ├── DeadlineExceededError    the caller's deadline passed before inference
     ├── ModelUnavailableError    the model is not working now: go to another replica
     └── ShuttingDownError        the server is draining: go to another replica
@@ -125,10 +126,31 @@ class RateLimitedError(OverloadedError):
     reason = "RATE_LIMITED"
 
 
+class TooManyCallsError(OverloadedError):
+    """The server runs --max-concurrent-rpcs calls and streams at once, and this caller
+    holds its share of them (or gave up its newest to a caller within its share)."""
+
+    reason = "TOO_MANY_CALLS"
+
+
 class DeadlineExceededError(RecognizerError):
     """The caller's deadline passed before the request reached the model."""
 
     reason = "DEADLINE_EXCEEDED"
+
+
+def first_frame_late(timeout: float) -> DeadlineExceededError:
+    """A stream (gRPC or WebSocket) that sent no frame within `timeout` of opening."""
+    return DeadlineExceededError(
+        f"no frame came within {timeout:g}s of opening the stream", reason="FIRST_FRAME_TIMEOUT"
+    )
+
+
+def stream_idle(timeout: float) -> DeadlineExceededError:
+    """A stream that sent no frame for `timeout`, and is ended."""
+    return DeadlineExceededError(
+        f"no frame came for {timeout:g}s: an idle stream is ended", reason="STREAM_IDLE"
+    )
 
 
 class ModelUnavailableError(RecognizerError):

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fakes import POISON, ColourNet, colour_model, faulty_model, solid_png
 from images import png_claiming_size, raw_frame
 from recognizer.client import Client
+from recognizer.transport.convert import MAX_REQUEST_ID_CHARS
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 from support import CAT_CLASSES, ESPRESSO, ServerThread
@@ -144,7 +145,7 @@ def test_list_models_answers_what_grpc_answers(
 
 def test_health_and_readiness(http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "SERVING"}
-    assert http.get("/readyz").json() == {"status": "SERVING", "models": ["efficientnet-lite0"]}
+    assert http.get("/readyz").json() == {"status": "SERVING"}  # no model named: a probe needs none
 
 
 def test_metrics_on_the_http_port_count_http_calls_apart(http: httpx.Client) -> None:
@@ -239,8 +240,27 @@ def test_bad_fields_are_400_and_name_the_field(
     assert detail(error, "BadRequest")["field_violations"][0]["field"] == field
 
 
+def test_an_echoed_request_id_is_cut_to_the_length_grpc_echoes(
+    http: httpx.Client, default_server: ServerThread, photos: dict[str, bytes]
+) -> None:
+    long = "r" * 100_000
+    body = json_format.MessageToJson(pb.ClassifyRequest(image=photos["cat"], request_id=long))
+    json_type = {"Content-Type": "application/json"}
+    over_http = http.post("/v1/classify", content=body, headers=json_type)
+    with Client(default_server.address) as client:
+        over_grpc = client.classify(photos["cat"], request_id=long)
+    assert over_http.json()["request_id"] == over_grpc.request_id == "r" * MAX_REQUEST_ID_CHARS
+
+
+def test_a_long_unknown_field_name_is_quoted_short(http: httpx.Client) -> None:
+    response = http.post(f"/v1/classify?{'n' * 5000}=1", content=b"x", headers=PNG)
+    error = error_of(response, 400, "INVALID_ARGUMENT", "INVALID_REQUEST")
+    assert len(error["message"]) < 300
+
+
 def test_json_that_is_not_a_classify_request_is_400(http: httpx.Client) -> None:
-    for body in (b"{not json", b'{"image": "not base64!"}', b'{"colour": "red"}'):
+    not_utf8 = b'{"request_id": "\xff\xfe"}'
+    for body in (b"{not json", b'{"image": "not base64!"}', b'{"colour": "red"}', not_utf8):
         response = http.post(
             "/v1/classify", content=body, headers={"Content-Type": "application/json"}
         )

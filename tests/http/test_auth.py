@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from certificates import Pki
@@ -284,6 +284,22 @@ def test_a_websocket_takes_its_token_as_a_subprotocol_or_a_header(
     ) as websocket:
         (answer,) = stream_answers(websocket, [RED])
     assert answer["error"]["details"][0]["reason"] == "MODEL_NOT_ALLOWED"  # that frame only
+
+
+def test_a_revoked_token_closes_its_open_websocket(
+    running: ServerThread, pki: Pki, tokens_file: Path
+) -> None:
+    offered = ["recognizer.v1", bearer_protocol(VISION)]
+    with open_stream(running, pki, "model=blues", subprotocols=offered) as websocket:
+        websocket.send(BLUE)
+        assert json.loads(websocket.recv(timeout=60))["labels"][0]["class_id"] == 2
+        tokens_file.write_text(f"shop:{SHOP}\n", encoding="utf-8")  # vision revoked
+        summary = json.loads(websocket.recv(timeout=30))
+        with pytest.raises(ConnectionClosed):
+            websocket.recv(timeout=10)
+    assert summary["status"]["details"][0]["reason"] == "TOKEN_INVALID"
+    assert summary["frames"]["answered"] == 1
+    assert (websocket.close_code, websocket.close_reason) == (1008, "TOKEN_INVALID")
 
 
 def test_a_websocket_without_a_valid_token_is_refused_at_its_handshake(

@@ -6,20 +6,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from google.protobuf import json_format
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from fakes import ColourNet, colour_model, solid_png
 from recognizer.client import Client
+from recognizer.config.schema import SecuritySettings
 from recognizer.v1 import recognizer_pb2 as pb
 from support import CAT_CLASSES, ESPRESSO, ServerThread
 
 END = json.dumps({"end": True})
+SHOP, VISION = "q9Xc1kF0b7WvN2yH4tLm8a", "Zt8MvA3pQ6rJ1uE5sKx0bw"
 RED, GREEN, BLUE = (200, 0, 0), (0, 200, 0), (0, 0, 200)
 
 
@@ -205,3 +208,54 @@ def test_a_client_that_leaves_mid_stream_frees_the_server() -> None:
             again.send(END)
             answers, _ = read_all(again)
         assert answers[0]["labels"][0]["class_id"] == 1
+
+
+def test_a_stream_that_sends_nothing_or_stops_sending_is_closed_in_time() -> None:
+    settings = {"first_frame_timeout": 0.5, "stream_idle_timeout": 0.5}
+    with ServerThread([colour_model()], http=True, server=settings) as running:
+        with stream(running) as websocket:
+            answers, summary = read_all(websocket)
+            assert close_code(websocket) == (1008, "FIRST_FRAME_TIMEOUT")
+        assert answers == [] and summary["status"]["code"] == 4  # DEADLINE_EXCEEDED
+        with stream(running) as websocket:
+            websocket.send(solid_png(RED))
+            answers, summary = read_all(websocket)
+            assert close_code(websocket) == (1008, "STREAM_IDLE")
+        assert [a["labels"][0]["class_id"] for a in answers] == [0]
+        assert summary["frames"]["answered"] == 1
+        assert running.engine.open_streams == 0
+
+
+def test_one_callers_streams_cannot_take_every_call(tmp_path: Path) -> None:
+    """A tenant holds every call with streams; another tenant's stream takes the place of
+    its newest, and the first tenant's next handshake is refused (429)."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"shop:{SHOP}\nvision:{VISION}\n", encoding="utf-8")
+    security = SecuritySettings(tokens_file=tokens)
+    settings = {"max_concurrent_rpcs": 4}
+    with ServerThread([colour_model()], http=True, server=settings, security=security) as running:
+        url = running.http_url.replace("http://", "ws://") + "/v1/classify/stream"
+
+        def opened(token: str) -> ClientConnection:
+            websocket = sockets.enter_context(
+                connect(url, additional_headers={"Authorization": f"Bearer {token}"})
+            )
+            websocket.send(solid_png(RED))
+            assert json.loads(websocket.recv(timeout=60))["labels"][0]["class_id"] == 0
+            return websocket
+
+        with ExitStack() as sockets:
+            shops = [opened(SHOP) for _ in range(4)]
+            vision = opened(VISION)
+            answers, summary = read_all(shops[-1])  # the newest gave its place up
+            assert answers == []
+            assert close_code(shops[-1]) == (1013, "TOO_MANY_CALLS")
+            assert summary["status"]["code"] == 8  # RESOURCE_EXHAUSTED
+            with (
+                pytest.raises(InvalidStatus) as refused,
+                connect(url, additional_headers={"Authorization": f"Bearer {SHOP}"}),
+            ):
+                pass
+            assert refused.value.response.status_code == 429
+            vision.send(solid_png(BLUE))
+            assert json.loads(vision.recv(timeout=60))["labels"][0]["class_id"] == 2

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,3 +148,74 @@ def test_a_rotated_client_ca_decides_which_clients_new_connections_accept(
         shutil.copy(pki.other_ca, client_ca)  # now the other CA's clients, only
         assert handshake(running.http_url, pki.context(client=pki.stranger))
         assert not handshake(running.http_url, pki.context(client=pki.client))
+
+
+def https_get(
+    port: int, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> ssl.SSLSocket:
+    """A TLS connection (resuming `session` if given) that has sent GET /healthz and read its
+    answer, after which a TLS 1.3 server has sent any session tickets it sends."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        tls = context.wrap_socket(raw, server_hostname="localhost", session=session)
+    except OSError:
+        raw.close()
+        raise
+    tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    data = b""
+    while chunk := tls.recv(65536):
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    return tls
+
+
+def test_no_tls_session_outlives_the_client_ca_that_authorised_it(pki: Pki, tmp_path: Path) -> None:
+    """A client keeps the session of a full handshake and offers it again: within one reading
+    of the files a TLS 1.2 session resumes (TLS 1.3 gets no tickets at all); once the client
+    CA is rotated, the session is refused and the client, whose certificate the new CA did
+    not sign, with it."""
+    client_ca = tmp_path / "client-ca.pem"
+    shutil.copy(pki.ca, client_ca)
+    with ServerThread(
+        [colour_model()], security=tls(pki, tls_client_ca=client_ca), http=True
+    ) as running:
+        assert running.server.http is not None
+        port = running.server.http.port
+        tls12 = pki.context(client=pki.client)
+        tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+        tls13 = pki.context(client=pki.client)
+        tls13.minimum_version = ssl.TLSVersion.TLSv1_3
+
+        with https_get(port, tls12) as first:
+            session = first.session
+            assert session is not None and not first.session_reused
+        with https_get(port, tls12, session) as again:
+            assert again.session_reused  # resumption works, within one reading
+
+        with https_get(port, tls13) as modern:
+            assert modern.session is None or not modern.session.has_ticket
+            kept = modern.session
+        with https_get(port, tls13, kept) as again:
+            assert not again.session_reused
+
+        shutil.copy(pki.other_ca, client_ca)  # the rotation: this client is revoked
+        with pytest.raises((ssl.SSLError, OSError)):
+            https_get(port, tls12, session).close()
+        with https_get(port, pki.context(client=pki.stranger)) as stranger:
+            assert stranger.version() is not None  # the new CA's clients get in
+
+
+def test_tls_connections_count_from_before_their_handshake(pki: Pki) -> None:
+    """Sockets that never start TLS hold the port's places until --header-timeout ends them."""
+    settings = {"max_connections": 2, "header_timeout": 1.0}
+    with ServerThread([colour_model()], security=tls(pki), http=True, server=settings) as running:
+        assert running.server.http is not None
+        port = running.server.http.port
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(2)]
+        time.sleep(0.2)
+        assert not handshake(running.http_url, pki.context())  # the third: refused
+        for sock in idle:
+            sock.settimeout(30)
+            assert sock.recv(1) == b""  # closed by the handshake timeout
+            sock.close()
+        assert handshake(running.http_url, pki.context())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,32 @@ def test_the_bearer_scheme_is_read_in_any_case() -> None:
     assert bearer_token("BEARER abc") == "abc"
     with pytest.raises(UnauthenticatedError, match="must be Bearer TOKEN"):
         bearer_token("abc")
+
+
+def test_held_calls_end_when_the_file_no_longer_accepts_their_credentials(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    vision = "Zt8MvA3pQ6rJ1uE5sKx0bw"
+    path.write_text(f"shop:{SHOP}\nvision:{vision}\ncameras:\n", encoding="utf-8")
+    authenticator = Authenticator(TokensFile(path, check_every_s=0), certificate_tenants=True)
+    ended: dict[str, str] = {}
+
+    def end(name: str) -> Callable[[UnauthenticatedError], None]:
+        return lambda error: ended.setdefault(name, error.reason)
+
+    with (
+        authenticator.hold("shop", f"Bearer {SHOP}", None, end("shop")),
+        authenticator.hold("vision", f"Bearer {vision}", None, end("vision")),
+        authenticator.hold("cameras", None, "cameras", end("cameras")),
+    ):
+        authenticator.check_held()
+        assert ended == {}  # the same reading: nothing to check
+        path.write_text(f"shop:{SHOP}\nother:{vision}\n", encoding="utf-8")
+        authenticator.check_held()
+        assert ended == {"vision": "TOKEN_INVALID", "cameras": "CERTIFICATE_UNKNOWN"}
+        authenticator.check_held()
+        assert len(ended) == 2  # each ended once
+    with authenticator.hold("shop", f"Bearer {SHOP}", None, end("late")):
+        pass
+    path.write_text("", encoding="utf-8")
+    authenticator.check_held()
+    assert "late" not in ended and "shop" not in ended  # calls that ended are not held

@@ -3,14 +3,17 @@ and what one tenant can learn of another."""
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from certificates import Pki
@@ -18,6 +21,7 @@ from fakes import colour_model, solid_png
 from recognizer.client import Client, Credentials
 from recognizer.config.schema import SecuritySettings
 from recognizer.v1 import recognizer_pb2 as pb
+from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 from support import ServerThread, error_details, error_reason
 
 SHOP = "q9Xc1kF0b7WvN2yH4tLm8a"
@@ -99,6 +103,31 @@ def test_a_missing_wrong_or_revoked_token_is_unauthenticated(
         )
 
 
+def test_a_revoked_token_ends_its_open_stream(
+    running: ServerThread, pki: Pki, tokens_file: Path
+) -> None:
+    """The stream sends a frame, then waits: removing its token's line ends it."""
+    credentials = grpc.ssl_channel_credentials(pki.ca.read_bytes())
+    release = threading.Event()
+
+    def one_then_wait() -> Iterator[pb.ClassifyRequest]:
+        yield pb.ClassifyRequest(image=BLUE, model="blues")
+        release.wait(60)
+
+    with grpc.secure_channel(running.address, credentials) as channel:
+        answers = pb_grpc.RecognizerStub(channel).ClassifyStream(
+            one_then_wait(), metadata=[("authorization", f"Bearer {VISION}")], timeout=60
+        )
+        try:
+            assert next(answers).labels[0].class_id == 2
+            tokens_file.write_text(f"shop:{SHOP}\n", encoding="utf-8")  # vision revoked
+            ended = failure(lambda: next(answers))
+        finally:
+            release.set()
+    assert (ended.code(), error_reason(ended)) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
+    assert eventually(lambda: running.engine.open_streams == 0)
+
+
 def test_a_token_added_to_the_file_works_without_a_restart(
     running: ServerThread, pki: Pki, tokens_file: Path
 ) -> None:
@@ -144,7 +173,7 @@ def test_health_is_open_by_default_and_closed_on_request(pki: Pki, tokens_file: 
         connect(running, pki) as anonymous,
     ):
         assert anonymous.health() == "SERVING"
-        assert anonymous.health("colours") == "SERVING"
+        assert anonymous.health("recognizer.v1.Recognizer") == "SERVING"
     closed = base.model_copy(update={"public_health": False})
     with ServerThread([colour_model()], security=closed) as running:
         with connect(running, pki) as anonymous:
@@ -152,6 +181,35 @@ def test_health_is_open_by_default_and_closed_on_request(pki: Pki, tokens_file: 
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         with connect(running, pki, SHOP) as shop:
             assert shop.health() == "SERVING"
+
+
+def test_health_names_a_model_only_to_a_tenant_that_may_use_it(
+    running: ServerThread, pki: Pki
+) -> None:
+    """Without a token, a served model's health is as unknown as a name never served."""
+    with (
+        connect(running, pki) as anonymous,
+        connect(running, pki, SHOP) as shop,
+        connect(running, pki, VISION) as vision,
+        connect(running, pki, "W" * 22) as wrong,
+    ):
+        for client in (anonymous, wrong, vision):
+            assert failure(partial(client.health, "colours")).code() == grpc.StatusCode.NOT_FOUND
+        assert failure(lambda: anonymous.health("blues")).code() == grpc.StatusCode.NOT_FOUND
+        assert failure(lambda: shop.health("nothing")).code() == grpc.StatusCode.NOT_FOUND
+        assert shop.health("colours") == shop.health("blues") == vision.health("blues") == "SERVING"
+        assert wrong.health() == "SERVING"  # a wrong token on an open method: anonymous
+
+        channel = grpc.secure_channel(
+            running.address, grpc.ssl_channel_credentials(pki.ca.read_bytes())
+        )
+        with channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="colours"), timeout=10
+            )
+            first = next(watch)
+            watch.cancel()
+        assert first.status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 
 
 def test_tenants_do_not_see_each_others_cache_hits(running: ServerThread, pki: Pki) -> None:

@@ -162,7 +162,7 @@ class ServerSettings(Settings):
     )
     max_connection_idle: Annotated[float | None, Off] = setting(
         300.0,
-        "seconds a connection with no calls stays open (off: for ever)",
+        "seconds a connection with no calls stays open, gRPC or HTTP keep-alive (off: for ever)",
         gt=0,
         le=GRPC_SECONDS_LIMIT,
         allow_inf_nan=False,
@@ -189,11 +189,39 @@ class ServerSettings(Settings):
     )
     max_concurrent_rpcs: int = setting(
         4096,
-        "calls the server runs at once, of every kind (streams and health watches count);"
-        " beyond it gRPC refuses with RESOURCE_EXHAUSTED",
+        "gRPC calls and WebSocket streams the server runs at once, of every kind (health"
+        " watches count), shared fairly between callers; beyond its share a caller is refused"
+        " with RESOURCE_EXHAUSTED",
         ge=1,
         lt=2**31,
     )
+    max_connections: int = setting(
+        1024,
+        "connections each port keeps open at once (gRPC, and HTTP); more are closed as they"
+        " come. Lowered at start-up to fit the open-file limit, which is raised to its hard"
+        " limit",
+        ge=1,
+        lt=2**31,
+    )
+    header_timeout: float = setting(
+        10.0,
+        "seconds a new connection may take to finish its TLS handshake and send what opens it"
+        " (gRPC: HTTP/2's settings; HTTP: the request's headers, and so for each request)",
+        gt=0,
+        le=GRPC_SECONDS_LIMIT,
+        allow_inf_nan=False,
+    )
+    stream_idle_timeout: Annotated[float | None, Off] = setting(
+        60.0,
+        "seconds an open stream (ClassifyStream, WebSocket) may wait for its next frame before"
+        " it is ended (off: for ever)",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    http_max_header_kb: int = setting(
+        64, "largest HTTP request head, its request line and headers, in KiB (beyond: 431)", ge=1
+    )
+    http_max_url_kb: int = setting(8, "longest HTTP request URL, in KiB (beyond: 414)", ge=1)
     http_allowed_origins: Origins = setting(
         (),
         "origins (https://host[:port], comma-separated) besides the server's own whose web"

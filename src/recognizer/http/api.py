@@ -78,7 +78,7 @@ class Api:
             self._metrics.observe("http", message.model, error, started, tenant)
             return error_response(error)
         self._metrics.observe("http", message.model, None, started, tenant)
-        return jsonmap.response(convert.to_response(message.request_id, result))
+        return jsonmap.response(convert.to_response(convert.request_id(message), result))
 
     async def list_models(self, request: Request) -> Response:
         """GET /v1/models: the served models the caller's tenant may use, as a
@@ -96,11 +96,11 @@ class Api:
         return JSONResponse({"status": "SERVING"})
 
     async def readyz(self, request: Request) -> Response:
-        """GET /readyz: the models are warm, some model works, and the server is not leaving."""
+        """GET /readyz: the models are warm, some model works, and the server is not leaving.
+        It names no model: a probe needs none, and /v1/models lists a tenant's own."""
         if (reason := self._engine.not_ready()) is not None:
             return error_response(reason)
-        models = [model.spec.name for model in self._engine.describe()]
-        return JSONResponse({"status": "SERVING", "models": models})
+        return JSONResponse({"status": "SERVING"})
 
     async def metrics(self, request: Request) -> Response:
         """GET /metrics: the service's Prometheus metrics, gRPC and HTTP alike."""

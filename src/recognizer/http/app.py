@@ -27,11 +27,13 @@ from recognizer.engine.engine import Engine
 from recognizer.http import errors, openapi, v2
 from recognizer.http.api import Api
 from recognizer.http.auth import Authentication
+from recognizer.http.calls import StreamPlace
 from recognizer.http.origin import SameOrigin
 from recognizer.http.page import Page
 from recognizer.http.stream import StreamEndpoint
 from recognizer.security.addresses import is_loopback
 from recognizer.security.policy import Security
+from recognizer.transport.calls import CallShares
 from recognizer.transport.metrics import ServerMetrics
 
 
@@ -40,13 +42,23 @@ def create_app(
     settings: ServerSettings,
     metrics: ServerMetrics,
     security: Security | None = None,
+    shares: CallShares | None = None,
 ) -> Starlette:
     """The HTTP face of one engine. Pages of other sites are refused (403); with auth on,
-    guarded routes need a token (401); bodies over --max-message-mb are refused (413).
+    guarded routes need a token (401); bodies over --max-message-mb are refused (413); a
+    WebSocket stream takes its caller's place among the server's calls (`shares`, which
+    gRPC's calls share), or is refused (429).
 
     (Starlette's own max_body_size answers 413 in plain text; ours answers in JSON.)
     """
     security = security or Security()
+    shares = shares or CallShares(settings.max_concurrent_rpcs)
+    stream = StreamEndpoint(
+        engine,
+        metrics,
+        first_frame_timeout=settings.first_frame_timeout,
+        idle_timeout=settings.stream_idle_timeout,
+    )
     api = Api(engine, metrics)
     page = Page()
     token: list[Middleware] = []
@@ -65,7 +77,9 @@ def create_app(
         Route("/openapi.json", openapi_json),
         Route("/v1/classify", api.classify, methods=["POST"], middleware=token),
         WebSocketRoute(
-            "/v1/classify/stream", StreamEndpoint(engine, metrics).serve, middleware=token
+            "/v1/classify/stream",
+            stream.serve,
+            middleware=[*token, Middleware(StreamPlace, shares)],
         ),
         Route("/v1/models", api.list_models, middleware=token),
         Route("/healthz", api.healthz, middleware=health),

@@ -14,7 +14,8 @@ with --tenant-from-cert, the verified client certificate's CN can name the tenan
 A caller refused gets 401 with `WWW-Authenticate: Bearer` and the ErrorInfo reason before
 any endpoint runs (a WebSocket at its handshake, with the same answer); one accepted runs
 with its tenant in the scope, which the endpoints hand to the engine as gRPC's servicer
-does.
+does. A WebSocket stream is held open under its credentials: when the tokens file, re-read,
+no longer accepts them, the stream is ended (ending.py) with UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recognizer.errors import UnauthenticatedError
+from recognizer.http.ending import end
 from recognizer.http.errors import error_response
 from recognizer.security.addresses import canonical_host
 from recognizer.security.auth import SCHEME, Authenticator
@@ -68,15 +70,19 @@ class Authentication:
         connection = HTTPConnection(scope)
         certificates = self._authenticator.certificate_tenants
         try:
-            tenant = self._authenticator.authenticate(
-                _authorization(connection), _certificate_name(scope) if certificates else None
-            )
+            authorization = _authorization(connection)
+            name = _certificate_name(scope) if certificates else None
+            tenant = self._authenticator.authenticate(authorization, name)
         except UnauthenticatedError as error:
             self._on_refusal(error.reason)
             await error_response(error)(scope, receive, send)  # a WebSocket: denied, not opened
             return
         scope[TENANT] = tenant.name
-        await self._app(scope, receive, send)
+        if scope["type"] != "websocket":
+            await self._app(scope, receive, send)
+            return
+        with self._authenticator.hold(tenant.name, authorization, name, lambda e: end(scope, e)):
+            await self._app(scope, receive, send)
 
 
 def _authorization(connection: HTTPConnection) -> str | None:

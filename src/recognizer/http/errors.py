@@ -7,8 +7,8 @@ the proto's JSON mapping. A full queue adds `Retry-After`; a caller without vali
 credentials (401) gets `WWW-Authenticate: Bearer`, as RFC 6750 asks.
 
 Failures of HTTP itself (no such route, a body over --max-message-mb, a content type
-that is not an image, form or JSON, a page of another site) have no engine error; they
-get reasons of their own.
+that is not an image, form or JSON, a page of another site, a request head too large or
+too slow) have no engine error; they get reasons of their own.
 """
 
 from __future__ import annotations
@@ -56,8 +56,11 @@ HTTP_FAILURES: dict[int, tuple[str, str]] = {
     403: ("PERMISSION_DENIED", "ORIGIN_NOT_ALLOWED"),
     404: ("NOT_FOUND", "ROUTE_NOT_FOUND"),
     405: ("UNIMPLEMENTED", "METHOD_NOT_ALLOWED"),
+    408: ("DEADLINE_EXCEEDED", "HEADER_TIMEOUT"),
     413: ("RESOURCE_EXHAUSTED", "MESSAGE_TOO_LARGE"),
+    414: ("RESOURCE_EXHAUSTED", "URL_TOO_LONG"),
     415: ("INVALID_ARGUMENT", "UNSUPPORTED_MEDIA_TYPE"),
+    431: ("RESOURCE_EXHAUSTED", "HEADERS_TOO_LARGE"),
 }
 
 

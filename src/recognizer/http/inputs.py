@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from recognizer.errors import InvalidRequestError
+from recognizer.errors import QUOTED_CHARS, InvalidRequestError, quoted
 from recognizer.v1 import recognizer_pb2 as pb
 
 TIMEOUT_HEADER = "X-Request-Timeout"
@@ -41,7 +41,7 @@ async def classify_request(request: Request) -> pb.ClassifyRequest:
     else:
         raise HTTPException(
             415,
-            f"Content-Type {media_type or '(none)'!r} is not accepted: send the image itself"
+            f"Content-Type {quoted(media_type or '(none)')} is not accepted: send the image itself"
             " (image/*), a multipart/form-data form with an `image` file, or application/json",
         )
     return message
@@ -54,7 +54,8 @@ def merge_options(
     for name, value in fields.items():
         if name not in names:
             raise InvalidRequestError(
-                f"unknown field {name!r}; the fields are {', '.join(names)}", field=name
+                f"unknown field {quoted(name)}; the fields are {', '.join(names)}",
+                field=name[:QUOTED_CHARS],
             )
         match name:
             case "top_k":
@@ -73,7 +74,7 @@ def timeout(request: Request) -> float | None:
     seconds = _number(TIMEOUT_HEADER, value)
     if seconds <= 0:
         raise InvalidRequestError(
-            f"{TIMEOUT_HEADER} must be a positive number of seconds, got {value!r}",
+            f"{TIMEOUT_HEADER} must be a positive number of seconds, got {quoted(value)}",
             field=TIMEOUT_HEADER,
         )
     return seconds
@@ -89,7 +90,8 @@ async def _merge_form(message: pb.ClassifyRequest, request: Request) -> None:
                 message.image = await value.read()
             else:
                 raise InvalidRequestError(
-                    f"the image goes in a file field named {IMAGE_FIELD!r}", field=name
+                    f"the image goes in a file field named {IMAGE_FIELD!r}",
+                    field=name[:QUOTED_CHARS],
                 )
         merge_options(message, fields)
 
@@ -97,10 +99,11 @@ async def _merge_form(message: pb.ClassifyRequest, request: Request) -> None:
 def _merge_json(message: pb.ClassifyRequest, body: bytes) -> None:
     try:
         json_format.Parse(body, message)
-    except json_format.ParseError as error:
+    except (json_format.ParseError, UnicodeDecodeError) as error:
         raise InvalidRequestError(
-            f"the body is not a ClassifyRequest in JSON: {error}", field="body"
-        ) from error
+            f"the body is not a ClassifyRequest in JSON (UTF-8): {quoted(str(error), 200)}",
+            field="body",
+        ) from None
 
 
 def whole_number(name: str, value: str) -> int:
@@ -109,7 +112,9 @@ def whole_number(name: str, value: str) -> int:
     except ValueError:
         number = -1
     if not 0 <= number <= _UINT32_MAX:
-        raise InvalidRequestError(f"{name} must be a whole number >= 0, got {value!r}", field=name)
+        raise InvalidRequestError(
+            f"{name} must be a whole number >= 0, got {quoted(value)}", field=name
+        )
     return number
 
 
@@ -119,5 +124,5 @@ def _number(name: str, value: str) -> float:
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
-        raise InvalidRequestError(f"{name} must be a number, got {value!r}", field=name)
+        raise InvalidRequestError(f"{name} must be a number, got {quoted(value)}", field=name)
     return number

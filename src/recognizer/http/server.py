@@ -6,7 +6,10 @@ socket is bound here, so a busy port is a StartupError like gRPC's; uvicorn's ow
 handling is left out, since the composition root owns SIGTERM and the drain.
 
 The port serves TLS (or mTLS) whenever the gRPC port does, from the same certificate files,
-rotated the same way (tls.py), and its routes take the same tokens (auth.py).
+rotated the same way (tls.py), and its routes take the same tokens (auth.py). Its
+connections are held to the limits of protocol.py: a connection cap, time and size limits
+on request heads, and the keep-alive time of --max-connection-idle; a TLS handshake, too,
+must end within --header-timeout, which uvicorn has no setting for (startup() below).
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ import logging
 import math
 import socket
 from collections.abc import Iterator
-from typing import Any
 
 import uvicorn
 
-from recognizer.config.schema import ServerSettings
+from recognizer.config.schema import GRPC_SECONDS_LIMIT, ServerSettings
 from recognizer.engine.engine import Engine
 from recognizer.errors import StartupError
 from recognizer.http.app import create_app
-from recognizer.http.tls import HttpProtocol, RotatingContext, WebSocketProtocol
+from recognizer.http.protocol import Limits, protocols
+from recognizer.http.tls import Connections, ListeningContext
 from recognizer.security.policy import Security
+from recognizer.transport.calls import CallShares
 from recognizer.transport.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -49,14 +53,32 @@ class HttpServer:
         settings: ServerSettings,
         metrics: ServerMetrics,
         security: Security | None = None,
+        shares: CallShares | None = None,
     ) -> None:
         assert settings.http_port is not None
         self.settings = settings
         self.security = security or Security()
         self.port: int | None = None
+        self.connections = Connections(settings.max_connections)
+        shares = shares or CallShares(settings.max_concurrent_rpcs)
+        http, ws = protocols(
+            Limits(
+                self.connections,
+                header_timeout=settings.header_timeout,
+                max_url_bytes=settings.http_max_url_kb << 10,
+                max_header_bytes=settings.http_max_header_kb << 10,
+                tls=self.security.tls,
+            )
+        )
+        context = None
+        if self.security.certificates is not None:
+            context = ListeningContext(self.security.certificates, self.connections)
+        idle = settings.max_connection_idle
         self._config = uvicorn.Config(
-            create_app(engine, settings, metrics, self.security),
-            **_transport(self.security),
+            create_app(engine, settings, metrics, self.security, shares),
+            http=http,
+            ws=ws,
+            ssl_context_factory=(lambda config, default: context) if context else None,
             ws_max_size=settings.max_message_bytes,
             lifespan="off",
             log_config=None,  # the service's logging stays as configured
@@ -64,9 +86,10 @@ class HttpServer:
             access_log=False,  # as gRPC: calls are counted in the metrics, not logged
             proxy_headers=False,  # no proxy is trusted to name the client
             server_header=False,
+            timeout_keep_alive=math.ceil(idle) if idle is not None else GRPC_SECONDS_LIMIT,
             timeout_graceful_shutdown=math.ceil(settings.grace_period),
         )
-        self._server = _Server(self._config)
+        self._server = _Server(self._config, handshake_timeout=settings.header_timeout)
         self._serving: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -102,28 +125,40 @@ class HttpServer:
         await self._serving
 
 
-def _transport(security: Security) -> dict[str, Any]:
-    """uvicorn's protocols and TLS: plaintext as uvicorn comes, or TLS from the certificate
-    files with protocols that give the app the client's certificate."""
-    if security.certificates is None:
-        return {"http": "httptools", "ws": "websockets-sansio"}
-    context = RotatingContext(security.certificates).context
-    return {
-        "http": HttpProtocol,
-        "ws": WebSocketProtocol,
-        "ssl_context_factory": lambda config, default: context,
-    }
-
-
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling when it has started and leaving the signals alone."""
+    """uvicorn's server, listening on the sockets given with a time limit on TLS handshakes,
+    telling when it has started, and leaving the signals alone."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, *, handshake_timeout: float) -> None:
         super().__init__(config)
         self.started_event = asyncio.Event()
+        self._handshake_timeout = handshake_timeout
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        """uvicorn's startup for the sockets given, but for ssl_handshake_timeout (uvicorn
+        leaves the event loop's 60 s); lifespan events are off."""
+        assert sockets is not None
+        config = self.config
+        loop = asyncio.get_running_loop()
+
+        def create_protocol() -> asyncio.Protocol:
+            protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+            return protocol
+
+        timeout = self._handshake_timeout if config.ssl is not None else None
+        self.servers = [
+            await loop.create_server(
+                create_protocol,
+                sock=listener,
+                ssl=config.ssl,
+                backlog=config.backlog,
+                ssl_handshake_timeout=timeout,
+            )
+            for listener in sockets
+        ]
+        self.started = True
         self.started_event.set()
 
     @contextlib.contextmanager

@@ -12,7 +12,9 @@ Each frame is answered, in order, by a text message: a ClassifyResponse in the p
 JSON mapping, classified, `skipped`, or with its `error`, as ClassifyStream answers it.
 The last message counts the stream's frames and says how it ended, as gRPC's trailers do:
 `{"status": {"code": 0, ...}, "frames": {"answered": 9, "skipped": 3, "failed": 0}}`.
-Then the server closes: 1000 when all went well, 1008 for invalid options or messages,
+Then the server closes: 1000 when all went well; 1008 for invalid options or messages, no
+first frame within --first-frame-timeout, no frame for --stream-idle-timeout, or a token
+revoked; 1013 when its caller's place among the server's calls went to another caller;
 1012 when it drains, 1011 for a bug; the close reason is the ErrorInfo reason.
 
 With auth on, the handshake carries the token (auth.py) and the stream's frames are
@@ -21,10 +23,12 @@ classified for its tenant; a client that offers the `recognizer.v1` subprotocol 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
+from contextlib import suppress
 from typing import Any
 
 from google.rpc import status_pb2
@@ -33,9 +37,20 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from recognizer.engine.engine import Engine
 from recognizer.engine.stream import Frame, StreamSettings, classify_stream
 from recognizer.engine.types import Options
-from recognizer.errors import InvalidRequestError, RecognizerError, ShuttingDownError
+from recognizer.errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    OverloadedError,
+    RecognizerError,
+    ShuttingDownError,
+    UnauthenticatedError,
+    first_frame_late,
+    quoted,
+    stream_idle,
+)
 from recognizer.http import inputs
 from recognizer.http.auth import STREAM_PROTOCOL, caller_of, tenant_of
+from recognizer.http.ending import ended
 from recognizer.http.jsonmap import to_dict
 from recognizer.outcomes import FrameOutcome
 from recognizer.transport import convert
@@ -56,36 +71,49 @@ CLOSE_NORMAL = 1000
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class StreamEndpoint:
-    """WebSocket /v1/classify/stream, over one engine and the service's metrics."""
+    """WebSocket /v1/classify/stream, over one engine and the service's metrics: a stream
+    must send its first frame within `first_frame_timeout`, and each next one within
+    `idle_timeout` (None: no limit), as gRPC's streams must."""
 
-    def __init__(self, engine: Engine, metrics: ServerMetrics) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: ServerMetrics,
+        *,
+        first_frame_timeout: float = 10.0,
+        idle_timeout: float | None = None,
+    ) -> None:
         self._engine = engine
         self._metrics = metrics
+        self._first_frame_timeout = first_frame_timeout
+        self._idle_timeout = idle_timeout
 
     async def serve(self, websocket: WebSocket) -> None:
         offered = websocket.scope.get("subprotocols", ())
         await websocket.accept(STREAM_PROTOCOL if STREAM_PROTOCOL in offered else None)
-        tenant = tenant_of(websocket)
         counts = Counter(dict.fromkeys(FrameOutcome, 0))
         error: Exception | None = None
-        try:
-            settings, options = read_query(websocket.query_params)
-            frames = _frames(websocket, options)
-            async for result in classify_stream(
-                self._engine, frames, settings, tenant=tenant, caller=caller_of(websocket)
-            ):
-                counts[result.outcome] += 1
-                self._metrics.observe_frame("http", result, tenant)
-                await websocket.send_json(to_dict(convert.to_frame_response(result)))
-        except WebSocketDisconnect:
-            return  # the client left: nobody to answer
-        except Exception as raised:
-            if not isinstance(raised, RecognizerError):
-                logger.exception("a WebSocket stream failed")
-            error = raised
+        stream = asyncio.ensure_future(self._stream(websocket, counts))
+        ending = ended(websocket.scope)
+        await asyncio.wait((stream, ending), return_when=asyncio.FIRST_COMPLETED)
+        if not stream.done():  # the server ends it: a token revoked, its place given up
+            stream.cancel()
+            with suppress(asyncio.CancelledError, WebSocketDisconnect):
+                await stream
+            error = ending.result()
+        else:
+            try:
+                stream.result()
+            except WebSocketDisconnect:
+                return  # the client left: nobody to answer
+            except Exception as raised:
+                if not isinstance(raised, RecognizerError):
+                    logger.exception("a WebSocket stream failed")
+                error = raised
         status = status_pb2.Status() if error is None else to_status(error)
         frames_by_outcome = {outcome.value: n for outcome, n in counts.items()}
         try:
@@ -93,6 +121,18 @@ class StreamEndpoint:
             await websocket.close(*_close(error))
         except WebSocketDisconnect:
             pass
+
+    async def _stream(self, websocket: WebSocket, counts: Counter[FrameOutcome]) -> None:
+        """Answer the stream's frames as they come, counting their outcomes."""
+        tenant = tenant_of(websocket)
+        settings, options = read_query(websocket.query_params)
+        frames = _frames(websocket, options, self._first_frame_timeout, self._idle_timeout)
+        async for result in classify_stream(
+            self._engine, frames, settings, tenant=tenant, caller=caller_of(websocket)
+        ):
+            counts[result.outcome] += 1
+            self._metrics.observe_frame("http", result, tenant)
+            await websocket.send_json(to_dict(convert.to_frame_response(result)))
 
 
 def read_query(query: Mapping[str, str]) -> tuple[StreamSettings, Options]:
@@ -102,7 +142,7 @@ def read_query(query: Mapping[str, str]) -> tuple[StreamSettings, Options]:
     age = fields.pop("max_frame_age_ms", "0")
     if policy not in POLICIES:
         raise InvalidRequestError(
-            f"policy must be one of {', '.join(POLICIES)}, got {policy!r}", field="policy"
+            f"policy must be one of {', '.join(POLICIES)}, got {quoted(policy)}", field="policy"
         )
     stream_options = pb.StreamOptions(
         policy=POLICIES[policy],
@@ -113,11 +153,19 @@ def read_query(query: Mapping[str, str]) -> tuple[StreamSettings, Options]:
     return convert.to_stream_settings(stream_options), convert.to_options(template)
 
 
-async def _frames(websocket: WebSocket, options: Options) -> AsyncIterator[Frame]:
-    """The frames as they come, until `{"end": true}`; a disconnect raises."""
+async def _frames(
+    websocket: WebSocket, options: Options, first_timeout: float, idle_timeout: float | None
+) -> AsyncIterator[Frame]:
+    """The frames as they come, until `{"end": true}`; a disconnect raises, and so does a
+    wait over `first_timeout` for the first message or `idle_timeout` for a later one."""
     index = 0
     while True:
-        message = await websocket.receive()
+        try:
+            async with asyncio.timeout(idle_timeout if index else first_timeout):
+                message = await websocket.receive()
+        except TimeoutError:
+            late = stream_idle(idle_timeout or 0) if index else first_frame_late(first_timeout)
+            raise late from None
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
         if message.get("bytes") is not None:
@@ -145,8 +193,10 @@ def _close(error: Exception | None) -> tuple[int, str]:
     if error is None:
         return CLOSE_NORMAL, ""
     reason = error.reason if isinstance(error, RecognizerError) else "INTERNAL"
-    if isinstance(error, InvalidRequestError):
+    if isinstance(error, InvalidRequestError | DeadlineExceededError | UnauthenticatedError):
         return CLOSE_POLICY_VIOLATION, reason
+    if isinstance(error, OverloadedError):
+        return CLOSE_TRY_AGAIN_LATER, reason
     if isinstance(error, ShuttingDownError):
         return CLOSE_SERVICE_RESTART, reason
     return CLOSE_INTERNAL_ERROR, reason

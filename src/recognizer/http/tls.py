@@ -1,20 +1,24 @@
-"""TLS on the HTTP port: the gRPC port's certificate files, followed as they rotate, and the
-client certificate put where the application can read it.
+"""TLS on the HTTP port: the gRPC port's certificate files, followed as they rotate, each
+connection's TLS tied to the reading of the files it was accepted under, and the client
+certificate put where the application can read it.
 
-uvicorn takes one ssl.SSLContext at start-up. Ours starts as the files' first reading and
-has an SNI callback, which OpenSSL calls early in every handshake (whether the client sent
-a server name or not): when CertificateFiles.current() has a newer reading, the callback
-builds a context from it and hands the connection to that one. So new connections get the
-new certificate (and client CA), open ones keep theirs, and nothing restarts, as on gRPC.
+uvicorn (and the event loop under it) takes one ssl.SSLContext for the listener, and asks
+it for each new connection's TLS object (`wrap_bio`) before the handshake. Ours answers from
+a context built from the files' newest good reading: new connections get the new
+certificate and client CA, open ones keep theirs, nothing restarts, as on gRPC. Each
+reading's context has its own session cache and issues no session tickets, so no TLS
+session can be resumed past the reading that authorised it: a client whose certificate the
+rotated CA no longer signs must make a full handshake, and is refused. The same hook keeps
+the port's connections, handshaking ones included, within --max-connections: one over it
+is closed before its handshake.
 
-uvicorn does not yet put the client certificate in the ASGI scope, so the protocol classes
-here add the ASGI TLS extension (scope["extensions"]["tls"], with `client_cert_chain` and
-`client_cert_name`) to every request and WebSocket of a TLS connection.
+uvicorn does not yet put the client certificate in the ASGI scope, so protocol.py adds the
+ASGI TLS extension (scope["extensions"]["tls"], with `client_cert_chain` and
+`client_cert_name`), from `tls_extension` here.
 
 Usage:
 
-    context = RotatingContext(certificates).context   # uvicorn's ssl_context_factory
-    uvicorn.Config(app, http=HttpProtocol, ws=WebSocketProtocol, ...)
+    context = ListeningContext(certificates, connections)   # uvicorn's ssl context
 """
 
 from __future__ import annotations
@@ -24,52 +28,93 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable
+import weakref
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from recognizer.security.certificates import CertificateFiles, ServerIdentity
 
 logger = logging.getLogger(__name__)
 
-App = Callable[[Any, Any, Any], Awaitable[None]]  # an ASGI application, as uvicorn types it
 TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}  # as the ASGI TLS extension writes them
 
 
-class RotatingContext:
-    """The listening context, which passes each handshake to the newest good reading of the
-    certificate files."""
+class Connections:
+    """The connections a port holds now, against its cap."""
 
-    def __init__(self, certificates: CertificateFiles) -> None:
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open = 0
+
+    @property
+    def full(self) -> bool:
+        return self.open >= self.cap
+
+
+class ListeningContext(ssl.SSLContext):
+    """The listener's context: each connection's TLS comes from the newest good reading of
+    the certificate files, or the connection is refused when the port holds its cap."""
+
+    _certificates: CertificateFiles
+    _connections: Connections
+    _served: ServerIdentity
+    _context: ssl.SSLContext
+
+    def __new__(cls, certificates: CertificateFiles, connections: Connections) -> ListeningContext:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
+
+    def __init__(self, certificates: CertificateFiles, connections: Connections) -> None:
         self._certificates = certificates
+        self._connections = connections
         self._served = certificates.current()
-        self.context = server_context(self._served)
-        self.context.sni_callback = self._choose
-        self._newest = self.context
+        self._context = server_context(self._served)
 
-    def _choose(self, connection: ssl.SSLObject, server_name: str | None, _: object) -> None:
-        """OpenSSL's servername callback: runs on the event loop, once per handshake, and costs
-        a stat of each file when nothing changed."""
+    def wrap_bio(  # type: ignore[override]  # the event loop's call, keywords and all
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        """Called on the event loop for each accepted connection, before its handshake; costs
+        a stat of each file when nothing changed. A connection over the cap is given a TLS
+        object whose input has already ended: its handshake fails at once, and the event
+        loop closes it as it closes any failed handshake (quietly)."""
+        tls = self.current().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        if self._connections.full:
+            incoming.write_eof()
+            return tls
+        self._connections.open += 1
+        weakref.finalize(tls, _closed, self._connections)  # the loop drops it with the connection
+        return tls
+
+    def current(self) -> ssl.SSLContext:
+        """The context of the files' newest good reading."""
         try:
             identity = self._certificates.current()
             if identity is not self._served:
                 self._served = identity  # tried once: a failure is logged once
-                self._newest = server_context(identity)
+                self._context = server_context(identity)
         except Exception:  # raised into the handshake, it would only refuse the client
             logger.exception("cannot use the TLS certificate files' new reading for HTTP")
-        if self._newest is not self.context:
-            connection.context = self._newest
+        return self._context
+
+
+def _closed(connections: Connections) -> None:
+    connections.open -= 1
 
 
 def server_context(identity: ServerIdentity) -> ssl.SSLContext:
-    """A server context for one reading of the files: TLS 1.2 or newer, and client
-    certificates required and verified against the client CA when there is one (mTLS)."""
+    """A server context for one reading of the files: TLS 1.2 or newer, no session tickets,
+    and client certificates required and verified against the client CA when there is one
+    (mTLS)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.options |= ssl.OP_NO_TICKET  # TLS 1.2's tickets
+    context.num_tickets = 0  # TLS 1.3's
     # ssl loads a certificate and key only from files: a private folder, gone at once.
     with tempfile.TemporaryDirectory(prefix="recognizer-tls-") as folder:
         chain, key = Path(folder, "chain.pem"), Path(folder, "key.pem")
@@ -89,46 +134,20 @@ def _write_private(path: Path, data: bytes) -> None:
         file.write(data)
 
 
-def tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any]:
+def tls_extension(transport: asyncio.BaseTransport) -> dict[str, Any] | None:
     """The ASGI TLS extension for a connection: its TLS version and, under mTLS, the client's
-    verified certificate (the leaf only: Python 3.11 cannot read the rest of the chain)."""
+    verified certificate (the leaf only: Python 3.11 cannot read the rest of the chain);
+    None for a plaintext connection."""
     connection: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
-    leaf = connection.getpeercert(binary_form=True) if connection is not None else None
+    if connection is None:
+        return None
+    leaf = connection.getpeercert(binary_form=True)
     name = x509.load_der_x509_certificate(leaf).subject.rfc4514_string() if leaf else None
-    version = connection.version() if connection is not None else None
     return {
         "server_cert": None,
         "client_cert_chain": [ssl.DER_cert_to_PEM_cert(leaf)] if leaf else [],
         "client_cert_name": name,
         "client_cert_error": None,
-        "tls_version": TLS_VERSIONS.get(version or ""),
+        "tls_version": TLS_VERSIONS.get(connection.version() or ""),
         "cipher_suite": None,
     }
-
-
-def _with_tls(app: App, transport: asyncio.BaseTransport) -> App:
-    """`app`, its every scope given the connection's TLS extension."""
-    tls = tls_extension(transport)
-
-    async def with_tls(scope: Any, receive: Any, send: Any) -> None:
-        scope["extensions"] = {**(scope.get("extensions") or {}), "tls": tls}
-        await app(scope, receive, send)
-
-    return with_tls
-
-
-class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, adding the TLS extension."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.app = _with_tls(self.app, transport)
-
-
-class WebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol (what an HTTP connection upgrades to), adding the
-    TLS extension."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.app = _with_tls(self.app, transport)

@@ -5,17 +5,27 @@ client certificate's subject CN; an HTTP server would pass its Authorization hea
 the same CN. A token, when one is sent, decides; without one, the certificate may
 name the tenant (with `certificate_tenants`, --tenant-from-cert).
 
+A call that lasts (a stream) is held while it runs: when the tokens file, re-read, no
+longer names its tenant (its token revoked, its certificate's tenant removed),
+`check_held` ends it, so a revoked token keeps nothing open.
+
 Usage:
 
     authenticator = Authenticator(TokensFile(Path("tokens.txt")))
     tenant = authenticator.authenticate("Bearer q9Xc1kF0b7WvN2yH4tLm8a")  # or raises
     authenticator.may_use(tenant.name, "wanwu")
+    with authenticator.hold(tenant.name, "Bearer q9Xc1kF0b7WvN2yH4tLm8a", None, end=stop):
+        ...                                   # check_held(), once a second, may call `end`
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 from recognizer.errors import UnauthenticatedError, quoted
-from recognizer.security.tokens import Tenant, TokensFile
+from recognizer.security.tokens import Tenant, Tokens, TokensFile
 
 SCHEME = "Bearer"
 
@@ -26,13 +36,55 @@ class Authenticator:
     def __init__(self, tokens: TokensFile, *, certificate_tenants: bool = False) -> None:
         self.tokens = tokens
         self.certificate_tenants = certificate_tenants
+        self._held: dict[_Held, None] = {}
+        self._checked: Tokens | None = None
 
     def authenticate(
         self, authorization: str | None, certificate_name: str | None = None
     ) -> Tenant:
         """The tenant an `Authorization` value (`Bearer TOKEN`) names or, without one, the
         tenant a verified client certificate's subject CN names."""
+        return self._authenticate(self.tokens.current(), authorization, certificate_name)
+
+    @contextmanager
+    def hold(
+        self,
+        tenant: str,
+        authorization: str | None,
+        certificate_name: str | None,
+        end: Callable[[UnauthenticatedError], object],
+    ) -> Iterator[None]:
+        """During the block, a call that these credentials authenticated as `tenant` is open:
+        `end` is called, once, with the refusal if a new reading of the tokens file refuses
+        them or names another tenant by them (check_held)."""
+        held = _Held(authorization, certificate_name, tenant, end)
+        self._held[held] = None
+        try:
+            yield
+        finally:
+            self._held.pop(held, None)
+
+    def check_held(self) -> None:
+        """Once the tokens file reads differently, authenticate every held call again and end
+        those it now refuses. Costs a stat of the file (at most once a second) otherwise."""
         tokens = self.tokens.current()
+        if tokens is self._checked:
+            return
+        self._checked = tokens
+        for held in list(self._held):
+            try:
+                tenant = self._authenticate(tokens, held.authorization, held.certificate_name)
+                if tenant.name != held.tenant:
+                    raise UnauthenticatedError(
+                        "the credentials now name another tenant", reason="TOKEN_INVALID"
+                    )
+            except UnauthenticatedError as error:
+                del self._held[held]
+                held.end(error)
+
+    def _authenticate(
+        self, tokens: Tokens, authorization: str | None, certificate_name: str | None
+    ) -> Tenant:
         if authorization is not None:
             tenant = tokens.tenant_for(bearer_token(authorization))
             if tenant is None:
@@ -60,6 +112,16 @@ class Authenticator:
         """Whether the tokens file, as it says now, lets the tenant use the model."""
         known = self.tokens.current().tenants.get(tenant)
         return known is not None and known.may_use(model)
+
+
+@dataclass(eq=False, frozen=True)
+class _Held:
+    """A call open under these credentials, as its tenant, and how to end it."""
+
+    authorization: str | None
+    certificate_name: str | None
+    tenant: str
+    end: Callable[[UnauthenticatedError], object]
 
 
 def bearer_token(authorization: str) -> str:

@@ -2,8 +2,9 @@
 and reflection on one port, connection management, health that follows the engine's
 watchdog, and the drain.
 
-The port is plaintext, TLS or mTLS as the Security says; with auth on, an interceptor
-names each call's tenant (health, and reflection if asked, may stay open).
+The port is plaintext, TLS or mTLS as the Security says. Every call comes through the door
+(door.py): with auth on it names the call's tenant (health, and reflection if asked, may
+stay open), and every caller is held to its share of the calls, before a request is read.
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ from recognizer.transport.auth import (
     HEALTH_METHODS,
     REFLECTION_METHODS,
     V2_HEALTH_METHODS,
-    AuthInterceptor,
+    current_tenant,
 )
+from recognizer.transport.calls import CallShares
 from recognizer.transport.credentials import server_credentials
+from recognizer.transport.door import Door
+from recognizer.transport.health import HealthServicer
 from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.servicer import RecognizerServicer
 from recognizer.v1 import recognizer_pb2 as pb
@@ -47,7 +51,15 @@ def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
     Keepalive pings find clients that vanished without closing their connection (they
     are sent with or without calls, for ever). A connection past its age is sent GOAWAY:
     its calls finish, and the client opens a new connection for the next ones, which a
-    Kubernetes Service (L4) may send to a newer replica.
+    Kubernetes Service (L4) may send to a newer replica. Connections beyond
+    --max-connections are closed as they come, and one that has not finished its TLS
+    handshake and sent HTTP/2's settings within --header-timeout is closed.
+
+    The BDP probe is off: it grows every stream's flow-control window towards the
+    connection's bandwidth-delay product (tens of MiB on loopback), which is what a call
+    refused before its request is read (door.py) can make the server buffer. Without it
+    the windows start at 64 KiB and grow for each message the server asks for, which costs
+    an upload of a few MiB a round trip or two over a distant link.
     """
 
     def ms(seconds: float) -> int:
@@ -64,6 +76,9 @@ def channel_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", settings.max_connections),
+        ("grpc.server_handshake_timeout_ms", ms(settings.header_timeout)),
+        ("grpc.http2.bdp_probe", 0),
     ]
     lifetimes = {
         "grpc.max_connection_idle_ms": settings.max_connection_idle,
@@ -78,11 +93,12 @@ class RecognizerServer:
     """A grpc.aio server for an Engine that the caller starts and closes (app.Service).
 
     Health answers for "" (the whole server), recognizer.v1.Recognizer, and each
-    served model by name: SERVING once listening (the engine is warm by then),
-    NOT_SERVING from drain() on. A model is NOT_SERVING while the engine's watchdog finds
-    it broken, and the server and the service are NOT_SERVING while every model is. The
-    engine should have been built with `security.access`, so that it holds each tenant
-    to its models.
+    served model by name (with auth on, to a tenant that may use it): SERVING once
+    listening (the engine is warm by then), NOT_SERVING from drain() on. A model is
+    NOT_SERVING while the engine's watchdog finds it broken, and the server and the
+    service are NOT_SERVING while every model is. The engine should have been built with
+    `security.access`, so that it holds each tenant to its models. `shares` are the calls
+    the server runs at once, which the HTTP port's streams may share.
 
     Usage:
 
@@ -100,21 +116,27 @@ class RecognizerServer:
         settings: ServerSettings,
         metrics: ServerMetrics,
         security: Security | None = None,
+        shares: CallShares | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
         self.security = security or Security()
+        self.shares = shares or CallShares(settings.max_concurrent_rpcs)
         self.port: int | None = None
         self._metrics = metrics
         self._draining = False
-        self._health = health.aio.HealthServicer()
+        self._health = HealthServicer(self._may_know)
         self._server = grpc.aio.server(
-            interceptors=self._interceptors(),
+            interceptors=[self._door()],
             options=channel_options(settings),
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            # gRPC's own limit, a backstop: the door refuses first, with a reason.
+            maximum_concurrent_rpcs=min(2 * settings.max_concurrent_rpcs, 2**31 - 1),
         )
         servicer = RecognizerServicer(
-            engine, metrics, first_frame_timeout=settings.first_frame_timeout
+            engine,
+            metrics,
+            first_frame_timeout=settings.first_frame_timeout,
+            idle_timeout=settings.stream_idle_timeout,
         )
         engine.on_health_change(self._model_health_changed)
         pb_grpc.add_RecognizerServicer_to_server(servicer, self._server)
@@ -128,18 +150,24 @@ class RecognizerServer:
                 self._server,
             )
 
-    def _interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """With auth on, one that authenticates every call to a method not left open."""
+    def _door(self) -> Door:
+        """Every call's door: with auth on, a token for every method not left open."""
         security = self.security
-        if security.authenticator is None:
-            return []
         public = (
             *([HEALTH_METHODS, *V2_HEALTH_METHODS] if security.public_health else []),
             *(REFLECTION_METHODS if security.public_reflection else ()),
         )
-        return [
-            AuthInterceptor(security.authenticator, public=public, on_refusal=self._metrics.refused)
-        ]
+        return Door(
+            self.shares, security.authenticator, public=public, on_refusal=self._metrics.refused
+        )
+
+    def _may_know(self, service: str) -> bool:
+        """Whether the caller being served may learn the health of `service`: the server's
+        and the service's, anyone; a model's, a tenant that may use it (with auth on)."""
+        if self.security.authenticator is None or service in ("", SERVICE_NAME):
+            return True
+        tenant = current_tenant()
+        return bool(tenant) and self.engine.may_use(tenant, service)
 
     @property
     def health_names(self) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ import grpc
 from recognizer.engine.engine import Engine
 from recognizer.engine.stream import Answered, Frame, classify_stream
 from recognizer.engine.types import Classification
-from recognizer.errors import DeadlineExceededError, RecognizerError
+from recognizer.errors import RecognizerError, first_frame_late, stream_idle
 from recognizer.outcomes import FrameOutcome
 from recognizer.transport import convert
 from recognizer.transport.auth import current_tenant
@@ -40,11 +40,17 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
     """Serves recognizer.v1.Recognizer on top of an Engine."""
 
     def __init__(
-        self, engine: Engine, metrics: ServerMetrics, *, first_frame_timeout: float = 10.0
+        self,
+        engine: Engine,
+        metrics: ServerMetrics,
+        *,
+        first_frame_timeout: float = 10.0,
+        idle_timeout: float | None = None,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
         self._first_frame_timeout = first_frame_timeout
+        self._idle_timeout = idle_timeout
 
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
         started = time.monotonic()
@@ -76,7 +82,7 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             async with asyncio.timeout(self._first_frame_timeout):
                 first = await anext(requests, None)
         except TimeoutError:
-            await abort(context, _first_frame_late(self._first_frame_timeout))
+            await abort(context, first_frame_late(self._first_frame_timeout))
             return
         if first is None:
             return
@@ -84,7 +90,7 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         tenant = current_tenant()
         try:
             settings = convert.to_stream_settings(first.stream_options)
-            frames = _frames(first, requests)
+            frames = _frames(first, requests, self._idle_timeout)
             async for result in classify_stream(
                 self._engine, frames, settings, tenant=tenant, caller=caller(context, tenant)
             ):
@@ -113,21 +119,23 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
 
 
 async def _frames(
-    first: pb.ClassifyRequest, rest: AsyncIterator[pb.ClassifyRequest]
+    first: pb.ClassifyRequest, rest: AsyncIterator[pb.ClassifyRequest], idle_timeout: float | None
 ) -> AsyncIterator[Frame]:
+    """The stream's frames; waiting over `idle_timeout` for the next one ends the stream."""
     yield convert.to_frame(first)
-    async for request in rest:
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout):
+                request = await anext(rest)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise stream_idle(idle_timeout or 0) from None
         yield convert.to_frame(request)
 
 
 def _large(result: Classification) -> bool:
     return len(result.labels) >= LARGE_ANSWER
-
-
-def _first_frame_late(timeout: float) -> DeadlineExceededError:
-    return DeadlineExceededError(
-        f"no frame came within {timeout:g}s of opening the stream", reason="FIRST_FRAME_TIMEOUT"
-    )
 
 
 def _summary(counts: Counter[FrameOutcome]) -> tuple[tuple[str, str], ...]:

@@ -1,0 +1,193 @@
+"""The door of every gRPC call: who is calling (auth.py) and its caller's share of the calls
+(calls.py) are settled before the call's request is read, and the request is read here.
+
+grpc.aio runs interceptors before it reads a request, but then reads a unary request whole
+before the handler runs: a call refused by its handler has cost its full message. So every
+method is served here through a handler of the request-streaming kind, whose behaviour
+authenticates the caller, takes its place, and only then reads the request (the method's
+own handler gets it as before). A call refused at the door costs what the transport took
+in before anybody asked for the request: HTTP/2's flow-control window (server.py turns off
+the BDP probe, which would otherwise grow that window to megabytes).
+
+Reading here also catches a message that is not what the method takes (invalid UTF-8 in a
+string field): INVALID_ARGUMENT, where grpc would answer UNKNOWN and log a traceback. And a
+call can be ended from outside while it runs, with a status: its place given to a caller
+within its share, or its token revoked (the tokens file re-read). Its task is cancelled,
+and the call ends with that error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeAlias
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from recognizer.errors import InvalidRequestError, RecognizerError, UnauthenticatedError
+from recognizer.security.auth import Authenticator
+from recognizer.transport.auth import Identity, identify, serving
+from recognizer.transport.callers import peer_host
+from recognizer.transport.calls import CallShares
+from recognizer.transport.status import abort
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
+Deserializer = Callable[[bytes], Any] | None
+
+
+class Door(grpc.aio.ServerInterceptor):
+    """Serves every method through the door: with auth on, every method not in `public`
+    (method-name prefixes) needs credentials that name a tenant."""
+
+    def __init__(
+        self,
+        shares: CallShares,
+        authenticator: Authenticator | None = None,
+        *,
+        public: Sequence[str] = (),
+        on_refusal: Callable[[str], object] = lambda reason: None,
+    ) -> None:
+        self._shares = shares
+        self._authenticator = authenticator
+        self._public = tuple(public)
+        self._on_refusal = on_refusal
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        required = not handler_call_details.method.startswith(self._public)
+        return self._through_door(handler, required=required)
+
+    def _through_door(self, handler: Handler, *, required: bool) -> Handler:
+        inner = _behaviour(handler)
+        decode: Deserializer = handler.request_deserializer
+        streams_requests, streams_responses = handler.request_streaming, handler.response_streaming
+
+        async def behaviour(raw: AsyncIterable[bytes], context: Context) -> Any:
+            lasting = streams_requests or streams_responses
+            async with self._admitted(context, required=required, lasting=lasting):
+                if streams_requests:
+                    argument = _decoded(raw, decode)
+                else:
+                    data = await context.read()
+                    if data is grpc.aio.EOF:
+                        raise InvalidRequestError("the call sent no request", field="message")
+                    argument = _decode(data, decode)
+                result = inner(argument, context)
+                if not streams_responses:
+                    return await result if inspect.isawaitable(result) else result
+                await _write_all(result, context)
+                return None
+
+        factory = (
+            grpc.stream_stream_rpc_method_handler
+            if streams_responses
+            else grpc.stream_unary_rpc_method_handler
+        )
+        return factory(behaviour, response_serializer=handler.response_serializer)
+
+    @contextlib.asynccontextmanager
+    async def _admitted(
+        self, context: Context, *, required: bool, lasting: bool
+    ) -> AsyncIterator[None]:
+        """Serve the block as the caller, in its place; end the call with the status of any
+        RecognizerError the block raises, or of whatever ended it from outside."""
+        identity = Identity()
+        if self._authenticator is not None:
+            try:
+                identity = identify(self._authenticator, context, required=required)
+            except UnauthenticatedError as error:
+                self._on_refusal(error.reason)
+                await abort(context, error)
+        ending = _Ending()
+        try:
+            with contextlib.ExitStack() as stack:
+                caller = identity.tenant or peer_host(context.peer())
+                stack.enter_context(self._shares.place(caller, ending.end))
+                if lasting and identity.tenant and self._authenticator is not None:
+                    stack.enter_context(
+                        self._authenticator.hold(
+                            identity.tenant,
+                            identity.authorization,
+                            identity.certificate_name,
+                            ending.end,
+                        )
+                    )
+                stack.enter_context(serving(identity.tenant))
+                yield
+        except RecognizerError as error:
+            await abort(context, error)
+        except asyncio.CancelledError:
+            if ending.error is None:
+                raise  # the client went away, or the server is stopping
+            ending.task.uncancel()
+            await abort(context, ending.error)
+
+
+class _Ending:
+    """How a call is ended from outside: its task cancelled, with the error to answer."""
+
+    def __init__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # grpc runs each call's behaviour in a task
+        self.task = task
+        self.error: RecognizerError | None = None
+
+    def end(self, error: RecognizerError) -> None:
+        if self.error is None:
+            self.error = error
+            self.task.cancel()
+
+
+async def _decoded(raw: AsyncIterable[bytes], decode: Deserializer) -> AsyncIterator[Any]:
+    """The call's requests, each decoded as it comes."""
+    async for data in raw:
+        yield _decode(data, decode)
+
+
+def _decode(data: bytes, decode: Deserializer) -> Any:
+    """A request message from its bytes; one that does not decode is INVALID_ARGUMENT."""
+    try:
+        return decode(data) if decode is not None else data
+    except DecodeError as error:
+        raise InvalidRequestError(
+            f"the message is not one this method takes: {error}", field="message"
+        ) from None
+
+
+async def _write_all(result: Any, context: Context) -> None:
+    """Send a response-streaming behaviour's responses: it may write them itself (a
+    coroutine, as health's Watch does), yield them (an async generator, the servicer's
+    streams) or return an iterable."""
+    if inspect.isawaitable(result):
+        result = await result
+    if result is None:
+        return
+    if hasattr(result, "__aiter__"):
+        closing = contextlib.aclosing(result) if hasattr(result, "aclose") else None
+        async with closing or contextlib.nullcontext():
+            async for response in result:
+                await context.write(response)
+        return
+    for response in result:
+        await context.write(response)
+
+
+_KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+def _behaviour(handler: Handler) -> Callable[..., Any]:
+    for kind in _KINDS:
+        inner = getattr(handler, kind)
+        if inner is not None:
+            return inner  # type: ignore[no-any-return]
+    raise ValueError(f"a method handler with no behaviour: {handler}")
