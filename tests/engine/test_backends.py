@@ -224,6 +224,35 @@ def test_openvino_takes_calls_asynchronously_with_the_same_answers(
     assert threading.current_thread().name not in threads  # the runtime's threads answered
 
 
+def test_openvino_calls_hold_their_inputs_until_they_end(
+    default_loaded: LoadedModel, photos: dict[str, bytes]
+) -> None:
+    """The engine's batch is gone once it is submitted; the runtime reads it in place, so
+    the call must keep it: memory freed and written over would change the answers."""
+    import threading
+
+    chosen = backend(default_loaded, "openvino")
+    assert isinstance(chosen, OpenVinoBackend)
+    batch = photo_batch(photos)
+    expected = [chosen(batch[[row]], 5) for row in range(len(batch))]
+    answers: dict[int, object] = {}
+    ended = threading.Semaphore(0)
+    calls = 6 * chosen.slots
+    for call in range(calls):
+
+        def done(result: object, call: int = call) -> None:
+            answers[call] = result
+            ended.release()
+
+        chosen.submit(batch[[call % len(batch)]].copy(), 5, done)
+        np.full(batch[:1].shape, 255, dtype=batch.dtype)  # written where the copy was
+    for _ in range(calls):
+        assert ended.acquire(timeout=60)
+    for call, (scores, class_ids) in answers.items():  # type: ignore[misc]
+        want_scores, want_ids = expected[call % len(batch)]
+        assert (class_ids == want_ids).all() and np.allclose(scores, want_scores, atol=1e-6)
+
+
 def test_openvino_answers_many_submitting_threads_whose_answers_are_slow_to_read(
     default_loaded: LoadedModel,
 ) -> None:

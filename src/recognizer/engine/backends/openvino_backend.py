@@ -114,16 +114,18 @@ class OpenVinoBackend:
         Where the runtime fails a call without calling back (OpenVINO keeps such errors for
         a `wait_all`), the watchdog answers its callers once it has run too long.
         """
+        inputs = self._inputs(pixels)
         with self._submitting:
-            self._requests.start_async({0: self._inputs(pixels)}, (top_k, done), share_inputs=True)
+            # The request reads `inputs` in place, so the call holds them until it ends.
+            self._requests.start_async({0: inputs}, (top_k, done, inputs), share_inputs=True)
 
     def _completed(
         self,
         request: ov.InferRequest,
-        call: tuple[int, Callable[[TopK | BaseException], None]],
+        call: tuple[int, Callable[[TopK | BaseException], None], np.ndarray],
     ) -> None:
         """On the runtime's thread, once a request is done: the answer goes to `done`."""
-        top_k, done = call
+        top_k, done, _ = call
         result: TopK | BaseException
         try:
             logits = request.get_output_tensor(0).data
