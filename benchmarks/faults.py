@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import hostile_images
 import httpx
 import psutil
 from google.protobuf import json_format
@@ -907,6 +908,58 @@ def undecodable(
     return {"grpc": dict(grpc_codes), "http": dict(http_codes)}
 
 
+def hostile_jpegs(side: int) -> dict[str, bytes]:
+    """JPEGs that cost the most to decode, of `side` x `side` pixels: refused from their
+    markers (a scan repeated; thousands of scans in order), or allowed and costly (a 4:4:4
+    progressive JPEG of 68 scans, every coefficient held at full resolution)."""
+    return {
+        "scan repeated": hostile_images.many_scan_jpeg(side),
+        "2,081 scans": hostile_images.progressive_jpeg(side, bands=63),
+        "68 scans": hostile_images.progressive_jpeg(side, bands=2),
+    }
+
+
+def costly_decodes(
+    target: str,
+    jpegs: dict[str, bytes],
+    *,
+    copies: int,
+    deadline_s: float,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> dict[str, dict[str, int]]:
+    """`copies` of each JPEG sent at once, each with a deadline too short to decode it in:
+    each is refused before decoding or given up on (its decoding stopped), while cache
+    hits and other callers go on. Returns each JPEG's codes."""
+
+    async def run() -> dict[str, dict[str, int]]:
+        async with grpc.aio.insecure_channel(target, MESSAGE_OPTIONS) as channel:
+            stub = pb_grpc.RecognizerStub(channel)
+
+            async def one(data: bytes) -> str:
+                try:
+                    await stub.Classify(image(data), timeout=deadline_s, metadata=metadata)
+                    return "OK"
+                except grpc.aio.AioRpcError as error:
+                    return " ".join(status_of(error)).strip()
+
+            sent = [(name, one(data)) for name, data in jpegs.items() for _ in range(copies)]
+            codes = await asyncio.gather(*(call for _, call in sent))
+        counted: dict[str, Counter[str]] = {name: Counter() for name in jpegs}
+        for (name, _), code in zip(sent, codes, strict=True):
+            counted[name][code] += 1
+        return {name: dict(counter) for name, counter in counted.items()}
+
+    return asyncio.run(run())
+
+
+def cpu_after_callers_left(cpu: Callable[[], float], *, settle_s: float) -> float:
+    """The server's CPU seconds over the `settle_s` seconds after the callers had their
+    answers: decoding nobody waits for would show here."""
+    before = cpu()
+    time.sleep(settle_s)
+    return round(cpu() - before, 2)
+
+
 def _http_reason(answer: httpx.Response) -> str:
     try:
         return str(answer.json()["error"]["details"][0]["reason"])
@@ -1127,6 +1180,10 @@ class Served:
     def fds(self) -> int:
         return int(psutil.Process(self.process.pid).num_fds())
 
+    def cpu_s(self) -> float:
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=120)
@@ -1210,6 +1267,7 @@ def network_attacks(
     quick: bool,
     rss: Callable[[], int],
     fds: Callable[[], int],
+    cpu: Callable[[], float],
     errors_logged: Callable[[], int],
     model: str,
 ) -> dict[str, Any]:
@@ -1219,6 +1277,7 @@ def network_attacks(
     logged."""
     token = (("authorization", f"Bearer {ABUSER}"),)
     n = 1 if quick else 4  # the phases' sizes, quick or full
+    jpegs = hostile_jpegs(4000 if quick else hostile_images.SIDE)
     phases: dict[str, Callable[[], Any]] = {
         "header flood": lambda: header_flood(http, connections=4),
         "slowloris": lambda: slowloris(http, connections=125 * n, seconds=HEADER_TIMEOUT_S + 20),
@@ -1236,6 +1295,10 @@ def network_attacks(
             abuser, calls=16 if quick else 65, rss=rss
         ),
         "undecodable messages": lambda: undecodable(abuser, http, calls=250 * n, metadata=token),
+        "costly JPEGs": lambda: {
+            **costly_decodes(abuser, jpegs, copies=2 * n, deadline_s=0.5, metadata=token),
+            "server_cpu_s_after": cpu_after_callers_left(cpu, settle_s=10.0),
+        },
         "revoked token": lambda: revoked_token(abuser, http, tokens_file, images[0], token=REVOKED),
         "idle websockets": lambda: websocket_flood(http, count=125 * n, token=ABUSER),
         "anonymous view": lambda: anonymous_view(abuser, http, model),
@@ -1283,6 +1346,7 @@ def run_network_attacks(images: Sequence[bytes], quick: bool) -> dict[str, Any]:
                     quick=quick,
                     rss=server.rss,
                     fds=server.fds,
+                    cpu=server.cpu_s,
                     errors_logged=lambda: server.errors_logged,
                     model="efficientnet-lite0",
                 )
@@ -1453,6 +1517,12 @@ def network_failures(network: dict[str, Any]) -> list[str]:
         and set(result["undecodable messages"]["http"]) == {"400 INVALID_REQUEST"},
         "revoked token": result["revoked token"]["grpc"] == "UNAUTHENTICATED TOKEN_INVALID"
         and result["revoked token"]["websocket"] == "1008 TOKEN_INVALID",
+        "costly JPEGs": set(result["costly JPEGs"]["scan repeated"])
+        == {"INVALID_ARGUMENT IMAGE_CORRUPT"}
+        and set(result["costly JPEGs"]["2,081 scans"]) == {"INVALID_ARGUMENT IMAGE_TOO_COMPLEX"}
+        and all(
+            code.startswith("DEADLINE_EXCEEDED") for code in result["costly JPEGs"]["68 scans"]
+        ),
         "idle websockets": set(result["idle websockets"]["ended"]) == {"1008 FIRST_FRAME_TIMEOUT"},
         "anonymous view": result["anonymous view"]["model_check"] == "NOT_FOUND"
         and result["anonymous view"]["model_watch"] == "SERVICE_UNKNOWN"

@@ -9,7 +9,8 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -80,13 +81,26 @@ def hatch_build() -> ModuleType:
     return module
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    """Return once `condition` holds; fail if it has not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true"
+        time.sleep(0.02)
+
+
 def load_script(name: str) -> ModuleType:
-    """Import benchmarks/<name>.py under a name of its own (tests/images.py exists too)."""
+    """Import benchmarks/<name>.py under a name of its own (tests/images.py exists too), with
+    the scripts beside it importable, as when it runs."""
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
     return module
 
 

@@ -27,7 +27,7 @@ import pytest
 from certificates import Pki
 from fakes import ColourNet, colour_model, solid_png
 from recognizer.config.schema import SecuritySettings
-from support import BENCHMARKS, ServerThread, load_script
+from support import BENCHMARKS, ServerThread, load_script, wait_until
 
 COLOURS = [(200, 10, 10), (10, 200, 10), (10, 10, 200)]
 
@@ -271,6 +271,22 @@ def test_unauthenticated_and_undecodable_messages_cost_nothing(
     }
     assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
     assert traffic.sent > 0 and traffic.lost == []
+    settled(guarded)
+
+
+def test_costly_jpegs_are_refused_or_given_up_and_cost_good_callers_nothing(
+    faults: ModuleType, guarded: ServerThread
+) -> None:
+    grpc_door, _ = doors(guarded)
+    abuser = (("authorization", f"Bearer {faults.ABUSER}"),)
+    jpegs = faults.hostile_jpegs(4000)
+    with good_tenant(faults, guarded) as traffic:
+        codes = faults.costly_decodes(grpc_door, jpegs, copies=2, deadline_s=0.2, metadata=abuser)
+    assert codes["scan repeated"] == {"INVALID_ARGUMENT IMAGE_CORRUPT": 2}
+    assert codes["2,081 scans"] == {"INVALID_ARGUMENT IMAGE_TOO_COMPLEX": 2}
+    assert all(code.startswith("DEADLINE_EXCEEDED") for code in codes["68 scans"])
+    assert traffic.sent > 0 and traffic.lost == []
+    wait_until(lambda: guarded.engine.decode_budget.used == 0, timeout=10)  # decoding stopped
     settled(guarded)
 
 

@@ -225,11 +225,7 @@ def test_the_cpu_account_tells_our_cpu_from_other_processes() -> None:
 
 
 def test_the_scale_out_report_gives_ratios_and_the_proxys_cost() -> None:
-    sys.path.insert(0, str(BENCHMARKS))  # scaleout.py imports fleet.py beside it
-    try:
-        scaleout = load_script("scaleout")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    scaleout = load_script("scaleout")
 
     def run(rps: float, p50: float, envoy_cpu_s: float | None = None) -> dict[str, Any]:
         document: dict[str, Any] = {
@@ -332,11 +328,7 @@ def test_the_front_end_ceiling_runs_every_scenario_against_a_model_that_costs_no
         check=True,
     )
     results = json.loads((tmp_path / "frontend.json").read_text())
-    sys.path.insert(0, str(BENCHMARKS))  # frontend.py imports compare.py beside it
-    try:
-        scenarios = load_script("frontend").SCENARIOS
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    scenarios = load_script("frontend").SCENARIOS
     assert set(results["scenarios"]) == set(scenarios)
     for found in results["scenarios"].values():
         assert found["throughput_rps"] > 0 and found["errors"] == 0

@@ -316,6 +316,7 @@ def test_a_stream_whose_server_stops_is_reopened_on_the_next_with_the_frames_una
         stopping[0].result(timeout=30)
     assert sorted(int(a.response.request_id) for a in answers) == list(range(40))
     for answer in answers:
+        assert answer.response.labels, str(answer.response)
         assert answer.response.labels[0].class_id == int(answer.response.request_id) % 3
     assert (summary.reopened, summary.sent, summary.ok) == (1, 40, True)
     # Both streams' trailers: each frame was classified once, by one server or the other.

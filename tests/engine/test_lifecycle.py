@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import ModuleType
 from typing import cast
 
@@ -34,7 +34,15 @@ from recognizer.models.preprocessing import (
 from recognizer.models.spec import LoadedModel
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
-from support import CAT_CLASSES, ESPRESSO, PHOTOS, ServerThread, error_reason, load_script
+from support import (
+    CAT_CLASSES,
+    ESPRESSO,
+    PHOTOS,
+    ServerThread,
+    error_reason,
+    load_script,
+    wait_until,
+)
 
 Servers = tuple[ServerThread, ServerThread]
 Answer = pb.ClassifyResponse | grpc.RpcError
@@ -179,13 +187,6 @@ def serve_colours(**engine: object) -> ServerThread:
 def classify(stub: pb_grpc.RecognizerStub, image: bytes, timeout: float) -> pb.ClassifyResponse:
     response: pb.ClassifyResponse = stub.Classify(pb.ClassifyRequest(image=image), timeout=timeout)
     return response
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not come true"
-        time.sleep(0.02)
 
 
 def decoding_cost(data: bytes, preprocessing: Preprocessing) -> int:

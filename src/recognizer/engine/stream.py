@@ -13,7 +13,8 @@ Two policies decide what happens when frames arrive faster than they are classif
 
 A frame that fails is answered with its error and the stream goes on. A stream opened
 while the engine drains is refused with ShuttingDownError; when the engine starts
-draining, an open stream stops reading, the frames already read are answered, then
+draining, an open stream stops reading, the frames already read are answered (up to one
+the drain refused, which is left unanswered with those after it), then
 ShuttingDownError ends the stream. However the stream ends, its unfinished work is cancelled.
 """
 
@@ -122,6 +123,10 @@ async def classify_stream(
         with engine.open_stream(on_drain=reader.cancel):
             while (answer := await session.answers.get()) is not None:
                 result = await answer
+                if isinstance(result, Failed) and isinstance(result.error, ShuttingDownError):
+                    # Read just before the drain, refused by it: unanswered, like the
+                    # frames after it, so that the client sends them to another replica.
+                    raise ShuttingDownError()
                 yield result
                 session.unwritten.release()
             if reader.cancelled():

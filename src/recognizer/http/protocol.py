@@ -38,6 +38,7 @@ from recognizer.http import errors
 from recognizer.http.tls import Connections, tls_extension
 
 App = Callable[[Any, Any, Any], Awaitable[None]]  # an ASGI application, as uvicorn types it
+REFUSAL_LINGER_S = 1.0  # a refused connection's answer has this long to reach its client
 
 
 @dataclass(frozen=True)
@@ -194,17 +195,25 @@ class HttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, refused: _Refused) -> None:
         """Answer `refused.code` in the API's JSON form, then close the connection (at once,
-        while a request before it is still being answered)."""
+        while a request before it is still being answered; else once the answer is out)."""
         self._disarm_head_timer()
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
-            response = errors.failure(refused.code, refused.message, {"connection": "close"})
-            phrase = http.HTTPStatus(refused.code).phrase
-            head = [f"HTTP/1.1 {refused.code} {phrase}".encode("ascii")]
-            head += [name + b": " + value for name, value in response.raw_headers]
-            self.transport.write(b"\r\n".join([*head, b"", response.body]))
-        self.transport.close()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.transport.close()
+            return
+        response = errors.failure(refused.code, refused.message, {"connection": "close"})
+        phrase = http.HTTPStatus(refused.code).phrase
+        head = [f"HTTP/1.1 {refused.code} {phrase}".encode("ascii")]
+        head += [name + b": " + value for name, value in response.raw_headers]
+        self.transport.write(b"\r\n".join([*head, b"", response.body]))
+        # Closed with what the client still sends unread, the socket would be reset, and the
+        # client could lose the answer with it: so stop reading (flow control stops the
+        # client), end the sending side, and close a moment later, as nginx's lingering close.
+        self.transport.pause_reading()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, self.transport.close)
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
