@@ -60,7 +60,7 @@ def test_the_models_limit_caps_the_measured_batch_size(monkeypatch: pytest.Monke
     assert limits[1] == uncapped.max_batch_size == GPU_BATCH_LIMIT
 
 
-@pytest.mark.parametrize(("model_limit", "expected"), [(None, CPU_BATCH_SIZE), (2, 2)])
+@pytest.mark.parametrize(("model_limit", "expected"), [(None, CPU_BATCH_SIZE), (1, 1)])
 def test_the_cpu_batches_up_to_its_measured_default_without_tuning(
     monkeypatch: pytest.MonkeyPatch, model_limit: int | None, expected: int
 ) -> None:

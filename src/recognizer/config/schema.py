@@ -346,7 +346,7 @@ class EngineSettings(Settings):
     )
     max_batch_size: Annotated[int | None, Auto] = setting(
         None,
-        "largest batch formed (a model's own max_batch_size may lower it); auto is 4 on the"
+        "largest batch formed (a model's own max_batch_size may lower it); auto is 2 on the"
         " CPU and measured at start-up on a GPU",
         shown="auto",
         ge=1,

@@ -2,9 +2,10 @@
 
 On the CPU the engine by default never waits to fill a batch (the delay is 0), so the
 limit only matters under load, when requests are already queued. CPU_BATCH_SIZE is the
-limit that served best end to end (BENCHMARKS.md, "Batching on the CPU" in its table of
-optimisations); the model alone shows no difference beyond the noise of a start-up
-measurement, so the CPU is not tuned at start-up.
+limit that served best end to end since OpenVINO schedules its own calls (BENCHMARKS.md,
+"Batch size on the CPU"): against 4, as much throughput or more and a lower p99. The
+model alone shows no difference beyond the noise of a start-up measurement, so the CPU
+is not tuned at start-up.
 
 On a GPU, throughput grows with the batch up to a hundred or more, by how much depends
 on the card and the model, so the engine measures it at start-up: batch sizes 1, 2, 4,
@@ -20,7 +21,7 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
-CPU_BATCH_SIZE = 4
+CPU_BATCH_SIZE = 2
 GPU_BATCH_LIMIT = 256  # the largest batch the tuner tries
 NEAR_BEST = 0.9  # the tuner keeps the smallest batch this close to the best
 
