@@ -21,8 +21,8 @@ from recognizer.engine.engine import Engine, ServedModel
 from recognizer.security.auth import Authenticator
 from recognizer.security.policy import Security
 from recognizer.security.tokens import CHECK_EVERY_S
-from recognizer.transport.calls import CallShares
-from recognizer.transport.metrics import ServerMetrics
+from recognizer.service.calls import CallShares
+from recognizer.service.metrics import ServerMetrics
 from recognizer.transport.server import RecognizerServer
 
 if TYPE_CHECKING:

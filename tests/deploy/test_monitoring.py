@@ -1,7 +1,7 @@
 """deploy/monitoring: the dashboard, alerts and autoscaling rule name only metrics that exist.
 
 The names come from a real server's /metrics page, not from a list kept by hand, so a
-metric renamed in transport/metrics.py fails here until the queries follow it.
+metric renamed in service/metrics.py fails here until the queries follow it.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fakes import POISON, ColourNet, colour_model, faulty_model, solid_png
 from images import png_claiming_size, raw_frame
 from recognizer.client import Client
-from recognizer.transport.convert import MAX_REQUEST_ID_CHARS
+from recognizer.service.convert import MAX_REQUEST_ID_CHARS
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
 from support import CAT_CLASSES, ESPRESSO, ServerThread

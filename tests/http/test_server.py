@@ -15,7 +15,7 @@ from recognizer.config.schema import EngineSettings, ServerSettings
 from recognizer.engine.engine import Engine
 from recognizer.errors import StartupError
 from recognizer.http.server import HttpServer
-from recognizer.transport.metrics import ServerMetrics
+from recognizer.service.metrics import ServerMetrics
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ from recognizer.errors import DeadlineExceededError, RecognizerError
 from recognizer.http import inputs, jsonmap
 from recognizer.http.auth import caller_of, tenant_of
 from recognizer.http.errors import error_response
-from recognizer.transport import convert
-from recognizer.transport.metrics import ServerMetrics
+from recognizer.service import convert
+from recognizer.service.metrics import ServerMetrics
 from recognizer.v1 import recognizer_pb2 as pb
 
 logger = logging.getLogger(__name__)

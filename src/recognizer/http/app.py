@@ -33,8 +33,8 @@ from recognizer.http.page import Page
 from recognizer.http.stream import StreamEndpoint
 from recognizer.security.addresses import is_loopback
 from recognizer.security.policy import Security
-from recognizer.transport.calls import CallShares
-from recognizer.transport.metrics import ServerMetrics
+from recognizer.service.calls import CallShares
+from recognizer.service.metrics import ServerMetrics
 
 
 def create_app(

@@ -1,6 +1,6 @@
 """A WebSocket stream's place among the calls the server runs at once.
 
-Each stream holds a place in the server's calls (transport/calls.py, shared with gRPC) for
+Each stream holds a place in the server's calls (service/calls.py, shared with gRPC) for
 its caller, the tenant or else the client's host: a handshake beyond the caller's share is
 refused with 429 (TOO_MANY_CALLS), before the socket opens; an open stream whose place goes
 to a caller within its share is ended (ending.py).
@@ -17,7 +17,7 @@ from recognizer.errors import TooManyCallsError
 from recognizer.http.auth import caller_of
 from recognizer.http.ending import end
 from recognizer.http.errors import error_response
-from recognizer.transport.calls import CallShares
+from recognizer.service.calls import CallShares
 
 
 class StreamPlace:

@@ -1,4 +1,5 @@
-"""Errors over HTTP: one table of codes, and JSON bodies in Google's HTTP error format.
+"""Errors over HTTP: JSON bodies in Google's HTTP error format, with the HTTP status that
+service/status.py pairs with each error class.
 
 A body reads `{"error": {"code": 429, "message": ..., "status": "RESOURCE_EXHAUSTED",
 "details": [...]}}`: `status` is the canonical code gRPC would send, and `details` are
@@ -24,31 +25,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from recognizer.errors import (
-    DeadlineExceededError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    ModelUnavailableError,
     OverloadedError,
-    PermissionDeniedError,
-    RecognizerError,
-    ShuttingDownError,
     UnauthenticatedError,
 )
 from recognizer.http.jsonmap import to_dict
-from recognizer.transport.status import DOMAIN, code_for, to_status
+from recognizer.service.status import DOMAIN, code_for, http_status_for, to_status
 
 logger = logging.getLogger(__name__)
-
-HTTP_CODES: dict[type[RecognizerError], int] = {
-    UnauthenticatedError: 401,
-    PermissionDeniedError: 403,
-    InvalidRequestError: 400,
-    ModelNotFoundError: 404,
-    OverloadedError: 429,
-    ModelUnavailableError: 503,
-    ShuttingDownError: 503,
-    DeadlineExceededError: 504,
-}
 
 # HTTP's own failures: the HTTP code, the canonical code and the ErrorInfo reason.
 HTTP_FAILURES: dict[int, tuple[str, str]] = {
@@ -64,14 +47,6 @@ HTTP_FAILURES: dict[int, tuple[str, str]] = {
 }
 
 
-def http_code(error: BaseException) -> int:
-    """The HTTP code for an error: by its nearest mapped class, else 500."""
-    for cls in type(error).__mro__:
-        if cls in HTTP_CODES:
-            return HTTP_CODES[cls]
-    return 500
-
-
 def error_response(error: BaseException) -> JSONResponse:
     """The response for an error raised while serving a request (unexpected ones are 500)."""
     status = to_status(error)
@@ -80,7 +55,7 @@ def error_response(error: BaseException) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
     if isinstance(error, UnauthenticatedError):
         headers["WWW-Authenticate"] = _challenge(error)
-    return _json(http_code(error), code_for(error).name, status, headers)
+    return _json(http_status_for(error), code_for(error).name, status, headers)
 
 
 async def http_exception(request: Request, error: Exception) -> Response:

@@ -30,8 +30,8 @@ from recognizer.http.app import create_app
 from recognizer.http.protocol import Limits, protocols
 from recognizer.http.tls import Connections, ListeningContext
 from recognizer.security.policy import Security
-from recognizer.transport.calls import CallShares
-from recognizer.transport.metrics import ServerMetrics
+from recognizer.service.calls import CallShares
+from recognizer.service.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 

@@ -53,9 +53,9 @@ from recognizer.http.auth import STREAM_PROTOCOL, caller_of, tenant_of
 from recognizer.http.ending import ended
 from recognizer.http.jsonmap import to_dict
 from recognizer.outcomes import FrameOutcome
-from recognizer.transport import convert
-from recognizer.transport.metrics import ServerMetrics
-from recognizer.transport.status import to_status
+from recognizer.service import convert
+from recognizer.service.metrics import ServerMetrics
+from recognizer.service.status import to_status
 from recognizer.v1 import recognizer_pb2 as pb
 
 logger = logging.getLogger(__name__)

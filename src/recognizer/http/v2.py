@@ -44,8 +44,8 @@ from recognizer.errors import (
 from recognizer.http import errors
 from recognizer.http.auth import caller_of, tenant_of
 from recognizer.http.jsonmap import to_dict
-from recognizer.transport.metrics import ServerMetrics
-from recognizer.transport.status import code_for, to_status
+from recognizer.service.metrics import ServerMetrics
+from recognizer.service.status import code_for, to_status
 from recognizer.v2 import requests
 from recognizer.v2.model import EXTENSIONS, PLATFORM, SERVER_NAME, VERSION, Signature, Tensor
 from recognizer.v2.requests import Input, Output, Parameter, Requested

@@ -1,1 +1,1 @@
-"""The gRPC transport: servicer, status mapping and server assembly around the engine."""
+"""The gRPC transport: servicer, the door, ending calls with a status, server assembly."""

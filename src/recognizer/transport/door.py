@@ -29,9 +29,9 @@ from google.protobuf.message import DecodeError
 
 from recognizer.errors import InvalidRequestError, RecognizerError, UnauthenticatedError
 from recognizer.security.auth import Authenticator
+from recognizer.service.calls import CallShares
 from recognizer.transport.auth import Identity, identify, serving
 from recognizer.transport.callers import peer_host
-from recognizer.transport.calls import CallShares
 from recognizer.transport.status import abort
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -21,17 +21,17 @@ from recognizer.engine.types import Health
 from recognizer.errors import StartupError
 from recognizer.security.addresses import is_loopback
 from recognizer.security.policy import Security
+from recognizer.service.calls import CallShares
+from recognizer.service.metrics import ServerMetrics
 from recognizer.transport.auth import (
     HEALTH_METHODS,
     REFLECTION_METHODS,
     V2_HEALTH_METHODS,
     current_tenant,
 )
-from recognizer.transport.calls import CallShares
 from recognizer.transport.credentials import server_credentials
 from recognizer.transport.door import Door
 from recognizer.transport.health import HealthServicer
-from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.servicer import RecognizerServicer
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc

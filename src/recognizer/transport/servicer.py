@@ -22,10 +22,10 @@ from recognizer.engine.stream import Answered, Frame, classify_stream
 from recognizer.engine.types import Classification
 from recognizer.errors import RecognizerError, first_frame_late, stream_idle
 from recognizer.outcomes import FrameOutcome
-from recognizer.transport import convert
+from recognizer.service import convert
+from recognizer.service.metrics import ServerMetrics
 from recognizer.transport.auth import current_tenant
 from recognizer.transport.callers import caller
-from recognizer.transport.metrics import ServerMetrics
 from recognizer.transport.status import abort
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc

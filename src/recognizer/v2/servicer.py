@@ -28,10 +28,11 @@ import grpc
 from recognizer.engine.engine import Engine
 from recognizer.engine.stream import EVERY_FRAME_WINDOW
 from recognizer.errors import RecognizerError, ShuttingDownError
+from recognizer.service.metrics import ServerMetrics
+from recognizer.service.status import code_for, to_status
 from recognizer.transport.auth import current_tenant
 from recognizer.transport.callers import caller
-from recognizer.transport.metrics import ServerMetrics
-from recognizer.transport.status import abort, code_for, to_status
+from recognizer.transport.status import abort
 from recognizer.v2 import convert, requests
 from recognizer.v2.inference import grpc_service_pb2 as pb
 from recognizer.v2.inference import grpc_service_pb2_grpc as pb_grpc

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from recognizer.engine.engine import Engine
 from recognizer.engine.stream import Answered, Failed, FrameResult, Skipped
-from recognizer.transport.status import code_for
+from recognizer.service.status import code_for
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)

@@ -18,7 +18,7 @@ from recognizer.engine.stream import (
 from recognizer.engine.types import Classification, ModelStatus, Options, QuantizationCheck
 from recognizer.errors import InvalidRequestError
 from recognizer.models.raw import PixelFormat, RawFrame
-from recognizer.transport.status import to_status
+from recognizer.service.status import to_status
 from recognizer.v1 import recognizer_pb2 as pb
 
 MAX_REQUEST_ID_CHARS = 256

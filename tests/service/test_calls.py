@@ -8,7 +8,7 @@ from contextlib import ExitStack
 import pytest
 
 from recognizer.errors import TooManyCallsError
-from recognizer.transport.calls import RETRY_AFTER_S, CallShares
+from recognizer.service.calls import RETRY_AFTER_S, CallShares
 
 
 def test_a_caller_alone_may_hold_every_call_and_no_more() -> None:
