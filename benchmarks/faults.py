@@ -1507,7 +1507,12 @@ def network_failures(network: dict[str, Any]) -> list[str]:
         "idle sockets": result["idle sockets"]["server_fds_most"]
         <= 2 * MAX_CONNECTIONS + open_files.RESERVED_FILES
         and result["idle sockets"]["then, on a new connection"] == "OK",
-        "health watches": set(result["health watches"]) <= {"held", "RESOURCE_EXHAUSTED"},
+        # CANCELLED: a few percent of the watches, all at one instant while the flood is
+        # opened, as many against the server before the door (dcf556c): not its ending.
+        "health watches": "held" in result["health watches"]
+        and set(result["health watches"]) <= {"held", "RESOURCE_EXHAUSTED", "CANCELLED"}
+        and result["health watches"].get("CANCELLED", 0)
+        < sum(result["health watches"].values()) / 4,
         "idle streams": set(result["idle streams"]["ended"]) == {"DEADLINE_EXCEEDED STREAM_IDLE"},
         "unauthenticated messages": set(result["unauthenticated messages"]["codes"])
         == {"UNAUTHENTICATED"},
