@@ -783,9 +783,10 @@ def watch_flood(target: str, *, streams: int = 4096, hold_s: float = 10.0) -> di
                 stub = health_pb2_grpc.HealthStub(channels[index % connections])
                 call = stub.Watch(health_pb2.HealthCheckRequest())
                 # Waited on aside: a call's code() answers CANCELLED when its waiter is
-                # cancelled, which would count a watch held to the end as ended.
+                # cancelled, which would count a watch held to the end as ended. Opened
+                # late (a slow machine), a watch still has a second for a refusal to come.
                 ended = asyncio.ensure_future(_code(call))
-                await asyncio.wait([ended], timeout=max(ends_at - time.monotonic(), 0.1))
+                await asyncio.wait([ended], timeout=max(ends_at - time.monotonic(), 1.0))
                 if ended.done():
                     return ended.result()
                 call.cancel()
