@@ -440,6 +440,15 @@ async def _code(call: grpc.aio.Call) -> str:
     return str((await call.code()).name)
 
 
+async def _flood_code(call: grpc.aio.Call) -> str:
+    """The call's code, with UNAVAILABLE from a stream refused over the server's streams a
+    connection (HTTP/2 REFUSED_STREAM, error code 7: safe to retry) named REFUSED_STREAM."""
+    code = await call.code()
+    if code == grpc.StatusCode.UNAVAILABLE and "error code 7" in (await call.details() or ""):
+        return "REFUSED_STREAM"
+    return str(code.name)
+
+
 def vanish(target: str, image_bytes: bytes, clients: int) -> int:
     """Client processes that open calls and streams, then are killed (SIGKILL) with them
     open; returns how many were killed."""
@@ -514,7 +523,7 @@ def flood(
             for index in range(int(rate * seconds)):
                 await asyncio.sleep(max(started + index / rate - time.monotonic(), 0))
                 call = stubs[index % connections].Classify(request, timeout=60)
-                calls.append(asyncio.create_task(_code(call)))
+                calls.append(asyncio.create_task(_flood_code(call)))
             return dict(Counter(await asyncio.gather(*calls)))
         finally:
             for channel in channels:
