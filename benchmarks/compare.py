@@ -136,19 +136,7 @@ def main() -> None:
         help="recognizer's precisions in the rounds (default: fp32 int8, and bf16 where the"
         " CPU has it)",
     )
-    parser.add_argument(
-        "--triton-python",
-        type=Path,
-        default=HERE.parent / ".venv-triton" / "bin" / "python",
-        help="a Python with PyTriton for the Triton peer (default: .venv-triton/bin/python;"
-        " skipped if missing)",
-    )
-    parser.add_argument(
-        "--triton-instances",
-        type=int,
-        default=4,
-        help="the Triton peer's model instances (default: 4, its best setting measured)",
-    )
+    add_triton_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="a smoke test: every phase short")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
@@ -318,6 +306,23 @@ def _our_cpu() -> float:
 def precision_flags(precision: str) -> list[str]:
     """recognizer serve's flags for a precision, with its shipped defaults (int8's gate)."""
     return ["--precision", precision]
+
+
+def add_triton_arguments(parser: argparse.ArgumentParser) -> None:
+    """The Triton peer's flags, for every script that runs it."""
+    parser.add_argument(
+        "--triton-python",
+        type=Path,
+        default=HERE.parent / ".venv-triton" / "bin" / "python",
+        help="a Python with PyTriton for the Triton peer (default: .venv-triton/bin/python;"
+        " skipped if missing)",
+    )
+    parser.add_argument(
+        "--triton-instances",
+        type=int,
+        default=4,
+        help="the Triton peer's model instances (default: 4, its best setting measured)",
+    )
 
 
 @contextmanager

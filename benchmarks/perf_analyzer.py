@@ -31,7 +31,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from compare import PYTHON, SERVICE_READY, machine, started, started_triton
+from compare import (
+    PYTHON,
+    SERVICE_READY,
+    add_triton_arguments,
+    machine,
+    started,
+    started_triton,
+)
 
 HERE = Path(__file__).resolve().parent
 RECOGNIZER_MODEL, RECOGNIZER_INPUT = "efficientnet-lite0", "IMAGE"
@@ -156,19 +163,7 @@ def main() -> None:
         metavar="FLAG",
         help="one more flag for recognizer serve, repeatable",
     )
-    parser.add_argument(
-        "--triton-python",
-        type=Path,
-        default=HERE.parent / ".venv-triton" / "bin" / "python",
-        help="a Python with PyTriton for the Triton peer (default: .venv-triton/bin/python;"
-        " skipped if missing)",
-    )
-    parser.add_argument(
-        "--triton-instances",
-        type=int,
-        default=4,
-        help="the Triton peer's model instances (default: 4, as compare.py)",
-    )
+    add_triton_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="a smoke test: every run short")
     args = parser.parse_args()
     plan = QUICK if args.quick else Plan()
