@@ -171,6 +171,17 @@ class ShuttingDownError(RecognizerError):
         super().__init__("the server is shutting down; retry on another replica")
 
 
+def without_tracebacks(error: BaseException) -> BaseException:
+    """`error`, and the errors it was raised from, with their tracebacks dropped: an error
+    kept past its call (a job's result, a call's status) would otherwise keep the frames
+    it passed through, and their requests, in a cycle only a full collection frees."""
+    link: BaseException | None = error
+    while link is not None:
+        link.__traceback__ = None
+        link = link.__cause__ or link.__context__
+    return error
+
+
 class StartupError(Exception):
     """The configuration cannot be served; the message says what to fix."""
 

@@ -1,14 +1,17 @@
 """A request's stages through a real server: JPEGs decoded where the model runs (Pillow's
 answers, a corrupt JPEG answered alone within its batch, other formats still decoded by
-Pillow), and hostile images (refused from their markers, their decoding stopped when
-nobody waits for it, and cache hits answered while they decode)."""
+Pillow), hostile images (refused from their markers, their decoding stopped when
+nobody waits for it, and cache hits answered while they decode), and a call's memory freed
+when it ends."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import cast
 
@@ -24,7 +27,7 @@ from recognizer.client import AsyncClient, Client
 from recognizer.engine.backends.device_inputs import DEVICE_DECODE_TOLERANCE
 from recognizer.engine.backends.torch_backend import TorchBackend
 from recognizer.engine.engine import ServedModel
-from recognizer.engine.lifecycle import INLINE_HASH_BYTES
+from recognizer.engine.lifecycle import INLINE_HASH_BYTES, Job
 from recognizer.models.preprocessing import (
     Preprocessing,
     decode_cost,
@@ -266,3 +269,40 @@ def test_decoding_stops_when_its_deadline_passes_and_costs_no_more(long_decode: 
         time.sleep(1)  # time enough for a decode still running to show in the CPU time
         # Decoded to the end, the two would take about 40 s.
         assert time.process_time() - cpu < 5
+
+
+@contextmanager
+def garbage_made() -> Iterator[list[object]]:
+    """The objects left in reference cycles while the block ran: what only the garbage
+    collector would free, and its full passes are rare in a process of this size."""
+    gc.collect()
+    gc.disable()
+    found: list[object] = []
+    try:
+        yield found
+    finally:
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        found.extend(gc.garbage)
+        gc.garbage.clear()
+        gc.set_debug(0)
+        gc.enable()
+
+
+def test_calls_that_end_leave_no_cycle_holding_their_image(long_decode: bytes) -> None:
+    """Answered, refused or given up, a call's request and job are freed when it ends: a
+    cycle would hold the image (and the decoder's pixels) until a full collection. (grpc's
+    abort leaves its own small cycle, the call's state and the error, without them.)"""
+    with (
+        serve_colours(**LIFTED) as running,
+        grpc.insecure_channel(running.address) as channel,
+    ):
+        stub = pb_grpc.RecognizerStub(channel)
+        classify(stub, solid_png(RED), timeout=10)  # connected and warm
+        with garbage_made() as garbage:
+            assert classify(stub, noise_png(200), timeout=10).labels
+            for image, timeout in ((b"not an image", 10), (long_decode, 0.5)):
+                with pytest.raises(grpc.RpcError):
+                    classify(stub, image, timeout)
+            wait_until(lambda: running.engine.decode_budget.used == 0, timeout=5)
+    assert not [kept for kept in garbage if isinstance(kept, Job | pb.ClassifyRequest)]

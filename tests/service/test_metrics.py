@@ -1,7 +1,9 @@
-"""Prometheus metrics, scraped over HTTP from a real server after real calls."""
+"""Prometheus metrics, scraped over HTTP from a real server after real calls, and the call
+skeleton every door counts its calls through."""
 
 from __future__ import annotations
 
+import logging
 import urllib.request
 
 import grpc
@@ -10,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fakes import colour_model, solid_png
 from recognizer.client import Client
+from recognizer.errors import InvalidImageError
 from recognizer.v1 import recognizer_pb2 as pb
 from support import ServerThread
 
@@ -59,3 +62,38 @@ def test_metrics_count_calls_frames_batches_and_cache() -> None:
     assert metrics[("recognizer_open_streams", ())] == 0
     assert metrics[("recognizer_model_serving", (("model", "colours"),))] == 1
     assert metrics[("recognizer_decoding_bytes", ())] == 0
+
+
+class ClientLeft(Exception):
+    """What a door raises when its caller went away (HTTP's ClientGone)."""
+
+
+def test_every_door_observes_its_calls_through_one_skeleton(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`observed` counts a call OK or by its error's code, re-raises the error for the door
+    to convert, logs only errors no RecognizerError explains, and leaves `passing`
+    exceptions uncounted."""
+    with ServerThread([colour_model()], metrics_port=0) as running:
+        metrics = running.server.metrics
+        with metrics.observed("http", "classify", model="colours"):
+            pass
+        with pytest.raises(InvalidImageError), metrics.observed("http", "classify") as call:
+            call.model = "colours"  # learnt from the request
+            raise InvalidImageError("image is empty", reason="IMAGE_EMPTY")
+        with pytest.raises(ZeroDivisionError), metrics.observed("http", "classify", "", "colours"):
+            _ = 1 / 0
+        left = metrics.observed("http", "classify", "", "colours", passing=(ClientLeft,))
+        with pytest.raises(ClientLeft), left:
+            raise ClientLeft
+        counted = scrape(running)
+
+    def count(code: str) -> float:
+        labels = (("code", code), ("model", "colours"), ("transport", "http"))
+        return counted.get(("recognizer_requests_total", labels), 0.0)
+
+    assert (count("OK"), count("INVALID_ARGUMENT"), count("INTERNAL")) == (1, 1, 1)
+    assert counted[("recognizer_request_seconds_count", (("model", "colours"),))] == 3
+    logged = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert [record.getMessage() for record in logged] == ["http classify failed"]
+    assert logged[0].exc_info is not None and logged[0].exc_info[0] is ZeroDivisionError

@@ -62,7 +62,12 @@ import numpy as np
 from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import CacheKey, ResultCache, cache_key
 from recognizer.engine.types import Classification, Label, Options, Timing, TopClasses
-from recognizer.errors import DeadlineExceededError, InvalidRequestError
+from recognizer.errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    RecognizerError,
+    without_tracebacks,
+)
 from recognizer.models.jpeg import DeviceInput, device_jpeg
 from recognizer.models.preprocessing import (
     DecodingStopped,
@@ -141,7 +146,9 @@ class Job:
         self.scores = scores  # every class's score asked for, as well as the labels
         self.ranked = ranked  # classes the model ranks for the job: top_k, or all it may
         self.deadline = deadline
-        self.flow: Hashable = self if flow is None else flow
+        # A unary call is a flow of its own: a fresh key, as the job itself would be a
+        # cycle that outlives the call until the garbage collector's next full pass.
+        self.flow: Hashable = object() if flow is None else flow
         self.tenant = tenant
         self.caller = caller  # a place in the model's queue is claimed for it (engine/shares.py)
         self.loop = asyncio.get_running_loop()
@@ -159,6 +166,11 @@ class Job:
         """The caller no longer waits: skip whatever stage has not started."""
         self._abandoned.set()
 
+    def abandon_if_cancelled(self, future: asyncio.Future[Classification]) -> None:
+        """The future's done callback: a cancelled caller no longer waits."""
+        if future.cancelled():
+            self.abandon()
+
     @property
     def abandoned(self) -> bool:
         return self._abandoned.is_set()
@@ -174,6 +186,14 @@ class Job:
     def evictable(self) -> bool:
         """Not yet in a batch: giving up its place spares the model work."""
         return not self.in_batch
+
+    def set_error(self, error: BaseException) -> None:
+        """From the thread that ends the job: its result slot becomes `error`. An expected
+        error (a RecognizerError, told to the caller by its message alone) is kept without
+        its tracebacks, whose frames hold this job, its image and the decoder's pixels: a
+        cycle that only the garbage collector's rare full passes would free (8 abandoned
+        64-megapixel JPEGs left 7 MiB each time)."""
+        self.error = without_tracebacks(error) if isinstance(error, RecognizerError) else error
 
     def fail(self, error: Exception) -> None:
         """On the event loop: answer the caller with `error` now, and drop the job."""
@@ -228,14 +248,20 @@ async def classify(
         caller=caller,
     )
     with engine.admission(job):
-        job.future.add_done_callback(lambda future: job.abandon() if future.cancelled() else None)
+        job.future.add_done_callback(job.abandon_if_cancelled)
         if engine.cache is None:
             engine.preprocess_pool.submit(prepare, job, engine.decode_budget)
         elif len(image.data if isinstance(image, RawFrame) else image) <= INLINE_HASH_BYTES:
             look_up(job, engine.cache, engine)
         else:
             engine.lookup_pool.submit(look_up, job, engine.cache, engine)
-        return await job.future
+        try:
+            return await job.future
+        except BaseException:
+            # The error's traceback holds this frame, and the job holds the error: without
+            # the job here, both (and the request) are freed when the call ends.
+            del job
+            raise
 
 
 # hash: on the event loop for a small image, else on a lookup thread
@@ -253,7 +279,7 @@ def look_up(job: Job, cache: ResultCache, engine: Engine) -> None:
             return
         job.answer = name(job, cached, Timing(cache_hit=True))
     except Exception as error:
-        job.error = error
+        job.set_error(error)
     hand_back([job])
 
 
@@ -274,7 +300,7 @@ def prepare(job: Job, budget: MemoryBudget) -> None:
         job.enqueued_at = time.monotonic()
         job.preprocess_s = job.enqueued_at - started
     except Exception as error:
-        job.error = error
+        job.set_error(error)
         hand_back([job])
         return
     runner.queue.put(job, job.flow, job.caller)
@@ -335,7 +361,7 @@ def keep(job: Job) -> bool:
     if job.abandoned:
         return False
     if job.expired(time.monotonic()):
-        job.error = DeadlineExceededError("the deadline passed before the model was free")
+        job.set_error(DeadlineExceededError("the deadline passed before the model was free"))
         hand_back([job])
         return False
     job.in_batch = True
@@ -393,7 +419,7 @@ def finish(
             runner.queue.retry_alone(batch)
             return
         logger.error("inference failed", exc_info=result)
-        batch[0].error = RuntimeError("inference failed")
+        batch[0].set_error(RuntimeError("inference failed"))
         hand_back(batch)
         return
     try:
@@ -401,7 +427,7 @@ def finish(
     except Exception as error:  # a bug here must not leave the callers waiting
         logger.exception("answering a batch failed")
         for job in batch:
-            job.error = error
+            job.set_error(error)
     hand_back(batch)
 
 
@@ -418,7 +444,7 @@ def answer_all(
     runner.record_batch(len(batch), inference_s)
     for row, (job, error) in enumerate(zip(batch, errors, strict=True)):
         if error is not None:
-            job.error = error
+            job.set_error(error)
             continue
         top = TopClasses(scores[row, : job.ranked].copy(), class_ids[row, : job.ranked].copy())
         if cache is not None and job.cache_key is not None:

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from recognizer.engine.engine import Engine
-from recognizer.errors import DeadlineExceededError, RecognizerError
+from recognizer.errors import DeadlineExceededError
 from recognizer.http import inputs, jsonmap
 from recognizer.http.auth import caller_of, tenant_of
 from recognizer.http.errors import error_response
@@ -49,35 +49,33 @@ class Api:
         """POST /v1/classify: one image, answered as a ClassifyResponse."""
         started = time.monotonic()
         tenant = tenant_of(request)
-        message = pb.ClassifyRequest()
+        passing = (HTTPException, ClientGone)
         try:
-            message = await inputs.classify_request(request)
-            seconds = inputs.timeout(request)
-            deadline = None if seconds is None else started + seconds
-            work = self._engine.classify(
-                convert.to_image(message),
-                convert.to_options(message),
-                deadline=deadline,
-                tenant=tenant,
-                caller=caller_of(request),
-            )
-            try:
-                async with asyncio.timeout(_left(deadline)):
-                    result = await _unless_gone(request, work)
-            except TimeoutError:
-                raise DeadlineExceededError(
-                    f"the deadline ({inputs.TIMEOUT_HEADER}: {seconds}) passed"
-                ) from None
+            with self._metrics.observed("http", "classify", tenant, passing=passing) as call:
+                message = await inputs.classify_request(request)
+                call.model = message.model
+                seconds = inputs.timeout(request)
+                deadline = None if seconds is None else started + seconds
+                work = self._engine.classify(
+                    convert.to_image(message),
+                    convert.to_options(message),
+                    deadline=deadline,
+                    tenant=tenant,
+                    caller=caller_of(request),
+                )
+                try:
+                    async with asyncio.timeout(_left(deadline)):
+                        result = await _unless_gone(request, work)
+                except TimeoutError:
+                    raise DeadlineExceededError(
+                        f"the deadline ({inputs.TIMEOUT_HEADER}: {seconds}) passed"
+                    ) from None
         except HTTPException:
             raise  # HTTP's own failures: errors.http_exception answers them
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         except Exception as error:
-            if not isinstance(error, RecognizerError):
-                logger.exception("classify failed")
-            self._metrics.observe("http", message.model, error, started, tenant)
             return error_response(error)
-        self._metrics.observe("http", message.model, None, started, tenant)
         return jsonmap.response(convert.to_response(convert.request_id(message), result))
 
     async def list_models(self, request: Request) -> Response:

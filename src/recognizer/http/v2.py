@@ -131,37 +131,33 @@ class V2Api:
 
     async def infer(self, request: Request) -> Response:
         """POST .../infer: a request's images classified, its outputs answered."""
-        started = time.monotonic()
         tenant = tenant_of(request)
         name = request.path_params["name"]
         try:
-            body = await _body(request)
-            model = self._signature(request)
-            found = requests.images(_inputs(body), model)
-            parameters = _parameters(body.get("parameters"), "parameters")
-            how, wanted = requests.options(model, _requested(body), parameters)
-            deadline = requests.deadline(parameters, None)
-            work = requests.classify(
-                self._engine,
-                found,
-                how,
-                deadline=deadline,
-                flow=object(),
-                tenant=tenant,
-                caller=caller_of(request),
-            )
-            try:
-                async with asyncio.timeout(_left(deadline)):
-                    results = await work
-            except TimeoutError:
-                raise DeadlineExceededError("the request's timeout passed") from None
-            outputs = requests.outputs(results, wanted)
+            with self._metrics.observed("http", "v2 infer", tenant, name):
+                body = await _body(request)
+                model = self._signature(request)
+                found = requests.images(_inputs(body), model)
+                parameters = _parameters(body.get("parameters"), "parameters")
+                how, wanted = requests.options(model, _requested(body), parameters)
+                deadline = requests.deadline(parameters, None)
+                work = requests.classify(
+                    self._engine,
+                    found,
+                    how,
+                    deadline=deadline,
+                    flow=object(),
+                    tenant=tenant,
+                    caller=caller_of(request),
+                )
+                try:
+                    async with asyncio.timeout(_left(deadline)):
+                        results = await work
+                except TimeoutError:
+                    raise DeadlineExceededError("the request's timeout passed") from None
+                outputs = requests.outputs(results, wanted)
         except Exception as error:
-            if not isinstance(error, RecognizerError):
-                logger.exception("v2 infer failed")
-            self._metrics.observe("http", name, error, started, tenant)
             return error_response(error)
-        self._metrics.observe("http", name, None, started, tenant)
         answer = {
             "model_name": model.name,
             "model_version": VERSION,

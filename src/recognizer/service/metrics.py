@@ -10,9 +10,12 @@ metrics code.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 from wsgiref.simple_server import WSGIServer
 
@@ -27,12 +30,22 @@ from prometheus_client.registry import Collector
 
 from recognizer.engine.engine import Engine
 from recognizer.engine.stream import Answered, Failed, FrameResult, Skipped
+from recognizer.errors import RecognizerError
 from recognizer.service.status import code_for
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 Transport = Literal["grpc", "http"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ObservedCall:
+    """The call being observed: its model, which a door may learn only from the request."""
+
+    model: str = ""
 
 
 class ServerMetrics:
@@ -80,6 +93,34 @@ class ServerMetrics:
         """A call for `model`, begun at `started` (time.monotonic()), ends now: OK or `error`."""
         code = "OK" if error is None else code_for(error).name
         self._count(transport, model, code, time.monotonic() - started, tenant)
+
+    @contextlib.contextmanager
+    def observed(
+        self,
+        transport: Transport,
+        method: str,
+        tenant: str = "",
+        model: str = "",
+        *,
+        passing: tuple[type[BaseException], ...] = (),
+    ) -> Iterator[ObservedCall]:
+        """The skeleton every door runs a call in: the block is timed and counted as one
+        call, OK or the status of the exception it raises (re-raised for the door to
+        convert), and an exception no RecognizerError explains is logged with its
+        traceback. Cancellation and the `passing` exceptions (the caller went away, a
+        failure of the transport itself) leave it uncounted."""
+        call = ObservedCall(model)
+        started = time.monotonic()
+        try:
+            yield call
+        except passing:
+            raise
+        except Exception as error:
+            if not isinstance(error, RecognizerError):
+                logger.exception("%s %s failed", transport, method)
+            self.observe(transport, call.model, error, started, tenant)
+            raise
+        self.observe(transport, call.model, None, started, tenant)
 
     def observe_frame(self, transport: Transport, result: FrameResult, tenant: str = "") -> None:
         """A stream frame answered, counted like a call (skipped frames as CANCELLED)."""

@@ -10,10 +10,12 @@ in before anybody asked for the request: HTTP/2's flow-control window (server.py
 the BDP probe, which would otherwise grow that window to megabytes).
 
 Reading here also catches a message that is not what the method takes (invalid UTF-8 in a
-string field): INVALID_ARGUMENT, where grpc would answer UNKNOWN and log a traceback. And a
+string field): INVALID_ARGUMENT, where grpc would answer UNKNOWN and log a traceback. A
 call can be ended from outside while it runs, with a status: its place given to a caller
 within its share, or its token revoked (the tokens file re-read). Its task is cancelled,
-and the call ends with that error.
+and the call ends with that error. Every method's errors end here too: the call aborted
+with the error's status (transport/status.py), an error no RecognizerError explains
+logged.
 """
 
 from __future__ import annotations
@@ -21,13 +23,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from recognizer.errors import InvalidRequestError, RecognizerError, UnauthenticatedError
+from recognizer.errors import (
+    InvalidRequestError,
+    RecognizerError,
+    UnauthenticatedError,
+    without_tracebacks,
+)
 from recognizer.security.auth import Authenticator
 from recognizer.service.calls import CallShares
 from recognizer.transport.auth import Identity, identify, serving
@@ -37,6 +46,8 @@ from recognizer.transport.status import abort
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic in the stubs only
 Deserializer = Callable[[bytes], Any] | None
+
+logger = logging.getLogger(__name__)
 
 
 class Door(grpc.aio.ServerInterceptor):
@@ -64,29 +75,44 @@ class Door(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        required = not handler_call_details.method.startswith(self._public)
-        return self._through_door(handler, required=required)
+        method = handler_call_details.method
+        return self._through_door(handler, method, required=not method.startswith(self._public))
 
-    def _through_door(self, handler: Handler, *, required: bool) -> Handler:
+    def _through_door(self, handler: Handler, method: str, *, required: bool) -> Handler:
         inner = _behaviour(handler)
         decode: Deserializer = handler.request_deserializer
         streams_requests, streams_responses = handler.request_streaming, handler.response_streaming
 
-        async def behaviour(raw: AsyncIterable[bytes], context: Context) -> Any:
+        async def serve(raw: AsyncIterable[bytes], context: Context) -> Any:
             lasting = streams_requests or streams_responses
-            async with self._admitted(context, required=required, lasting=lasting):
-                if streams_requests:
-                    argument = _decoded(raw, decode)
-                else:
-                    data = await context.read()
-                    if data is grpc.aio.EOF:
-                        raise InvalidRequestError("the call sent no request", field="message")
-                    argument = _decode(data, decode)
-                result = inner(argument, context)
-                if not streams_responses:
-                    return await result if inspect.isawaitable(result) else result
-                await _write_all(result, context)
-                return None
+            try:
+                async with self._admitted(context, required=required, lasting=lasting):
+                    if streams_requests:
+                        argument = _decoded(raw, decode)
+                    else:
+                        data = await context.read()
+                        if data is grpc.aio.EOF:
+                            raise InvalidRequestError("the call sent no request", field="message")
+                        argument = _decode(data, decode)
+                    result = inner(argument, context)
+                    if not streams_responses:
+                        return await result if inspect.isawaitable(result) else result
+                    await _write_all(result, context)
+                    return None
+            except grpc.aio.AbortError:
+                raise  # ended by context.abort() (grpc's own health service does)
+            except Exception as error:
+                if context.code() not in (None, grpc.StatusCode.OK):
+                    raise  # its status set before it raised (generated stubs' UNIMPLEMENTED)
+                if not isinstance(error, RecognizerError):
+                    logger.exception("%s failed", method)
+                return _Failed(without_tracebacks(error))
+
+        async def behaviour(raw: AsyncIterable[bytes], context: Context) -> Any:
+            outcome = await serve(raw, context)
+            if isinstance(outcome, _Failed):
+                await abort(context, outcome.error)  # from here, where no request is held
+            return outcome
 
         factory = (
             grpc.stream_stream_rpc_method_handler
@@ -99,15 +125,15 @@ class Door(grpc.aio.ServerInterceptor):
     async def _admitted(
         self, context: Context, *, required: bool, lasting: bool
     ) -> AsyncIterator[None]:
-        """Serve the block as the caller, in its place; end the call with the status of any
-        RecognizerError the block raises, or of whatever ended it from outside."""
+        """Serve the block as the caller, in its place; a call ended from outside raises the
+        error it was ended with."""
         identity = Identity()
         if self._authenticator is not None:
             try:
                 identity = identify(self._authenticator, context, required=required)
             except UnauthenticatedError as error:
                 self._on_refusal(error.reason)
-                await abort(context, error)
+                raise
         ending = _Ending()
         try:
             with contextlib.ExitStack() as stack:
@@ -124,13 +150,18 @@ class Door(grpc.aio.ServerInterceptor):
                     )
                 stack.enter_context(serving(identity.tenant))
                 yield
-        except RecognizerError as error:
-            await abort(context, error)
         except asyncio.CancelledError:
-            if ending.error is None:
+            if not ending.ended:
                 raise  # the client went away, or the server is stopping
             ending.task.uncancel()
-            await abort(context, ending.error)
+            raise ending.error() from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A call's error, returned out of the frames that hold its request."""
+
+    error: BaseException
 
 
 class _Ending:
@@ -140,12 +171,21 @@ class _Ending:
         task = asyncio.current_task()
         assert task is not None  # grpc runs each call's behaviour in a task
         self.task = task
-        self.error: RecognizerError | None = None
+        self.ended = False
+        self._error: RecognizerError | None = None
 
     def end(self, error: RecognizerError) -> None:
-        if self.error is None:
-            self.error = error
+        if not self.ended:
+            self.ended = True
+            self._error = error
             self.task.cancel()
+
+    def error(self) -> RecognizerError:
+        """The error the call was ended with, no longer held here: raised, its traceback
+        holds the frame that holds this."""
+        error, self._error = self._error, None
+        assert error is not None
+        return error
 
 
 async def _decoded(raw: AsyncIterable[bytes], decode: Deserializer) -> AsyncIterator[Any]:

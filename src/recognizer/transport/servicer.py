@@ -1,4 +1,5 @@
 """The Recognizer servicer: each RPC converts its message, awaits the engine, converts back.
+An error is raised to the door (transport/door.py), which ends the call with its status.
 
 The caller's tenant (named by the auth interceptor; "" with auth off) goes with each call
 into the engine, which scopes the cache and the models by it, and into the metrics. Fair
@@ -10,7 +11,6 @@ thread, off the event loop (thousands of labels take milliseconds to build).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
@@ -20,17 +20,14 @@ import grpc
 from recognizer.engine.engine import Engine
 from recognizer.engine.stream import Answered, Frame, classify_stream
 from recognizer.engine.types import Classification
-from recognizer.errors import RecognizerError, first_frame_late, stream_idle
+from recognizer.errors import first_frame_late, stream_idle
 from recognizer.outcomes import FrameOutcome
 from recognizer.service import convert
 from recognizer.service.metrics import ServerMetrics
 from recognizer.transport.auth import current_tenant
 from recognizer.transport.callers import caller
-from recognizer.transport.status import abort
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
-
-logger = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
 LARGE_ANSWER = 100  # labels from which an answer is converted on a thread
@@ -53,9 +50,8 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         self._idle_timeout = idle_timeout
 
     async def Classify(self, request: pb.ClassifyRequest, context: Context) -> pb.ClassifyResponse:
-        started = time.monotonic()
         tenant = current_tenant()
-        try:
+        with self._metrics.observed("grpc", "Classify", tenant, request.model):
             result = await self._engine.classify(
                 convert.to_image(request),
                 convert.to_options(request),
@@ -63,12 +59,6 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
                 tenant=tenant,
                 caller=caller(context, tenant),
             )
-        except Exception as error:
-            if not isinstance(error, RecognizerError):
-                logger.exception("Classify failed")
-            self._metrics.observe("grpc", request.model, error, started, tenant)
-            await abort(context, error)
-        self._metrics.observe("grpc", request.model, None, started, tenant)
         request_id = convert.request_id(request)
         if _large(result):
             return await asyncio.to_thread(convert.to_response, request_id, result)
@@ -82,8 +72,7 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
             async with asyncio.timeout(self._first_frame_timeout):
                 first = await anext(requests, None)
         except TimeoutError:
-            await abort(context, first_frame_late(self._first_frame_timeout))
-            return
+            raise first_frame_late(self._first_frame_timeout) from None
         if first is None:
             return
         counts = Counter(dict.fromkeys(FrameOutcome, 0))
@@ -100,9 +89,8 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
                     yield await asyncio.to_thread(convert.to_frame_response, result)
                 else:
                     yield convert.to_frame_response(result)
-        except RecognizerError as error:
-            await abort(context, error, _summary(counts))
-        context.set_trailing_metadata(_summary(counts))
+        finally:
+            context.set_trailing_metadata(_summary(counts))
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context

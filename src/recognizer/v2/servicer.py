@@ -19,7 +19,6 @@ then ends the stream with UNAVAILABLE, as recognizer.v1's streams do.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Hashable
 
@@ -32,13 +31,10 @@ from recognizer.service.metrics import ServerMetrics
 from recognizer.service.status import code_for, to_status
 from recognizer.transport.auth import current_tenant
 from recognizer.transport.callers import caller
-from recognizer.transport.status import abort
 from recognizer.v2 import convert, requests
 from recognizer.v2.inference import grpc_service_pb2 as pb
 from recognizer.v2.inference import grpc_service_pb2_grpc as pb_grpc
 from recognizer.v2.statistics import Statistics
-
-logger = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
@@ -82,23 +78,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: Context
     ) -> pb.ModelMetadataResponse:
-        try:
-            model = requests.model_signature(
-                self._engine, request.name, request.version, current_tenant()
-            )
-        except RecognizerError as error:
-            await abort(context, error)
+        model = requests.model_signature(
+            self._engine, request.name, request.version, current_tenant()
+        )
         return convert.model_metadata(model)
 
     async def ModelConfig(
         self, request: pb.ModelConfigRequest, context: Context
     ) -> pb.ModelConfigResponse:
-        try:
-            model = requests.model_signature(
-                self._engine, request.name, request.version, current_tenant()
-            )
-        except RecognizerError as error:
-            await abort(context, error)
+        model = requests.model_signature(
+            self._engine, request.name, request.version, current_tenant()
+        )
         return convert.model_config(model)
 
     async def ModelStatistics(
@@ -106,11 +96,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelStatisticsResponse:
         """Every model the tenant may use, or the one named."""
         tenant = current_tenant()
-        try:
-            if request.name:
-                requests.model_signature(self._engine, request.name, request.version, tenant)
-        except RecognizerError as error:
-            await abort(context, error)
+        if request.name:
+            requests.model_signature(self._engine, request.name, request.version, tenant)
         return pb.ModelStatisticsResponse(
             model_stats=[
                 convert.model_statistics(
@@ -125,17 +112,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Context
     ) -> pb.ModelInferResponse:
-        started = time.monotonic()
         tenant = current_tenant()
-        try:
-            response = await self._infer(
+        with self._metrics.observed("grpc", "ModelInfer", tenant, request.model_name):
+            return await self._infer(
                 request, _deadline(context), object(), tenant, caller(context, tenant)
             )
-        except Exception as error:
-            self._failed(request, error, started, tenant)
-            await abort(context, error)
-        self._metrics.observe("grpc", request.model_name, None, started, tenant)
-        return response
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterable[pb.ModelInferRequest], context: Context
@@ -149,14 +130,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         running: set[asyncio.Task[None]] = set()
 
         async def answer(request: pb.ModelInferRequest) -> None:
-            started = time.monotonic()
             try:
-                response = await self._infer(request, deadline, flow, tenant, who)
+                with self._metrics.observed("grpc", "ModelStreamInfer", tenant, request.model_name):
+                    response = await self._infer(request, deadline, flow, tenant, who)
             except Exception as error:
-                self._failed(request, error, started, tenant)
                 answers.put_nowait(_stream_error(request, error))
                 return
-            self._metrics.observe("grpc", request.model_name, None, started, tenant)
             answers.put_nowait(pb.ModelStreamInferResponse(infer_response=response))
 
         async def read() -> None:
@@ -180,8 +159,6 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 if reader.cancelled():
                     raise ShuttingDownError()
                 await reader  # re-raises a failure to read the stream
-        except RecognizerError as error:
-            await abort(context, error)
         finally:
             reader.cancel()
             for task in running:
@@ -199,33 +176,27 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = requests.model_signature(
             self._engine, request.model_name, request.model_version, tenant
         )
-        found = requests.images(convert.inputs(request), model)
-        parameters = convert.parameters(request.parameters)
-        how, wanted = requests.options(model, convert.requested(request), parameters)
-        results = await requests.classify(
-            self._engine,
-            found,
-            how,
-            deadline=requests.deadline(parameters, deadline),
-            flow=flow,
-            tenant=tenant,
-            caller=who,
-        )
-        answering = time.monotonic()
-        response = convert.infer_response(request, model.name, requests.outputs(results, wanted))
+        try:
+            found = requests.images(convert.inputs(request), model)
+            parameters = convert.parameters(request.parameters)
+            how, wanted = requests.options(model, convert.requested(request), parameters)
+            results = await requests.classify(
+                self._engine,
+                found,
+                how,
+                deadline=requests.deadline(parameters, deadline),
+                flow=flow,
+                tenant=tenant,
+                caller=who,
+            )
+            answering = time.monotonic()
+            outputs = requests.outputs(results, wanted)
+            response = convert.infer_response(request, model.name, outputs)
+        except Exception:
+            self._statistics.failed(model.name, started)
+            raise
         self._statistics.succeeded(model.name, results, started, time.monotonic() - answering)
         return response
-
-    def _failed(
-        self, request: pb.ModelInferRequest, error: BaseException, started: float, tenant: str
-    ) -> None:
-        if not isinstance(error, RecognizerError):
-            logger.exception("ModelInfer failed", exc_info=error)
-        self._metrics.observe("grpc", request.model_name, error, started, tenant)
-        served = [model.spec.name for model in self._engine.describe()]
-        name = request.model_name or served[0]
-        if name in served:
-            self._statistics.failed(name, started)
 
 
 def _stream_error(
