@@ -52,6 +52,7 @@ def load_served_models(config: Config) -> list[ServedModel]:
         device=device,
         allow_code=config.security.allow_code_models,
         log_level=config.log.log_level,
+        log_format=config.log.log_format,
     )
     prepare_in_child(job)
     served = []

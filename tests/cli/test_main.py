@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import signal
@@ -569,3 +571,70 @@ max_batch_size = 2
             assert response.labels[0].label in SEED_NAMES["en"]
     finally:
         assert process.stop() == 0
+
+
+def test_json_logs_parse_line_by_line_with_each_calls_fields_and_no_secret(
+    tmp_path: Path,
+) -> None:
+    """`--log-format json --access-log`: every line the server writes is one JSON object;
+    each call through either door has its access line (status, reason, tenant, request id,
+    the caller's trace id), the refused ones too; no token and no image's bytes appear."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"shop:{TOKEN}\n", encoding="utf-8")
+    wrong = "N0tTheT0ken" + TOKEN[::-1]
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traced = f"00-{trace}-00f067aa0ba902b7-01"
+    image = PHOTOS["coffee"].read_bytes()
+    process = ServeProcess(
+        "--log-format", "json", "--access-log", "--http-port", "0", "--tokens-file", str(tokens)
+    )
+    try:
+        url = _http_url(process)
+        token = (("authorization", f"Bearer {TOKEN}"), ("traceparent", traced))
+        with grpc.insecure_channel(process.address) as channel:
+            classify = pb_grpc.RecognizerStub(channel).Classify
+            classify(pb.ClassifyRequest(image=image, request_id="order-17"), metadata=token)
+            for request, metadata in (
+                (pb.ClassifyRequest(image=image), (("authorization", f"Bearer {wrong}"),)),
+                (pb.ClassifyRequest(image=b"not an image"), token),
+            ):
+                with pytest.raises(grpc.RpcError):
+                    classify(request, metadata=metadata, timeout=30)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            sent = {"Content-Type": "image/png", "traceparent": traced}
+            answered = client.post(
+                "/v1/classify", content=image, headers={**sent, "Authorization": f"Bearer {TOKEN}"}
+            )
+            refused = client.post(
+                "/v1/classify", content=image, headers={**sent, "Authorization": f"Bearer {wrong}"}
+            )
+            assert (answered.status_code, refused.status_code) == (200, 401)
+    finally:
+        assert process.stop() == 0
+    text = "".join(process.log)
+    lines = [json.loads(line) for line in process.log]  # every line, or this fails
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    calls = {
+        (line["door"], line["method"], line["status"]): line
+        for line in lines
+        if line["logger"] == "recognizer.access"
+    }
+    classified = calls["grpc", "/recognizer.v1.Recognizer/Classify", "OK"]
+    assert classified["tenant"] == "shop" and classified["request_id"] == "order-17"
+    assert classified["trace_id"] == trace and classified["duration_ms"] > 0
+    assert calls["grpc", "/recognizer.v1.Recognizer/Classify", "UNAUTHENTICATED"]["reason"]
+    undecodable = calls["grpc", "/recognizer.v1.Recognizer/Classify", "INVALID_ARGUMENT"]
+    assert (undecodable["reason"], undecodable["tenant"]) == ("IMAGE_UNDECODABLE", "shop")
+    posted = calls["http", "POST /v1/classify", "200"]
+    assert (posted["tenant"], posted["trace_id"]) == ("shop", trace)
+    assert "tenant" not in calls["http", "POST /v1/classify", "401"]
+    assert TOKEN not in text and wrong not in text
+    assert base64.b64encode(image[:48]).decode() not in text
+    assert "\\x89PNG" not in text and image[:48].hex() not in text
+
+
+def _http_url(process: ServeProcess) -> str:
+    process.address  # noqa: B018 - waits until SERVING, which HTTP reaches first
+    match = HTTP_SERVING.search("".join(process.log))
+    assert match, "".join(process.log)
+    return match.group(1)

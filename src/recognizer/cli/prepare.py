@@ -16,9 +16,9 @@ import logging
 import pickle
 import sys
 
-from recognizer.cli.serve import configure_logging
 from recognizer.engine.backends.prepared import Preparation, load_backend
 from recognizer.errors import StartupError
+from recognizer.logs import configure_logging
 
 logger = logging.getLogger("recognizer")
 CANNOT_START = 2  # a model that cannot be served: a StartupError
@@ -27,7 +27,7 @@ CANNOT_START = 2  # a model that cannot be served: a StartupError
 def main() -> int:
     job = pickle.load(sys.stdin.buffer)
     assert isinstance(job, Preparation)
-    configure_logging(job.log_level)
+    configure_logging(job.log_level, job.log_format)
     try:
         for model in job.models:
             load_backend(model, job.engine, device=job.device, allow_code=job.allow_code)

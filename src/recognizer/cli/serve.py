@@ -18,6 +18,7 @@ import uvloop
 
 from recognizer.config.sources import add_serve_arguments, load_config
 from recognizer.errors import ConfigError, StartupError
+from recognizer.logs import configure_logging
 from recognizer.security.policy import Security
 
 logger = logging.getLogger("recognizer")
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve; returns only when the server cannot start (after a drain the process exits)."""
     try:
         config = load_config(vars(args), os.environ)
-        configure_logging(config.log.log_level)
+        configure_logging(config.log.log_level, config.log.log_format)
         # Certificates and tokens are read first: a bad file stops start-up in a moment,
         # before torch is imported and the models are loaded.
         security = Security.from_settings(config.security)
@@ -54,9 +55,3 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     logging.shutdown()
     os._exit(status)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )

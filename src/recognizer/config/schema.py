@@ -41,6 +41,7 @@ Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 Int8Fallback = Literal["none", "fp32"]
 DeviceDecode = Literal["auto", "on", "off"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
 
 def _word_means_none(word: str) -> BeforeValidator:
@@ -126,6 +127,16 @@ class ServerSettings(Settings):
     )
     reflection: bool = setting(
         True, "serve gRPC reflection, so grpcurl needs no proto files (off: not served)"
+    )
+    access_log: bool = setting(
+        False, "log a line for each call, on both ports, when it ends (logger recognizer.access)"
+    )
+    access_log_sample: float = setting(
+        1.0,
+        "the share of answered calls the access log keeps (failed calls are always kept)",
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
     )
 
     http_port: Annotated[int | None, Off] = setting(
@@ -445,6 +456,9 @@ class LogSettings(Settings):
     """What the process logs."""
 
     log_level: LogLevel = setting("info", "logging level: debug, info, warning or error")
+    log_format: LogFormat = setting(
+        "text", "log lines as text for people, or json: one JSON object a line"
+    )
 
 
 SECTIONS: tuple[type[Settings], ...] = (

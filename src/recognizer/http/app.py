@@ -25,12 +25,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from recognizer.config.schema import ServerSettings
 from recognizer.engine.engine import Engine
 from recognizer.http import errors, openapi, v2
+from recognizer.http.access import AccessLogged
 from recognizer.http.api import Api
 from recognizer.http.auth import Authentication
 from recognizer.http.calls import StreamPlace
 from recognizer.http.origin import SameOrigin
 from recognizer.http.page import Page
 from recognizer.http.stream import StreamEndpoint
+from recognizer.logs import AccessLog
 from recognizer.security.addresses import is_loopback
 from recognizer.security.policy import Security
 from recognizer.service.calls import CallShares
@@ -91,6 +93,10 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[
+            Middleware(
+                AccessLogged,
+                AccessLog(enabled=settings.access_log, sample=settings.access_log_sample),
+            ),
             Middleware(SameOrigin, settings.http_allowed_origins),
             Middleware(BodyLimit, max_bytes=settings.max_message_bytes),
         ],

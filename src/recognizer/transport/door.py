@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -37,8 +38,10 @@ from recognizer.errors import (
     UnauthenticatedError,
     without_tracebacks,
 )
+from recognizer.logs import AccessLog, trace_id
 from recognizer.security.auth import Authenticator
 from recognizer.service.calls import CallShares
+from recognizer.service.status import code_for
 from recognizer.transport.auth import Identity, identify, serving
 from recognizer.transport.callers import peer_host
 from recognizer.transport.status import abort
@@ -61,8 +64,10 @@ class Door(grpc.aio.ServerInterceptor):
         *,
         public: Sequence[str] = (),
         on_refusal: Callable[[str], object] = lambda reason: None,
+        access: AccessLog | None = None,
     ) -> None:
         self._shares = shares
+        self._access = access or AccessLog()
         self._authenticator = authenticator
         self._public = tuple(public)
         self._on_refusal = on_refusal
@@ -83,10 +88,12 @@ class Door(grpc.aio.ServerInterceptor):
         decode: Deserializer = handler.request_deserializer
         streams_requests, streams_responses = handler.request_streaming, handler.response_streaming
 
-        async def serve(raw: AsyncIterable[bytes], context: Context) -> Any:
+        async def serve(raw: AsyncIterable[bytes], context: Context, call: _Call | None) -> Any:
             lasting = streams_requests or streams_responses
             try:
-                async with self._admitted(context, required=required, lasting=lasting):
+                async with self._admitted(context, required=required, lasting=lasting) as tenant:
+                    if call is not None:
+                        call.tenant = tenant
                     if streams_requests:
                         argument = _decoded(raw, decode)
                     else:
@@ -94,6 +101,8 @@ class Door(grpc.aio.ServerInterceptor):
                         if data is grpc.aio.EOF:
                             raise InvalidRequestError("the call sent no request", field="message")
                         argument = _decode(data, decode)
+                        if call is not None:
+                            call.name(argument)
                     result = inner(argument, context)
                     if not streams_responses:
                         return await result if inspect.isawaitable(result) else result
@@ -109,9 +118,20 @@ class Door(grpc.aio.ServerInterceptor):
                 return _Failed(without_tracebacks(error))
 
         async def behaviour(raw: AsyncIterable[bytes], context: Context) -> Any:
-            outcome = await serve(raw, context)
+            call = _Call(method, time.monotonic()) if self._access.enabled else None
+            try:
+                outcome = await serve(raw, context, call)
+            except BaseException:  # cancelled, or ended by the method with its own status
+                if call is not None:
+                    code = context.code()
+                    self._log(call, context, getattr(code, "name", None) or "CANCELLED")
+                raise
             if isinstance(outcome, _Failed):
+                if call is not None:
+                    self._log(call, context, code_for(outcome.error).name, outcome.error)
                 await abort(context, outcome.error)  # from here, where no request is held
+            elif call is not None:
+                self._log(call, context, "OK")
             return outcome
 
         factory = (
@@ -121,12 +141,35 @@ class Door(grpc.aio.ServerInterceptor):
         )
         return factory(behaviour, response_serializer=handler.response_serializer)
 
+    def _log(
+        self, call: _Call, context: Context, status: str, error: BaseException | None = None
+    ) -> None:
+        """The call's access line (logs.py)."""
+        metadata = {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)
+        }
+        self._access.write(
+            call.started,
+            ok=status == "OK",
+            status=status,
+            reason=error.reason if isinstance(error, RecognizerError) else "",
+            door="grpc",
+            method=call.method,
+            request_id=call.request_id,
+            trace_id=trace_id(metadata),
+            tenant=call.tenant,
+            model=call.model,
+            peer=peer_host(context.peer()),
+        )
+
     @contextlib.asynccontextmanager
     async def _admitted(
         self, context: Context, *, required: bool, lasting: bool
-    ) -> AsyncIterator[None]:
-        """Serve the block as the caller, in its place; a call ended from outside raises the
-        error it was ended with."""
+    ) -> AsyncIterator[str]:
+        """Serve the block as the caller (its tenant given to it), in its place; a call
+        ended from outside raises the error it was ended with."""
         identity = Identity()
         if self._authenticator is not None:
             try:
@@ -149,12 +192,33 @@ class Door(grpc.aio.ServerInterceptor):
                         )
                     )
                 stack.enter_context(serving(identity.tenant))
-                yield
+                yield identity.tenant
         except asyncio.CancelledError:
             if not ending.ended:
                 raise  # the client went away, or the server is stopping
             ending.task.uncancel()
             raise ending.error() from None
+
+
+@dataclass(slots=True)
+class _Call:
+    """What a call's access line says of it, gathered as it is served."""
+
+    method: str
+    started: float
+    tenant: str = ""
+    model: str = ""
+    request_id: str = ""
+
+    def name(self, request: Any) -> None:
+        """The model and request id the request names, where its message has them:
+        recognizer.v1's `model` and `request_id`, the v2 protocol's `model_name` and `id`."""
+        for field in ("model", "model_name"):
+            if isinstance(value := getattr(request, field, None), str) and value:
+                self.model = value
+        for field in ("request_id", "id"):
+            if isinstance(value := getattr(request, field, None), str) and value:
+                self.request_id = value
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from recognizer.config.schema import ServerSettings
 from recognizer.engine.engine import Engine
 from recognizer.engine.types import Health
 from recognizer.errors import StartupError
+from recognizer.logs import AccessLog
 from recognizer.security.addresses import is_loopback
 from recognizer.security.policy import Security
 from recognizer.service.calls import CallShares
@@ -158,7 +159,13 @@ class RecognizerServer:
             *(REFLECTION_METHODS if security.public_reflection else ()),
         )
         return Door(
-            self.shares, security.authenticator, public=public, on_refusal=self._metrics.refused
+            self.shares,
+            security.authenticator,
+            public=public,
+            on_refusal=self._metrics.refused,
+            access=AccessLog(
+                enabled=self.settings.access_log, sample=self.settings.access_log_sample
+            ),
         )
 
     def _may_know(self, service: str) -> bool:

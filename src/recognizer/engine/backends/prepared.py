@@ -33,6 +33,7 @@ from recognizer.engine.backends.builder import Sources, build, network_kind
 from recognizer.engine.backends.plan import NetworkKind, Plan, plans
 from recognizer.engine.backends.store import Entry, ModelStore, cache_key, versions
 from recognizer.errors import BackendError, QuantizationError
+from recognizer.logs import LogFormat
 from recognizer.models.integrity import file_sha256
 from recognizer.models.loading import describe_model, load_model, model_file, resolve_source
 from recognizer.models.spec import LoadedModel, ModelSpec, OnnxGraph
@@ -103,6 +104,7 @@ class Preparation:
     device: str
     allow_code: bool
     log_level: str
+    log_format: LogFormat = "text"
 
 
 def needs_preparation(
