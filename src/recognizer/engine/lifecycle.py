@@ -191,8 +191,7 @@ class Job:
         """From the thread that ends the job: its result slot becomes `error`. An expected
         error (a RecognizerError, told to the caller by its message alone) is kept without
         its tracebacks, whose frames hold this job, its image and the decoder's pixels: a
-        cycle that only the garbage collector's rare full passes would free (8 abandoned
-        64-megapixel JPEGs left 7 MiB each time)."""
+        cycle that only the garbage collector's rare full passes would free."""
         self.error = without_tracebacks(error) if isinstance(error, RecognizerError) else error
 
     def fail(self, error: Exception) -> None:

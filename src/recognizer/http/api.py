@@ -8,7 +8,6 @@ tenant (named by auth.py; "" with auth off) goes with it, as gRPC's servicer pas
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -26,8 +25,6 @@ from recognizer.http.errors import error_response
 from recognizer.service import convert
 from recognizer.service.metrics import ServerMetrics
 from recognizer.v1 import recognizer_pb2 as pb
-
-logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -21,7 +21,6 @@ import asyncio
 import base64
 import binascii
 import json
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -49,8 +48,6 @@ from recognizer.service.status import code_for, to_status
 from recognizer.v2 import requests
 from recognizer.v2.model import EXTENSIONS, PLATFORM, SERVER_NAME, VERSION, Signature, Tensor
 from recognizer.v2.requests import Input, Output, Parameter, Requested
-
-logger = logging.getLogger(__name__)
 
 NOT_READY = 400  # the protocol: "a 4xx status code indicating false"
 

@@ -1,6 +1,10 @@
 """Engine errors ending gRPC calls: the status of service/status.py, with its details in
 grpc-status-details-bin.
 
+gRPC's own retry policy cannot read RetryInfo, so a call ended with one also carries the
+same delay as `grpc-retry-pushback-ms` (gRFC A6), which gRPC's retries do honour: a
+client whose retry policy covers RESOURCE_EXHAUSTED (ours do) comes back when told to.
+
 grpc keeps the exception `context.abort()` raises on the call's state, and its traceback
 holds the frames it passed through: abort is called where those frames hold no request,
 with an error whose own tracebacks are dropped, or each refused request (its whole
