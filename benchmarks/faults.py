@@ -777,6 +777,9 @@ STREAMS_A_CONNECTION = 50  # well within the server's 100: a client that opens s
 # before the server's HTTP/2 settings arrive has those over it refused (REFUSED_STREAM)
 
 
+REFUSAL_GRACE_S = 3.0  # how long a watch opened late waits for its refusal, at least
+
+
 def watch_flood(target: str, *, streams: int = 4096, hold_s: float = 10.0) -> dict[str, int]:
     """Health Watch streams with no token, STREAMS_A_CONNECTION a connection, held `hold_s`
     seconds: each caller's share of the calls keeps them from taking every call. Returns
@@ -793,9 +796,10 @@ def watch_flood(target: str, *, streams: int = 4096, hold_s: float = 10.0) -> di
                 call = stub.Watch(health_pb2.HealthCheckRequest())
                 # Waited on aside: a call's code() answers CANCELLED when its waiter is
                 # cancelled, which would count a watch held to the end as ended. Opened
-                # late (a slow machine), a watch still has a second for a refusal to come.
+                # late (a slow machine), a watch still has a while for a refusal to come.
                 ended = asyncio.ensure_future(_code(call))
-                await asyncio.wait([ended], timeout=max(ends_at - time.monotonic(), 1.0))
+                left = max(ends_at - time.monotonic(), REFUSAL_GRACE_S)
+                await asyncio.wait([ended], timeout=left)
                 if ended.done():
                     return ended.result()
                 call.cancel()

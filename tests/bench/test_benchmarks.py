@@ -217,11 +217,14 @@ def test_the_comparison_states_its_claims_as_ratios(tmp_path: Path) -> None:
 def test_the_cpu_account_tells_our_cpu_from_other_processes() -> None:
     compare = load_script("compare")
     account = compare.CpuAccount()
-    ours = subprocess.run([sys.executable, "-c", "sum(range(30_000_000))"], check=True)
-    assert ours.returncode == 0
+    # Two busy children, one a core: counted as others', they alone would make about 2
+    # cores; the machine's own noise (about 1 core at worst on a shared one) stays below.
+    busy = [sys.executable, "-c", "sum(range(40_000_000))"]
+    children = [subprocess.Popen(busy) for _ in range(2)]
+    assert [child.wait(timeout=120) for child in children] == [0, 0]
     spent = account.end()
     assert spent["other_cores"] >= 0 and spent["steal_cores"] >= 0
-    assert spent["other_cores"] < 0.9  # the busy child was ours, and is not counted
+    assert spent["other_cores"] < 1.3  # the busy children were ours, and are not counted
 
 
 def test_the_scale_out_report_gives_ratios_and_the_proxys_cost() -> None:
