@@ -30,6 +30,7 @@ from pydantic import (
     model_validator,
 )
 
+from recognizer.logs import LogFormat
 from recognizer.security.origins import origin
 
 MiB = 1 << 20
@@ -41,7 +42,6 @@ Precision = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 Int8Fallback = Literal["none", "fp32"]
 DeviceDecode = Literal["auto", "on", "off"]
 LogLevel = Literal["debug", "info", "warning", "error"]
-LogFormat = Literal["text", "json"]
 
 
 def _word_means_none(word: str) -> BeforeValidator:
