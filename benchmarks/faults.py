@@ -777,35 +777,49 @@ STREAMS_A_CONNECTION = 50  # well within the server's 100: a client that opens s
 # before the server's HTTP/2 settings arrive has those over it refused (REFUSED_STREAM)
 
 
-REFUSAL_GRACE_S = 3.0  # how long a watch opened late waits for its refusal, at least
+REFUSAL_GRACE_S = 3.0  # how long the watches stay open after the last one opened, at least
 
 
 def watch_flood(target: str, *, streams: int = 4096, hold_s: float = 10.0) -> dict[str, int]:
     """Health Watch streams with no token, STREAMS_A_CONNECTION a connection, held `hold_s`
     seconds: each caller's share of the calls keeps them from taking every call. Returns
-    how they ended: "held" (open to the end), or the code that ended or refused them."""
+    how they ended: "held" (answered with a status and open at the end), "unanswered" (open
+    at the end with nothing received), or the code that ended or refused them."""
 
     async def run() -> dict[str, int]:
         connections = math.ceil(streams / STREAMS_A_CONNECTION)
         channels = [grpc.aio.insecure_channel(target, _OWN_CONNECTION) for _ in range(connections)]
         ends_at = time.monotonic() + hold_s
         try:
+            calls = [
+                health_pb2_grpc.HealthStub(channels[i % connections]).Watch(
+                    health_pb2.HealthCheckRequest()
+                )
+                for i in range(streams)
+            ]
+            answered: set[int] = set()
 
-            async def one(index: int) -> str:
-                stub = health_pb2_grpc.HealthStub(channels[index % connections])
-                call = stub.Watch(health_pb2.HealthCheckRequest())
-                # Waited on aside: a call's code() answers CANCELLED when its waiter is
-                # cancelled, which would count a watch held to the end as ended. Opened
-                # late (a slow machine), a watch still has a while for a refusal to come.
-                ended = asyncio.ensure_future(_code(call))
-                left = max(ends_at - time.monotonic(), REFUSAL_GRACE_S)
-                await asyncio.wait([ended], timeout=left)
-                if ended.done():
-                    return ended.result()
+            async def watch(index: int) -> str:
+                with suppress(grpc.RpcError):  # refused: its code tells
+                    if await calls[index].read() != grpc.aio.EOF:
+                        answered.add(index)
+                return await _code(calls[index])
+
+            # Waited on aside: a call's code() answers CANCELLED when its waiter is
+            # cancelled, which would count a watch held to the end as ended. All are ended
+            # at one instant, a while after the last opened (a slow machine): a watch
+            # cancelled earlier would free its place for one opened late, and both would
+            # count as held though never held together.
+            ended = [asyncio.ensure_future(watch(i)) for i in range(streams)]
+            await asyncio.wait(ended, timeout=max(ends_at - time.monotonic(), REFUSAL_GRACE_S))
+            outcomes = [
+                end.result() if end.done() else "held" if i in answered else "unanswered"
+                for i, end in enumerate(ended)
+            ]
+            for call in calls:
                 call.cancel()
-                return "held"
-
-            return dict(Counter(await asyncio.gather(*(one(i) for i in range(streams)))))
+            await asyncio.gather(*ended, return_exceptions=True)
+            return dict(Counter(outcomes))
         finally:
             for channel in channels:
                 await channel.close()
