@@ -4,7 +4,8 @@ Exit status: 0 after a clean drain; 2 when the configuration is wrong (a bad fla
 variable or config file value, named in the message); 1 when a valid configuration
 cannot start (a model that does not load, a busy port); 3 when every model stopped
 working for --unhealthy-exit seconds. After a drain the process exits at once, without
-waiting for threads hung in a model call. A bug prints its traceback.
+waiting for threads hung in a model call, once the spans still held are exported
+(tracing.py, when the OTEL_* variables turn tracing on). A bug prints its traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 
 import uvloop
 
+from recognizer import tracing
 from recognizer.config.sources import add_serve_arguments, load_config
 from recognizer.errors import ConfigError, StartupError
 from recognizer.logs import configure_logging
@@ -38,11 +40,16 @@ def run(args: argparse.Namespace) -> int:
         # Certificates and tokens are read first: a bad file stops start-up in a moment,
         # before torch is imported and the models are loaded.
         security = Security.from_settings(config.security)
+        if tracing.configure():  # in this process only: not in the child preparing models
+            logger.info("tracing: spans exported over OTLP as the OTEL_* variables say")
         # Imported here so that only `serve` pays for importing torch.
         from recognizer.app import serve
 
         # uvloop: the event loop costs about a quarter less CPU per request (BENCHMARKS.md).
-        status = uvloop.run(serve(config, security))
+        try:
+            status = uvloop.run(serve(config, security))
+        finally:
+            tracing.shutdown()  # the spans still held are exported before the exit
     except ConfigError as error:
         configure_logging("info")  # a no-op once configured
         logger.error("cannot start: %s", error)

@@ -38,12 +38,14 @@ answer comes at once however long other images take to decode: an image of up to
 INLINE_HASH_BYTES is hashed on the event loop, where that costs no more than the hop to
 a thread would (64 KiB, about 0.1 ms, on this repository's 2-core machine), a larger
 one on a lookup thread of its own pool. One `Job` carries the request through every
-stage. Only the event loop touches asyncio objects: the other threads write the job's
-result slot (`answer` or `error`) and hand it back with one `call_soon_threadsafe` per
-batch; the loop may also end a job early with `fail` (its place went to a fairer caller,
-or the watchdog found its model broken). A caller that gives up abandons its job; any
-thread may read that, so the pool and the dispatcher skip it. `time.monotonic()` is the one
-clock: deadlines, timings and the batch queue all use it.
+stage; in a traced call it carries the spans of its stages too (tracing.py), each made on
+the thread that ends the stage. Only the event loop touches asyncio objects: the other
+threads write the job's result slot (`answer` or `error`) and hand it back with one
+`call_soon_threadsafe` per batch; the loop may also end a job early with `fail` (its
+place went to a fairer caller, or the watchdog found its model broken). A caller that
+gives up abandons its job; any thread may read that, so the pool and the dispatcher skip
+it. `time.monotonic()` is the one clock: deadlines, timings and the batch queue all use it
+(a traced stage's span takes the wall clock's time, as OpenTelemetry's spans do).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recognizer import tracing
 from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import CacheKey, ResultCache, cache_key
 from recognizer.engine.types import Classification, Label, Options, Timing, TopClasses
@@ -121,6 +124,7 @@ class Job:
         "scores",
         "tenant",
         "top_k",
+        "trace",
     )
 
     def __init__(
@@ -160,6 +164,7 @@ class Job:
         self.answer: Classification | None = None
         self.error: BaseException | None = None
         self.in_batch = False
+        self.trace: tracing.Stages | None = None  # its stages' spans, when its call is traced
         self._abandoned = threading.Event()
 
     def abandon(self) -> None:
@@ -193,6 +198,19 @@ class Job:
         its tracebacks, whose frames hold this job, its image and the decoder's pixels: a
         cycle that only the garbage collector's rare full passes would free."""
         self.error = without_tracebacks(error) if isinstance(error, RecognizerError) else error
+        if self.trace is not None:
+            self.trace.end(error)
+
+    def stage(self, stage: str) -> None:
+        """From the thread the job is on: a traced job's `stage` begins now (tracing.py),
+        and the one under way ends."""
+        if self.trace is not None:
+            self.trace.begin(stage)
+
+    def end_stage(self) -> None:
+        """From the thread the job is on: a traced job's stage under way ends now."""
+        if self.trace is not None:
+            self.trace.end()
 
     def fail(self, error: Exception) -> None:
         """On the event loop: answer the caller with `error` now, and drop the job."""
@@ -215,6 +233,9 @@ async def classify(
     caller: str,
 ) -> Classification:
     """Take one request through every stage and return its answer."""
+    trace = tracing.request()  # None unless the call is traced
+    if trace is not None:
+        trace.begin("admit")
     # validate
     engine.refuse_if_draining()
     runner = engine.runner_for(options.model, tenant)
@@ -247,6 +268,10 @@ async def classify(
         caller=caller,
     )
     with engine.admission(job):
+        if trace is not None:
+            trace.set({"recognizer.model": runner.spec.name})
+            trace.end()
+            job.trace = trace
         job.future.add_done_callback(job.abandon_if_cancelled)
         if engine.cache is None:
             engine.preprocess_pool.submit(prepare, job, engine.decode_budget)
@@ -270,13 +295,19 @@ def look_up(job: Job, cache: ResultCache, engine: Engine) -> None:
     """Answer from the cache, or pass the job on to be decoded."""
     if job.abandoned:
         return
+    job.stage("hash")
     try:
         job.cache_key = cache_key(job.tenant, job.runner.spec.name, job.image)
         cached = cache.get(job.cache_key, job.ranked)
+        if job.trace is not None:
+            job.trace.set({"recognizer.cache": "miss" if cached is None else "hit"})
         if cached is None:
+            job.end_stage()
             engine.preprocess_pool.submit(prepare, job, engine.decode_budget)
             return
+        job.stage("name")
         job.answer = name(job, cached, Timing(cache_hit=True))
+        job.end_stage()
     except Exception as error:
         job.set_error(error)
     hand_back([job])
@@ -290,6 +321,7 @@ def prepare(job: Job, budget: MemoryBudget) -> None:
     if job.abandoned:
         return
     runner = job.runner
+    job.stage("decode")
     try:
         started = time.monotonic()
         pixels = decode(job, budget)
@@ -302,6 +334,7 @@ def prepare(job: Job, budget: MemoryBudget) -> None:
         job.set_error(error)
         hand_back([job])
         return
+    job.stage("queue")
     runner.queue.put(job, job.flow, job.caller)
 
 
@@ -364,6 +397,7 @@ def keep(job: Job) -> bool:
         hand_back([job])
         return False
     job.in_batch = True
+    job.stage("batch")
     return True
 
 
@@ -388,6 +422,8 @@ def submit(runner: ModelRunner, batch: list[Job], cache: ResultCache | None) -> 
     on. The backend ranks as many classes as the batch's jobs want at most (at most
     --max-top-k); each job keeps its own."""
     call = runner.progress.started(batch)
+    for job in batch:
+        job.stage("infer")
     done = functools.partial(finish, runner, batch, call, cache, time.monotonic())
     try:
         runner.submit([job.pixels for job in batch], max(job.ranked for job in batch), done)
@@ -410,6 +446,7 @@ def finish(
     failed = isinstance(result, BaseException)
     runner.progress.ended(call, ok=not failed)
     runner.room.release()
+    trace_batch(runner, batch, result)
     if isinstance(result, BaseException):
         if len(batch) > 1:
             logger.warning(
@@ -454,7 +491,27 @@ def answer_all(
             inference_s=inference_s,
             batch_size=len(batch),
         )
+        job.stage("name")
         job.answer = name(job, top, timing)
+        job.end_stage()
+
+
+def trace_batch(runner: ModelRunner, batch: list[Job], result: RowsTopK | BaseException) -> None:
+    """The batch's span, when any of its jobs is traced; their `infer` stages end."""
+    if not tracing.enabled():
+        return
+    backend = runner.backend
+    tracing.batch_ran(
+        [job.trace for job in batch if job.trace is not None],
+        len(batch),
+        {
+            "recognizer.model": runner.spec.name,
+            "recognizer.backend": backend.name,
+            "recognizer.device": backend.device,
+            "recognizer.precision": backend.precision,
+        },
+        result if isinstance(result, BaseException) else None,
+    )
 
 
 def name(job: Job, top: TopClasses, timing: Timing) -> Classification:

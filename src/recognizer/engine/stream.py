@@ -28,6 +28,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from recognizer import tracing
 from recognizer.engine.engine import Engine
 from recognizer.engine.types import Classification, Options
 from recognizer.errors import DeadlineExceededError, RecognizerError, ShuttingDownError
@@ -191,7 +192,9 @@ class _Stream:
         if self._too_old(frame):
             self._skip(frame, answer)
             return
-        task = asyncio.create_task(self._classify(frame, answer))
+        traced = tracing.current() is not None  # the stream's call is traced
+        work = self._traced if traced else self._classify
+        task = asyncio.create_task(work(frame, answer))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -221,6 +224,18 @@ class _Stream:
             result = Failed(*_about(frame), error)
         if not answer.done():
             answer.set_result(result)
+
+    async def _traced(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
+        """_classify in a "frame" span, a child of the stream's: its request id, outcome and
+        failure's reason."""
+        request_id = tracing.attribute_text(frame.request_id)
+        with tracing.span("frame", {"recognizer.request_id": request_id}) as span:
+            await self._classify(frame, answer)
+            if span is not None and answer.done() and not answer.cancelled():
+                result = answer.result()
+                span.set({"recognizer.frame.outcome": result.outcome.value})
+                if isinstance(result, Failed):
+                    span.error(result.error)
 
     def _skip(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
         if not answer.done():

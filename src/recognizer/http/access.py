@@ -1,4 +1,5 @@
-"""The HTTP door's access log: one line a request or WebSocket when it ends (logs.py).
+"""The HTTP door's access log: one line a request or WebSocket when it ends (logs.py),
+and its server span, when tracing is on (tracing.py).
 
 Outermost of the app's middleware, so that what the others refuse (another site's page,
 a body too large, a missing token) is logged too. A WebSocket's line comes when it
@@ -12,6 +13,7 @@ import time
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from recognizer import tracing
 from recognizer.http.auth import TENANT
 from recognizer.logs import AccessLog, trace_id
 
@@ -19,18 +21,22 @@ _WEBSOCKET_CLOSED_WELL = (1000, 1001)
 
 
 class AccessLogged:
-    """ASGI middleware writing each request's access line, when the log is on."""
+    """ASGI middleware writing each request's access line, when the log is on, and opening
+    its span (under the caller's trace context, from its headers), when tracing is on."""
 
     def __init__(self, app: ASGIApp, access: AccessLog) -> None:
         self._app = app
         self._access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self._access.enabled or scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if not (self._access.enabled or tracing.enabled()) or kind not in ("http", "websocket"):
             await self._app(scope, receive, send)
             return
         started = time.monotonic()
-        websocket = scope["type"] == "websocket"
+        websocket = kind == "websocket"
+        method = f"{'WEBSOCKET' if websocket else scope['method']} {scope['path']}"
+        headers = Headers(scope=scope)
         status, ok = "500", False  # unless a response starts
 
         async def sending(message: Message) -> None:
@@ -45,17 +51,31 @@ class AccessLogged:
                     status, ok = f"close {code}", code in _WEBSOCKET_CLOSED_WELL
             await send(message)
 
-        try:
-            await self._app(scope, receive, sending)
-        finally:
-            client = scope.get("client")
-            self._access.write(
-                started,
-                ok=ok,
-                status=status,
-                door="http",
-                method=f"{'WEBSOCKET' if websocket else scope['method']} {scope['path']}",
-                trace_id=trace_id(Headers(scope=scope)),
-                tenant=scope.get(TENANT, ""),
-                peer=client[0] if client else "",
-            )
+        attributes = {"http.request.method": scope.get("method", "GET"), "url.path": scope["path"]}
+        with tracing.serving(method, headers, attributes) as span:
+            try:
+                await self._app(scope, receive, sending)
+            finally:
+                tenant = scope.get(TENANT, "")
+                if span is not None:
+                    _end(span, status, ok, tenant)
+                client = scope.get("client")
+                self._access.write(
+                    started,
+                    ok=ok,
+                    status=status,
+                    door="http",
+                    method=method,
+                    trace_id=trace_id(headers),
+                    tenant=tenant,
+                    peer=client[0] if client else "",
+                )
+
+
+def _end(span: tracing.Traced, status: str, ok: bool, tenant: str) -> None:
+    """A request's span ends: its status and tenant; a failure's reason, unless the error
+    response already gave it (http/errors.py), is its status."""
+    code = int(status) if status.isdigit() else 101  # a WebSocket's close: once accepted
+    span.set({"http.response.status_code": code, "recognizer.tenant": tenant})
+    if not ok:
+        span.fail(status)

@@ -5,7 +5,8 @@ A body reads `{"error": {"code": 429, "message": ..., "status": "RESOURCE_EXHAUS
 "details": [...]}}`: `status` is the canonical code gRPC would send, and `details` are
 the same google.rpc messages as gRPC's (an ErrorInfo with the same `reason` always) in
 the proto's JSON mapping. A full queue adds `Retry-After`; a caller without valid
-credentials (401) gets `WWW-Authenticate: Bearer`, as RFC 6750 asks.
+credentials (401) gets `WWW-Authenticate: Bearer`, as RFC 6750 asks. The request's span,
+when traced, takes the reason as its `error.type`.
 
 Failures of HTTP itself (no such route, a body over --max-message-mb, a content type
 that is not an image, form or JSON, a page of another site, a request head too large or
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from recognizer import tracing
 from recognizer.errors import (
     OverloadedError,
     UnauthenticatedError,
@@ -49,6 +51,7 @@ HTTP_FAILURES: dict[int, tuple[str, str]] = {
 
 def error_response(error: BaseException) -> JSONResponse:
     """The response for an error raised while serving a request (unexpected ones are 500)."""
+    tracing.failed(error)
     status = to_status(error)
     headers = {}
     if isinstance(error, OverloadedError):
@@ -67,6 +70,8 @@ async def http_exception(request: Request, error: Exception) -> Response:
 def failure(code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """A failure of HTTP itself, by its HTTP code: the body names its reason."""
     canonical, reason = HTTP_FAILURES.get(code, ("UNKNOWN", "HTTP_ERROR"))
+    if (span := tracing.current()) is not None:
+        span.fail(reason, message)
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN))
     status = status_pb2.Status(message=message, details=[info])

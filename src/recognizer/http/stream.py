@@ -34,6 +34,7 @@ from typing import Any
 from google.rpc import status_pb2
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from recognizer import tracing
 from recognizer.engine.engine import Engine
 from recognizer.engine.stream import Frame, StreamSettings, classify_stream
 from recognizer.engine.types import Options
@@ -114,6 +115,8 @@ class StreamEndpoint:
                 if not isinstance(raised, RecognizerError):
                     logger.exception("a WebSocket stream failed")
                 error = raised
+        if error is not None:
+            tracing.failed(error)
         status = status_pb2.Status() if error is None else to_status(error)
         frames_by_outcome = {outcome.value: n for outcome, n in counts.items()}
         try:

@@ -32,6 +32,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 
+from recognizer import tracing
 from recognizer.errors import (
     InvalidRequestError,
     RecognizerError,
@@ -117,22 +118,35 @@ class Door(grpc.aio.ServerInterceptor):
                     logger.exception("%s failed", method)
                 return _Failed(without_tracebacks(error))
 
-        async def behaviour(raw: AsyncIterable[bytes], context: Context) -> Any:
-            call = _Call(method, time.monotonic()) if self._access.enabled else None
+        async def ended(
+            raw: AsyncIterable[bytes], context: Context, span: tracing.Traced | None
+        ) -> Any:
+            """The call served, and its ending told to the access log and its span."""
+            traced = self._access.enabled or span is not None
+            call = _Call(method, time.monotonic()) if traced else None
             try:
                 outcome = await serve(raw, context, call)
             except BaseException:  # cancelled, or ended by the method with its own status
                 if call is not None:
                     code = context.code()
-                    self._log(call, context, getattr(code, "name", None) or "CANCELLED")
+                    self._end(call, context, span, getattr(code, "name", None) or "CANCELLED")
                 raise
             if isinstance(outcome, _Failed):
                 if call is not None:
-                    self._log(call, context, code_for(outcome.error).name, outcome.error)
+                    status = code_for(outcome.error).name
+                    self._end(call, context, span, status, outcome.error)
                 await abort(context, outcome.error)  # from here, where no request is held
             elif call is not None:
-                self._log(call, context, "OK")
+                self._end(call, context, span, "OK")
             return outcome
+
+        async def behaviour(raw: AsyncIterable[bytes], context: Context) -> Any:
+            if not tracing.enabled():
+                return await ended(raw, context, None)
+            service, _, name = method.lstrip("/").rpartition("/")
+            attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+            with tracing.serving(method.lstrip("/"), _metadata(context), attributes) as span:
+                return await ended(raw, context, span)
 
         factory = (
             grpc.stream_stream_rpc_method_handler
@@ -141,24 +155,40 @@ class Door(grpc.aio.ServerInterceptor):
         )
         return factory(behaviour, response_serializer=handler.response_serializer)
 
-    def _log(
-        self, call: _Call, context: Context, status: str, error: BaseException | None = None
+    def _end(
+        self,
+        call: _Call,
+        context: Context,
+        span: tracing.Traced | None,
+        status: str,
+        error: BaseException | None = None,
     ) -> None:
-        """The call's access line (logs.py)."""
-        metadata = {
-            key: value
-            for key, value in context.invocation_metadata() or ()
-            if isinstance(value, str)
-        }
+        """The call's access line (logs.py), and the end of its span: its status, tenant
+        and request id, and its error's reason."""
+        reason = error.reason if isinstance(error, RecognizerError) else ""
+        if span is not None:
+            span.set(
+                {
+                    "rpc.grpc.status_code": grpc.StatusCode[status].value[0],
+                    "recognizer.tenant": call.tenant,
+                    "recognizer.request_id": tracing.attribute_text(call.request_id),
+                }
+            )
+            if error is not None:
+                span.error(error)
+            elif status != "OK":
+                span.fail(status)
+        if not self._access.enabled:
+            return
         self._access.write(
             call.started,
             ok=status == "OK",
             status=status,
-            reason=error.reason if isinstance(error, RecognizerError) else "",
+            reason=reason,
             door="grpc",
             method=call.method,
             request_id=call.request_id,
-            trace_id=trace_id(metadata),
+            trace_id=trace_id(_metadata(context)),
             tenant=call.tenant,
             model=call.model,
             peer=peer_host(context.peer()),
@@ -250,6 +280,13 @@ class _Ending:
         error, self._error = self._error, None
         assert error is not None
         return error
+
+
+def _metadata(context: Context) -> dict[str, str]:
+    """The call's text metadata (a trace context among it), by key."""
+    return {
+        key: value for key, value in context.invocation_metadata() or () if isinstance(value, str)
+    }
 
 
 async def _decoded(raw: AsyncIterable[bytes], decode: Deserializer) -> AsyncIterator[Any]:
