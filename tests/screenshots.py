@@ -1,4 +1,5 @@
-"""Take the README's screenshots of the page: `make screenshots` (into docs/screenshots/).
+"""Take the screenshots of the page that docs/http.md shows: `make screenshots` (into
+docs/screenshots/).
 
 It serves the default model as `recognizer serve --http-port` does, opens the page in
 Debian's Chromium with a fake camera playing a real photo, and saves photo mode (labels

@@ -1,5 +1,5 @@
-"""The README's curl examples, run as written (only the port changed) against real servers:
-plaintext, then over TLS with a token and over mTLS ("Running it securely")."""
+"""The curl examples of the README and docs/security.md, run as written (only the port
+changed) against real servers: plaintext, then over TLS with a token and over mTLS."""
 
 from __future__ import annotations
 
@@ -18,33 +18,23 @@ import torch
 from PIL import Image
 
 from certificates import Pki
+from doc_blocks import commands
 from recognizer.config.schema import SecuritySettings
 from recognizer.engine.backends.torch_backend import TorchBackend
 from recognizer.engine.engine import ServedModel
 from recognizer.models.spec import LoadedModel
 from support import ESPRESSO, PHOTOS, ServerThread
 
-README = Path(__file__).parents[2] / "README.md"
 TOKEN = "q9Xc1kF0b7WvN2yH4tLm8a"
 
-
-def readme_commands(after: str) -> list[str]:
-    """The commands of the first sh block after the text `after`, continuation lines joined."""
-    text = README.read_text(encoding="utf-8")
-    section = text[text.index(after) :]
-    begin = section.index("```sh\n") + 6
-    block = section[begin : section.index("```\n", begin)]
-    return [command for command in block.replace("\\\n", "").splitlines() if command.strip()]
-
-
-COMMANDS = readme_commands("### curl")
-OVER_TLS = readme_commands("Over HTTP, `curl` takes the same CA and token")
-OVER_MTLS = readme_commands("and over HTTP, `curl` adds its certificate")
+COMMANDS = commands("README.md", "curl")
+OVER_TLS = commands("docs/security.md", "TLS and tokens", 2)
+OVER_MTLS = commands("docs/security.md", "mTLS", 1)
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Path:
-    """A folder holding photo.jpg, a cup of espresso, and the files README's secure commands
+    """A folder holding photo.jpg, a cup of espresso, and the files the secure commands
     name: ca.pem, and shop.pem with shop.key (a client certificate)."""
     folder = tmp_path_factory.mktemp("curl")
     buffer = io.BytesIO()
@@ -58,7 +48,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Path:
 
 
 def secured(folder: Path, pki: Pki, loaded: LoadedModel, **more: Any) -> ServerThread:
-    """The default model behind TLS and the tokens file, as README's serve line sets it up."""
+    """The default model behind TLS and the tokens file, as docs/security.md's serve line sets
+    it up."""
     security = SecuritySettings(
         tls_cert=pki.server[0], tls_key=pki.server[1], tokens_file=folder / "tokens.txt", **more
     )
@@ -147,7 +138,7 @@ def run(command: str, folder: Path) -> dict[str, Any]:
 
 
 def check(command: str, answer: dict[str, Any]) -> None:
-    """The answer a README command's path should get."""
+    """The answer a command's path should get."""
     path = re.search(r"localhost:8080(/[\w/]+)", command)
     assert path
     match path.group(1):

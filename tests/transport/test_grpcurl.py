@@ -1,9 +1,11 @@
-"""grpcurl, a real user with no proto files at hand, against a real server via reflection."""
+"""grpcurl, a real user with no proto files at hand, against a real server via reflection;
+the README's grpcurl commands run as written (only the port changed)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from certificates import Pki
+from doc_blocks import command_block
 from fakes import colour_model, solid_png
 from recognizer.config.schema import SecuritySettings
 from support import ESPRESSO, ServerThread, dev_tool
@@ -59,7 +62,38 @@ def test_health_check(default_server: ServerThread) -> None:
     assert response == {"status": "SERVING"}
 
 
-# Over TLS, with tokens: the commands README "Running it securely" shows.
+def test_the_readme_commands_work(
+    default_server: ServerThread, photos: dict[str, bytes], tmp_path: Path
+) -> None:
+    (tmp_path / "photo.jpg").write_bytes(photos["coffee"])
+    block = command_block("README.md", "grpcurl")
+    assert block.count("grpcurl -plaintext") == 5
+    script = block.replace("localhost:50051", default_server.address)
+    path = os.pathsep.join([os.path.dirname(dev_tool("grpcurl")), os.environ["PATH"]])
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": path},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "recognizer.v1.Recognizer" in result.stdout.split()
+    assert "message ClassifyRequest {" in result.stdout
+    answers, decoder = [], json.JSONDecoder()
+    at = result.stdout.index("\n{")  # the answers, after what list and describe print
+    while at < len(result.stdout.rstrip()):
+        answer, at = decoder.raw_decode(result.stdout, at + 1)
+        answers.append(answer)
+    classified, listed, health = answers
+    assert classified["labels"][0]["class_id"] == ESPRESSO and len(classified["labels"]) == 3
+    assert listed["models"][0]["name"] == "efficientnet-lite0"
+    assert health == {"status": "SERVING"}
+
+
+# Over TLS, with tokens (docs/security.md shows these commands; tests/test_running_securely.py
+# runs them as written).
 
 TOKEN = "q9Xc1kF0b7WvN2yH4tLm8a"
 
