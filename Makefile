@@ -53,7 +53,7 @@ lint: install
 # which pip cannot install: .ci/run installs it first (apt-get install chromium).
 ci: lint test
 
-# The README's screenshots of the page (docs/screenshots/): serves the default model and
+# The screenshots of the page that docs/http.md shows (docs/screenshots/): serves the default model and
 # drives Debian's chromium; Chinese labels need a CJK font (apt-get install fonts-noto-cjk).
 screenshots: install
 	$(BIN)/python tests/screenshots.py docs/screenshots

@@ -1389,7 +1389,7 @@ def run_network_attacks(images: Sequence[bytes], quick: bool) -> dict[str, Any]:
 
 
 def run_tls_resumption(images: Sequence[bytes], quick: bool) -> dict[str, Any]:
-    """A server with mTLS on both ports (certificates made as the README makes them), good
+    """A server with mTLS on both ports (certificates made as docs/security.md makes them), good
     traffic over mTLS throughout, and a client that tries to resume a session after the
     client CA is rotated."""
     with tempfile.TemporaryDirectory() as name:
@@ -1432,7 +1432,7 @@ def run_tls_resumption(images: Sequence[bytes], quick: bool) -> dict[str, Any]:
 
 def make_certificates(folder: Path) -> None:
     """A CA, the server's certificate (localhost, 127.0.0.1, ::1), a client's (CN good) and
-    another CA: with OpenSSL, as the README makes them."""
+    another CA: with OpenSSL, as docs/security.md makes them."""
 
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)

@@ -214,8 +214,7 @@ class RecognizerServer:
         )
         logger.warning(
             "serving plaintext on %s, which other machines can reach: anyone on the network"
-            " path can read %s. Serve TLS with --tls-cert FILE --tls-key FILE (README:"
-            " Running it securely)",
+            " path can read %s. Serve TLS with --tls-cert FILE --tls-key FILE (docs/security.md)",
             self.settings.host,
             what,
         )
