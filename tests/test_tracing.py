@@ -4,6 +4,7 @@ arrive nested under the trace context its caller sent, through either door."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+from websockets.sync.client import connect
 
 from fakes import solid_png
 from recognizer import tracing
@@ -289,6 +291,28 @@ def test_an_http_request_is_a_span_under_its_callers(
     call = received.server_span(refused, "POST /v1/classify")
     assert call.attributes["error.type"] == "TOKEN_INVALID"
     assert "recognizer.tenant" not in call.attributes
+
+
+def test_a_websockets_frames_are_spans_under_its_upgrade_requests(
+    served: Served, collector: tuple[Collector, int]
+) -> None:
+    received, _ = collector
+    trace_id = "abf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"Authorization": f"Bearer {TOKEN}", "traceparent": traceparent(trace_id)}
+    url = served.http_url.replace("http", "ws", 1) + "/v1/classify/stream"
+    with connect(url, additional_headers=headers, open_timeout=30) as websocket:
+        websocket.send(solid_png((200, 200, 30)))
+        websocket.send(json.dumps({"end": True}))
+        answers = [json.loads(message) for message in websocket]
+    assert answers[-1]["frames"]["answered"] == 1
+    stream = received.server_span(trace_id, "WEBSOCKET /v1/classify/stream")
+    assert stream.span.parent_span_id.hex() == "00f067aa0ba902b7"
+    assert stream.attributes["http.response.status_code"] == 101
+    assert stream.attributes["recognizer.tenant"] == "shop"
+    spans = received.trace(trace_id)
+    (frame,) = children(spans, stream)
+    assert (frame.span.name, frame.attributes["recognizer.request_id"]) == ("frame", "0")
+    assert {s.span.name for s in children(spans, frame)} >= STAGES
 
 
 def test_a_call_without_a_trace_context_starts_its_own_trace(
