@@ -179,7 +179,12 @@ class ServerThread:
         self._thread.start()
 
         async def build() -> Service:
-            engine = Engine(self._models, self._engine_settings, access=self._security.access)
+            engine = Engine(
+                self._models,
+                self._engine_settings,
+                access=self._security.access,
+                priority_ceiling=self._security.priority_ceiling,
+            )
             return Service(engine, self._server_settings, self._security)
 
         self.server = self.run(build())

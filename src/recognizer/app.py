@@ -36,7 +36,12 @@ CLOSE_AFTER_GRACE_S = 2.0  # for the workers to finish their batches once calls 
 
 def build_engine(config: Config, security: Security) -> Engine:
     """Load every configured model onto its backend and device (blocking, at start-up)."""
-    return Engine(load_served_models(config), config.engine, access=security.access)
+    return Engine(
+        load_served_models(config),
+        config.engine,
+        access=security.access,
+        priority_ceiling=security.priority_ceiling,
+    )
 
 
 def load_served_models(config: Config) -> list[ServedModel]:

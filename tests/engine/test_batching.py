@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from recognizer.engine.batching import BatchQueue
+from recognizer.engine.batching import ACTIVE_S, FAIR_TURNS, BatchQueue
 
 
 def test_a_full_batch_returns_without_waiting_for_the_delay() -> None:
@@ -160,3 +160,86 @@ def test_items_of_a_failed_batch_come_back_first_each_in_a_batch_of_its_own() ->
     queue.close()  # the retries still leave after close
     assert [queue.next_batch() for _ in range(4)] == [[0], [1], [2], [3]]
     assert queue.next_batch() == [] and len(queue) == 0
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_higher_class_leaves_first_in_batches_of_its_own() -> None:
+    queue: BatchQueue[str] = BatchQueue(max_batch_size=4, max_delay_s=0)
+    for item in range(3):
+        queue.put(f"low-{item}", flow=item, priority=1)
+    queue.put("high-0", flow="camera", priority=3)
+    queue.put("normal-0", flow="call", priority=2)
+    assert queue.next_batch() == ["high-0"]
+    assert queue.next_batch() == ["normal-0"]
+    assert queue.next_batch() == ["low-0", "low-1", "low-2"]
+
+
+def test_a_waiting_lower_class_gets_a_batch_after_the_fair_turns_of_higher_ones() -> None:
+    queue: BatchQueue[str] = BatchQueue(max_batch_size=1, max_delay_s=0)
+    for item in range(2 * FAIR_TURNS + 2):
+        queue.put(f"high-{item}", flow="camera", priority=3)
+    queue.put("normal", flow="call", priority=2)
+    queue.put("low", flow="batch", priority=1)
+    taken = [queue.next_batch()[0] for _ in range(2 * FAIR_TURNS + 2)]
+    assert taken[FAIR_TURNS] == "normal"  # the lower class waiting longest without a turn
+    assert taken[:FAIR_TURNS] == [f"high-{i}" for i in range(FAIR_TURNS)]
+    assert taken[2 * FAIR_TURNS + 1] == "low"  # then, FAIR_TURNS later, the other
+    assert queue.next_batch() == [f"high-{2 * FAIR_TURNS}"]
+
+
+def test_a_lower_class_leaves_a_call_free_while_a_higher_one_is_active() -> None:
+    clock = Clock()
+    queue: BatchQueue[str] = BatchQueue(
+        max_batch_size=1, max_delay_s=0, calls_at_once=2, clock=clock
+    )
+    queue.put("high", flow="camera", priority=3)
+    assert queue.next_batch() == ["high"]
+    queue.ended(3)
+    for item in range(3):
+        queue.put(f"low-{item}", flow=item, priority=1)
+    assert queue.next_batch() == ["low-0"]  # one call, of two, for the lower class
+
+    taken: list[list[str]] = []
+    worker = threading.Thread(target=lambda: taken.append(queue.next_batch()))
+    worker.start()
+    worker.join(0.2)
+    assert taken == []  # the camera was active within ACTIVE_S: its call stays free
+    queue.ended(1)  # the low call ends: the next may go
+    worker.join(5)
+    assert taken == [["low-1"]]
+
+    clock.now += ACTIVE_S  # the camera went quiet: the low class may take every call
+    assert queue.next_batch() == ["low-2"]
+
+
+def test_headroom_ends_by_itself_once_the_higher_class_is_quiet() -> None:
+    queue: BatchQueue[str] = BatchQueue(max_batch_size=1, max_delay_s=0, calls_at_once=2)
+    queue.put("high", flow="camera", priority=3)
+    assert queue.next_batch() == ["high"]
+    queue.ended(3)
+    queue.put("low-0", flow=0, priority=1)
+    queue.put("low-1", flow=1, priority=1)
+    assert queue.next_batch() == ["low-0"]
+    started = time.monotonic()
+    assert queue.next_batch() == ["low-1"]  # no call ended: the camera's quiet freed it
+    assert ACTIVE_S * 0.5 <= time.monotonic() - started < ACTIVE_S * 3
+
+
+def test_a_higher_class_takes_the_free_call_at_once() -> None:
+    queue: BatchQueue[str] = BatchQueue(max_batch_size=1, max_delay_s=0, calls_at_once=2)
+    queue.put("high-0", flow="camera", priority=3)
+    assert queue.next_batch() == ["high-0"]
+    queue.ended(3)
+    queue.put("low", flow="batch", priority=1)
+    assert queue.next_batch() == ["low"]
+    queue.put("high-1", flow="camera", priority=3)
+    assert queue.next_batch() == ["high-1"]  # the low call still runs: this one did not wait

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from recognizer.engine.types import Priority
 from recognizer.errors import ConfigError, StartupError
 from recognizer.security.tokens import Tenant, TokensFile, parse_tokens
 
@@ -36,6 +37,15 @@ def test_lines_name_tenants_their_tokens_and_their_models() -> None:
     assert vision.may_use("wanwu") and not vision.may_use("efficientnet-lite0")
 
 
+def test_a_line_may_lower_its_tenants_priority() -> None:
+    tokens = parse_tokens(
+        f"nightly:{SHOP}  wanwu  priority=low\ncameras:{VISION} priority=High\n", "tokens.txt"
+    )
+    assert tokens.tenants["nightly"] == Tenant("nightly", frozenset({"wanwu"}), Priority.LOW)
+    assert tokens.tenants["cameras"] == Tenant("cameras", None, Priority.HIGH)
+    assert parse_tokens(TOKENS, "tokens.txt").tenants["shop"].priority is Priority.HIGH
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -46,6 +56,9 @@ def test_lines_name_tenants_their_tokens_and_their_models() -> None:
         ('shop:has"quote"0123456789', "line 2: a token is letters, digits and -._~+/"),
         (f"vision:{SHOP}", "line 2: this token is already given to tenant 'shop'"),
         (f"shop:{VISION} wanwu", "line 2: tenant 'shop' is given other models"),
+        (f"shop:{VISION} priority=low", "line 2: tenant 'shop' is given other models or another"),
+        (f"vision:{VISION} priority=urgent", "line 2: 'priority=urgent' is not a setting"),
+        (f"vision:{VISION} colour=red", "line 2: 'colour=red' is not a setting"),
     ],
 )
 def test_a_malformed_line_is_named(line: str, message: str) -> None:

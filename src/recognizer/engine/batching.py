@@ -1,33 +1,54 @@
 """The queue where requests from every caller meet and leave as batches.
 
 It knows nothing of gRPC, models or asyncio, so it can be driven by plain threads
-in tests. Fairness: waiting items are grouped by caller, and each caller's by flow (a
-stream, say, or a single unary call); batches take one item per caller in turn, and
-each caller's turns go round its flows. So a caller that queues many items cannot
-starve a caller that queues few, nor can one of a caller's streams starve its others.
-Items of a batch that failed come back to run alone (`retry_alone`), ahead of the rest.
+in tests.
+
+Priority: each item has a class (a higher number goes first). A batch is taken from one
+class: the highest waiting, so a live camera's frame is not made to wait behind lower
+work, nor slowed by riding in a larger batch with it. Two bounds keep it fair:
+- no starvation: after FAIR_TURNS batches in a row given to higher classes while a lower
+  one waited, the next batch goes to the lower class waiting longest without a turn; so a
+  waiting class gets at least one batch in every FAIR_TURNS + 1 (shared in turn among
+  the lower classes, when several wait);
+- headroom: while a higher class is active (it queued an item in the last ACTIVE_S
+  seconds, or has a call in flight), lower classes keep at most `calls_at_once - 1` calls
+  in flight (at least one), so a frame of the higher class finds the runtime with room
+  and starts at once rather than behind a lower batch.
+
+Fairness within a class: waiting items are grouped by caller, and each caller's by flow
+(a stream, say, or a single unary call); batches take one item per caller in turn, and
+each caller's turns go round its flows. So a caller that queues many items cannot starve
+a caller that queues few, nor can one of a caller's streams starve its others. Items of a
+batch that failed come back to run alone (`retry_alone`), ahead of the rest.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+FAIR_TURNS = 8  # batches a higher class may take in a row while a lower class waits
+ACTIVE_S = 1.0  # a class that queued nothing for this long leaves no headroom behind it
+
+_Lines = OrderedDict[Hashable, OrderedDict[Hashable, deque[T]]]  # by caller, then flow
+
 
 class BatchQueue(Generic[T]):
     """A thread-safe queue from which inference workers take batches.
 
-    `next_batch()` blocks until at least one item is waiting, then waits at most
-    `max_delay_s` for more and returns between 1 and `max_batch_size` items; a full
-    batch returns at once. Items for which `keep(item)` is false are dropped as they
-    are taken (a cancelled or expired request), so they never reach the model.
-    One worker collects at a time, so batches fill in turn while earlier ones run.
+    `next_batch()` blocks until at least one item may be taken, then waits at most
+    `max_delay_s` for more of its class and returns between 1 and `max_batch_size`
+    items; a full batch returns at once. Items for which `keep(item)` is false are
+    dropped as they are taken (a cancelled or expired request), so they never reach the
+    model. One worker collects at a time, so batches fill in turn while earlier ones run.
     Items given back by `retry_alone` leave first, each as a batch of its own.
+    `calls_at_once` is how many calls the runtime runs at once (None: no headroom is
+    kept); each batch taken is a call in flight until `ended(priority)` says it is done.
     After `close()`, workers take what is left, then get an empty list.
     """
 
@@ -37,6 +58,8 @@ class BatchQueue(Generic[T]):
         max_batch_size: int,
         max_delay_s: float,
         keep: Callable[[T], bool] = lambda item: True,
+        calls_at_once: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
@@ -44,33 +67,50 @@ class BatchQueue(Generic[T]):
             raise ValueError("max_delay_s must not be negative")
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
+        self.calls_at_once = calls_at_once
         self._keep = keep
-        self._callers: OrderedDict[Hashable, OrderedDict[Hashable, deque[T]]] = OrderedDict()
-        self._alone: deque[T] = deque()
+        self._clock = clock
+        self._classes: dict[int, _Lines[T]] = {}
+        self._alone: deque[tuple[T, int]] = deque()
         self._size = 0
         self._closed = False
         self._changed = threading.Condition()
         self._collecting = threading.Lock()
+        self._last_put: dict[int, float] = {}
+        self._in_flight: Counter[int] = Counter()
+        self._passed_over = 0  # batches in a row taken while a lower class waited
+        self._lower_turn = False  # the batch being taken is a lower class's turn
+        self._turns = 0  # batches taken
+        self._last_turn: dict[int, int] = {}  # the batch count at each class's last turn
 
     def __len__(self) -> int:
         return self._size
 
-    def put(self, item: T, flow: Hashable, caller: Hashable = "") -> None:
+    def put(self, item: T, flow: Hashable, caller: Hashable = "", priority: int = 0) -> None:
         """Add an item to its flow's line; never blocks (admission control is the caller's)."""
         with self._changed:
             if self._closed:
                 raise RuntimeError("the queue is closed")
-            flows = self._callers.setdefault(caller, OrderedDict())
+            flows = self._classes.setdefault(priority, OrderedDict()).setdefault(
+                caller, OrderedDict()
+            )
             flows.setdefault(flow, deque()).append(item)
+            self._last_put[priority] = self._clock()
             self._size += 1
             self._changed.notify()
 
-    def retry_alone(self, items: list[T]) -> None:
+    def retry_alone(self, items: list[T], priority: int = 0) -> None:
         """Give back the items of a failed batch: each leaves next, in a batch of its own,
         so one bad item fails alone. Never blocks; allowed after close()."""
         with self._changed:
-            self._alone.extend(items)
+            self._alone.extend((item, priority) for item in items)
             self._size += len(items)
+            self._changed.notify()
+
+    def ended(self, priority: int = 0) -> None:
+        """A batch of this class taken from the queue has finished its call."""
+        with self._changed:
+            self._in_flight[priority] -= 1
             self._changed.notify()
 
     def close(self) -> None:
@@ -84,37 +124,102 @@ class BatchQueue(Generic[T]):
         batch: list[T] = []
         with self._collecting, self._changed:
             deadline: float | None = None
+            chosen = 0
+            self._lower_turn = False
             while len(batch) < self.max_batch_size:
                 if not batch and self._alone:
-                    item = self._alone.popleft()
+                    item, priority = self._alone.popleft()
                     self._size -= 1
                     if self._keep(item):
+                        self._in_flight[priority] += 1
                         return [item]
                     continue
-                self._take_into(batch)
+                if not batch:
+                    choice, wait_s = self._choose()
+                    if choice is None:
+                        if self._closed and not self._size:
+                            break
+                        self._changed.wait(wait_s)
+                        continue
+                    chosen = choice
+                self._take_into(batch, chosen)
                 if len(batch) >= self.max_batch_size or (self._closed and not self._size):
                     break
                 if not batch:
-                    self._changed.wait()
                     continue
                 if deadline is None:
-                    deadline = time.monotonic() + self.max_delay_s
-                remaining = deadline - time.monotonic()
+                    deadline = self._clock() + self.max_delay_s
+                remaining = deadline - self._clock()
                 if remaining <= 0 or not self._changed.wait(remaining):
-                    self._take_into(batch)
+                    self._take_into(batch, chosen)
                     break
+            if batch:
+                self._taken(chosen)
         return batch
 
-    def _take_into(self, batch: list[T]) -> None:
-        """Move items into the batch, one caller at a time, each taking its flows in turn."""
-        while self._callers and len(batch) < self.max_batch_size:
-            caller, flows = self._callers.popitem(last=False)
+    def _choose(self) -> tuple[int | None, float | None]:
+        """The class the next batch is taken from, or None and how long to wait before
+        asking again (None: until something changes)."""
+        waiting = sorted((p for p, lines in self._classes.items() if lines), reverse=True)
+        if not waiting:
+            return None, None
+        candidates = waiting
+        lower = waiting[1:]
+        if lower and self._passed_over >= FAIR_TURNS:
+            candidates = [min(lower, key=lambda p: self._last_turn.get(p, -1)), *waiting]
+        now = self._clock()
+        for priority in candidates:
+            if self._has_room(priority, now):
+                self._lower_turn = priority != waiting[0]
+                return priority, None
+        return None, self._headroom_expires_in(waiting[0], now)
+
+    def _active_above(self, priority: int, now: float) -> list[int]:
+        """The classes above `priority` that are active: queued lately, or in flight."""
+        return [
+            p
+            for p in set(self._last_put) | set(+self._in_flight)
+            if p > priority
+            and (self._in_flight[p] > 0 or now - self._last_put.get(p, -ACTIVE_S) < ACTIVE_S)
+        ]
+
+    def _has_room(self, priority: int, now: float) -> bool:
+        """Whether a batch of this class may be taken without eating a higher class's
+        headroom."""
+        if self.calls_at_once is None or not self._active_above(priority, now):
+            return True
+        top = max(self._active_above(priority, now))
+        below_top = sum(count for p, count in self._in_flight.items() if p < top)
+        return below_top < max(self.calls_at_once - 1, 1)
+
+    def _headroom_expires_in(self, priority: int, now: float) -> float | None:
+        """How long until the classes above `priority` that keep headroom stop doing so, if
+        only time will end it (None: a call of theirs must end first)."""
+        active = self._active_above(priority, now)
+        if any(self._in_flight[p] > 0 for p in active):
+            return None
+        return max(self._last_put[p] + ACTIVE_S - now for p in active)
+
+    def _taken(self, priority: int) -> None:
+        """Count a batch of this class as taken: in flight, and a turn in the fair rotation."""
+        self._in_flight[priority] += 1
+        self._turns += 1
+        self._last_turn[priority] = self._turns
+        lower_waiting = any(p < priority and lines for p, lines in self._classes.items())
+        self._passed_over = self._passed_over + 1 if lower_waiting and not self._lower_turn else 0
+
+    def _take_into(self, batch: list[T], priority: int) -> None:
+        """Move items of one class into the batch, one caller at a time, each taking its
+        flows in turn."""
+        callers = self._classes.get(priority)
+        while callers and len(batch) < self.max_batch_size:
+            caller, flows = callers.popitem(last=False)
             flow, line = flows.popitem(last=False)
             item = line.popleft()
             self._size -= 1
             if line:
                 flows[flow] = line
             if flows:
-                self._callers[caller] = flows
+                callers[caller] = flows
             if self._keep(item):
                 batch.append(item)

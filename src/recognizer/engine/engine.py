@@ -23,7 +23,7 @@ from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import ResultCache
 from recognizer.engine.ratelimit import RateLimiter
 from recognizer.engine.runner import ModelRunner
-from recognizer.engine.types import Classification, Health, ModelStatus, Options
+from recognizer.engine.types import Classification, Health, ModelStatus, Options, Priority
 from recognizer.engine.watchdog import Watchdog
 from recognizer.errors import (
     InvalidRequestError,
@@ -48,6 +48,10 @@ HealthCallback = Callable[[str, Health], Awaitable[None]]
 ModelAccess = Callable[[str, str], bool]
 """Whether a tenant may use a model, asked as (tenant, model); the security package's
 Authenticator.may_use is one. With none, every caller may use every model."""
+
+PriorityCeiling = Callable[[str], Priority]
+"""The highest class a tenant's requests may take; the security package's
+Authenticator.priority_ceiling is one. With none, every caller may take every class."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +83,13 @@ class Engine:
         settings: EngineSettings,
         *,
         access: ModelAccess | None = None,
+        priority_ceiling: PriorityCeiling | None = None,
     ) -> None:
         if not models:
             raise ValueError("the engine needs at least one model")
         self.settings = settings
         self._access = access
+        self._priority_ceiling = priority_ceiling
         self._runners = {
             model.spec.name: ModelRunner(model.spec, model.backend, settings) for model in models
         }
@@ -305,6 +311,10 @@ class Engine:
 
     def may_use(self, tenant: str, model: str) -> bool:
         return self._access is None or self._access(tenant, model)
+
+    def priority_ceiling(self, tenant: str) -> Priority:
+        """The highest class the tenant's requests may take (engine/batching.py)."""
+        return Priority.HIGH if self._priority_ceiling is None else self._priority_ceiling(tenant)
 
     def models_for(self, tenant: str) -> list[str]:
         """The served models a tenant may use, default first."""

@@ -64,7 +64,14 @@ import numpy as np
 from recognizer import tracing
 from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import CacheKey, ResultCache, cache_key
-from recognizer.engine.types import Classification, Label, Options, Timing, TopClasses
+from recognizer.engine.types import (
+    Classification,
+    Label,
+    Options,
+    Priority,
+    Timing,
+    TopClasses,
+)
 from recognizer.errors import (
     DeadlineExceededError,
     InvalidRequestError,
@@ -119,6 +126,7 @@ class Job:
         "min_score",
         "pixels",
         "preprocess_s",
+        "priority",
         "ranked",
         "runner",
         "scores",
@@ -141,6 +149,7 @@ class Job:
         flow: Hashable | None,
         tenant: str,
         caller: str,
+        priority: Priority,
     ) -> None:
         self.runner = runner
         self.image = image
@@ -155,6 +164,7 @@ class Job:
         self.flow: Hashable = object() if flow is None else flow
         self.tenant = tenant
         self.caller = caller  # a place in the model's queue is claimed for it (engine/shares.py)
+        self.priority = priority  # its class in the batch queue (engine/batching.py)
         self.loop = asyncio.get_running_loop()
         self.future: asyncio.Future[Classification] = self.loop.create_future()
         self.cache_key: CacheKey | None = None
@@ -266,6 +276,7 @@ async def classify(
         flow=flow,
         tenant=tenant,
         caller=caller,
+        priority=min(options.priority or Priority.NORMAL, engine.priority_ceiling(tenant)),
     )
     with engine.admission(job):
         if trace is not None:
@@ -335,7 +346,7 @@ def prepare(job: Job, budget: MemoryBudget) -> None:
         hand_back([job])
         return
     job.stage("queue")
-    runner.queue.put(job, job.flow, job.caller)
+    runner.queue.put(job, job.flow, job.caller, job.priority)
 
 
 def decode(job: Job, budget: MemoryBudget) -> DeviceInput | None:
@@ -445,6 +456,7 @@ def finish(
     JPEG the backend failed to decode on its device is answered with that error alone."""
     failed = isinstance(result, BaseException)
     runner.progress.ended(call, ok=not failed)
+    runner.queue.ended(batch[0].priority)
     runner.room.release()
     trace_batch(runner, batch, result)
     if isinstance(result, BaseException):
@@ -452,7 +464,7 @@ def finish(
             logger.warning(
                 "a batch of %d failed (%s); retrying its jobs one by one", len(batch), result
             )
-            runner.queue.retry_alone(batch)
+            runner.queue.retry_alone(batch, batch[0].priority)
             return
         logger.error("inference failed", exc_info=result)
         batch[0].set_error(RuntimeError("inference failed"))

@@ -88,6 +88,8 @@ class ModelRunner:
             max_batch_size=self._capped(settings.max_batch_size or 1),
             max_delay_s=sizing.batch_delay_s(settings, backend.device),
             keep=lifecycle.keep,
+            # Calls running at once, not slots: a frame of a higher class must find one free.
+            calls_at_once=self._scheduler.streams if self._scheduler is not None else self.slots,
         )
         self.shares: FairShares[lifecycle.Job] = FairShares(
             spec.name, settings.max_queued_requests, self.retry_after

@@ -25,12 +25,12 @@ import enum
 import logging
 import time
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from recognizer import tracing
 from recognizer.engine.engine import Engine
-from recognizer.engine.types import Classification, Options
+from recognizer.engine.types import Classification, Options, Priority
 from recognizer.errors import DeadlineExceededError, RecognizerError, ShuttingDownError
 from recognizer.models.raw import RawFrame
 from recognizer.outcomes import FrameOutcome
@@ -206,9 +206,12 @@ class _Stream:
 
     async def _classify(self, frame: Frame, answer: asyncio.Future[FrameResult]) -> None:
         try:
+            options = frame.options
+            if options.priority is None:  # a live camera waits on each answer
+                options = replace(options, priority=Priority.HIGH)
             classification = await self.engine.classify(
                 frame.image,
-                frame.options,
+                options,
                 deadline=self._deadline(frame),
                 flow=self._flow,
                 tenant=self.tenant,

@@ -11,6 +11,18 @@ import numpy as np
 from recognizer.models.spec import ModelSpec
 
 
+class Priority(enum.IntEnum):
+    """A request's class in the batch queue: a higher class is served first (batching.py).
+
+    Unasked, a stream's frames are HIGH and unary calls NORMAL (a live camera waits on
+    each answer; a batch job, on all of them), within the tenant's ceiling.
+    """
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Options:
     """How to answer a request; empty or zero fields mean the server default.
@@ -26,6 +38,7 @@ class Options:
     min_score: float = 0.0
     language: str = ""
     scores: bool = False
+    priority: Priority | None = None
 
 
 @dataclass(frozen=True, slots=True)

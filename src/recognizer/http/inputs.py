@@ -4,8 +4,9 @@
     multipart/form-data                   an `image` file, and fields as in the query
     application/json                      a ClassifyRequest in the proto's JSON mapping
 
-The query's fields (`top_k`, `min_score`, `language`, `model`, `request_id`) come first and
-the body's win over them. The deadline is `X-Request-Timeout`, in seconds.
+The query's fields (`top_k`, `min_score`, `language`, `model`, `request_id`, `priority`:
+low, normal or high) come first and the body's win over them. The deadline is
+`X-Request-Timeout`, in seconds.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from recognizer.errors import QUOTED_CHARS, InvalidRequestError, quoted
 from recognizer.v1 import recognizer_pb2 as pb
 
 TIMEOUT_HEADER = "X-Request-Timeout"
-OPTION_FIELDS = ("top_k", "min_score", "language", "model", "request_id")
+OPTION_FIELDS = ("top_k", "min_score", "language", "model", "request_id", "priority")
 IMAGE_FIELD = "image"
+PRIORITIES = {"low": pb.PRIORITY_LOW, "normal": pb.PRIORITY_NORMAL, "high": pb.PRIORITY_HIGH}
 _UINT32_MAX = 2**32 - 1
 
 
@@ -62,8 +64,20 @@ def merge_options(
                 message.top_k = whole_number(name, value)
             case "min_score":
                 message.min_score = _number(name, value)
+            case "priority":
+                message.priority = _priority(name, value)
             case _:
                 setattr(message, name, value)
+
+
+def _priority(name: str, value: str) -> pb.Priority:
+    """A priority class by its name: low, normal or high."""
+    priority = PRIORITIES.get(value.strip().lower())
+    if priority is None:
+        raise InvalidRequestError(
+            f"{name} must be low, normal or high, not {quoted(value)}", field=name
+        )
+    return priority
 
 
 def timeout(request: Request) -> float | None:

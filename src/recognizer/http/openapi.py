@@ -49,6 +49,12 @@ _OPTIONS: dict[str, Schema] = {
     "language": {"type": "string", "example": "en", "description": "zh (the default) or en"},
     "model": {"type": "string", "description": "a served model; empty means the default"},
     "request_id": {"type": "string", "description": "echoed in the answer"},
+    "priority": {
+        "type": "string",
+        "enum": ["low", "normal", "high"],
+        "description": "how soon it runs beside others waiting, within the tenant's highest;"
+        " unset: high for a stream's frames, normal for a call",
+    },
 }
 
 

@@ -61,7 +61,7 @@ from recognizer.v1 import recognizer_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
-FRAME_OPTIONS = ("top_k", "min_score", "language", "model")
+FRAME_OPTIONS = ("top_k", "min_score", "language", "model", "priority")
 POLICIES = {
     "every": pb.STREAM_POLICY_EVERY_FRAME,
     "latest": pb.STREAM_POLICY_LATEST_FRAME,

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from recognizer.engine.types import Priority
 from recognizer.errors import UnauthenticatedError, quoted
 from recognizer.security.tokens import Tenant, Tokens, TokensFile
 
@@ -112,6 +113,12 @@ class Authenticator:
         """Whether the tokens file, as it says now, lets the tenant use the model."""
         known = self.tokens.current().tenants.get(tenant)
         return known is not None and known.may_use(model)
+
+    def priority_ceiling(self, tenant: str) -> Priority:
+        """The highest class the tokens file, as it says now, lets the tenant's requests take
+        (LOW for a tenant it no longer names: its calls are being ended)."""
+        known = self.tokens.current().tenants.get(tenant)
+        return Priority.LOW if known is None else known.priority
 
 
 @dataclass(eq=False, frozen=True)

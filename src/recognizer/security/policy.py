@@ -7,7 +7,9 @@ rules on what stays open, and the engine the same model access.
 Usage:
 
     security = Security.from_settings(config.security)   # reads the files: fails fast
-    engine = Engine(models, config.engine, access=security.access)
+    engine = Engine(
+        models, config.engine, access=security.access, priority_ceiling=security.priority_ceiling
+    )
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from recognizer.config.schema import SecuritySettings
+from recognizer.engine.types import Priority
 from recognizer.security.auth import Authenticator
 from recognizer.security.certificates import CertificateFiles
 from recognizer.security.tokens import TokensFile
@@ -63,3 +66,8 @@ class Security:
     def access(self) -> Callable[[str, str], bool] | None:
         """The engine's model access: (tenant, model) -> allowed; None with auth off."""
         return None if self.authenticator is None else self.authenticator.may_use
+
+    @property
+    def priority_ceiling(self) -> Callable[[str], Priority] | None:
+        """The engine's priority ceiling: tenant -> its highest class; None with auth off."""
+        return None if self.authenticator is None else self.authenticator.priority_ceiling

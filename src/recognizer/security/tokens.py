@@ -1,13 +1,15 @@
 """The tokens file: the tenants, the tokens that prove who is calling, and their models.
 
-One line a token, `tenant:token`, then optionally the models the tenant may use:
+One line a token, `tenant:token`, then optionally the models the tenant may use and the
+highest priority class its requests may take (engine/batching.py; `high` when unsaid):
 
-    # tenant:token [models]
+    # tenant:token [models] [priority=low|normal|high]
     shop:q9Xc1kF0b7WvN2yH4tLm8a                        every model
     vision:Zt8MvA3pQ6rJ1uE5sKx0bw   wanwu,animals      only these two
     vision:N3w0neF0rR0tat1onXyZ7q   wanwu,animals      a second token, to rotate the first
     cameras:                        wanwu              no token: its client certificate
                                                        names it (--tenant-from-cert)
+    nightly:Hq2Lw9Xv0cTt5mRj8pZs4e  priority=low       a batch job, behind the cameras
 
 A tenant's name labels its metrics and scopes its cache, so names are short and plain:
 letters, digits, '.', '_' and '-', at most 64. Tokens are RFC 6750 bearer tokens
@@ -30,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from recognizer.engine.types import Priority
 from recognizer.errors import ConfigError, StartupError
 
 logger = logging.getLogger(__name__)
@@ -42,10 +45,12 @@ CHECK_EVERY_S = 1.0  # how often a busy server looks at the file's modification 
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
-    """A caller the tokens file knows; `models` None means every model."""
+    """A caller the tokens file knows; `models` None means every model; `priority` is the
+    highest class its requests may take."""
 
     name: str
     models: frozenset[str] | None = None
+    priority: Priority = Priority.HIGH
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -93,12 +98,14 @@ def parse_tokens(text: str, source: str) -> Tokens:
                     f"{where}: this token is already given to tenant {digests[digest]!r}"
                 )
             digests[digest] = name
-        models = frozenset(m for m in re.split(r"[,\s]+", "".join(rest)) if m) or None
-        known = tenants.setdefault(name, Tenant(name, models))
-        if known.models != models:
+        words = [w for w in re.split(r"[,\s]+", "".join(rest)) if w]
+        models = frozenset(w for w in words if "=" not in w) or None
+        priority = _priority([w for w in words if "=" in w], where)
+        known = tenants.setdefault(name, Tenant(name, models, priority))
+        if known.models != models or known.priority != priority:
             raise ConfigError(
-                f"{where}: tenant {name!r} is given other models on an earlier line; list the"
-                " same models on each of its lines"
+                f"{where}: tenant {name!r} is given other models or another priority on an"
+                " earlier line; give it the same on each of its lines"
             )
     return Tokens(tenants, tuple(digests.items()))
 
@@ -162,6 +169,20 @@ def _check_token(token: str, where: str) -> None:
             f"{where}: the token has {len(token)} characters; use at least {MIN_TOKEN_CHARS}"
             ' (python -c "import secrets; print(secrets.token_urlsafe(32))")'
         )
+
+
+def _priority(settings: list[str], where: str) -> Priority:
+    """The priority a line's key=value words set; `priority` is the only key."""
+    priority = Priority.HIGH
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        if key != "priority" or value.upper() not in Priority.__members__:
+            raise ConfigError(
+                f"{where}: {setting!r} is not a setting; the one a line may have is"
+                " priority=low, priority=normal or priority=high"
+            )
+        priority = Priority[value.upper()]
+    return priority
 
 
 def _digest(token: str) -> bytes:

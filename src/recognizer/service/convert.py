@@ -15,7 +15,13 @@ from recognizer.engine.stream import (
     StreamPolicy,
     StreamSettings,
 )
-from recognizer.engine.types import Classification, ModelStatus, Options, QuantizationCheck
+from recognizer.engine.types import (
+    Classification,
+    ModelStatus,
+    Options,
+    Priority,
+    QuantizationCheck,
+)
 from recognizer.errors import InvalidRequestError
 from recognizer.models.raw import PixelFormat, RawFrame
 from recognizer.service.status import to_status
@@ -36,7 +42,17 @@ def to_options(request: pb.ClassifyRequest) -> Options:
         top_k=request.top_k,
         min_score=request.min_score,
         language=request.language,
+        priority=to_priority(request.priority),
     )
+
+
+def to_priority(priority: int) -> Priority | None:
+    """The engine's class for a request's priority; None (the default) when unset."""
+    if priority == pb.PRIORITY_UNSPECIFIED:
+        return None
+    if priority not in pb.Priority.values():
+        raise InvalidRequestError(f"priority {priority} is not a priority", field="priority")
+    return Priority[pb.Priority.Name(priority).removeprefix("PRIORITY_")]
 
 
 def to_image(request: pb.ClassifyRequest) -> bytes | RawFrame:

@@ -51,10 +51,12 @@ class SchedulesCalls(Protocol):
     `submit` returns at once; `done` is called later, on a thread of the runtime's, with
     the top-k or the exception the call raised. `slots` is how many calls should be in
     flight at once to keep the runtime busy: the engine submits no more, so that batches
-    keep growing in its own queue rather than waiting in the runtime's.
+    keep growing in its own queue rather than waiting in the runtime's. `streams` is how
+    many of them run at once; the others wait their turn in the runtime.
     """
 
     slots: int
+    streams: int
 
     def submit(
         self, pixels: np.ndarray, top_k: int, done: Callable[[TopK | BaseException], None]
