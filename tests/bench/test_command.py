@@ -119,6 +119,22 @@ def test_processes_share_the_load(
     assert summary["requests"]["ok"] == 20 and summary["client"]["processes"] == 2
 
 
+def test_a_batch_load_runs_beside_a_camera_and_is_reported_apart(
+    server: ServerThread, folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--streams", "1", "--fps", "15", "--duration", "1.5", "--warmup", "0.2")
+    beside = ("--beside-concurrency", "3", "--beside-priority", "low", "--unique")
+    assert bench(server, folder, *args, *beside, "--json", "-") == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["setup"]["rpc"] == "ClassifyStream" and summary["setup"]["priority"] is None
+    assert summary["requests"]["ok"] > 0
+    batch = summary["beside"]
+    assert batch["setup"]["rpc"] == "Classify" and batch["setup"]["concurrency"] == 3
+    assert batch["setup"]["priority"] == "low" and batch["requests"]["ok"] > 0
+    assert "beside it:" in captured.err and "Classify, closed loop, 3 callers" in captured.err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -126,6 +142,7 @@ def test_processes_share_the_load(
         (("--requests", "0"), "0 is not between 1 and 1000000"),
         (("--concurrency", "2000"), "2000 is not between 1 and 1024"),
         (("--rate", "5", "--streams", "2"), "not allowed with argument"),
+        (("--priority", "urgent"), "invalid choice: 'urgent'"),
     ],
 )
 def test_flags_out_of_bounds_are_usage_errors(
@@ -165,6 +182,10 @@ def test_loads_that_cannot_run_are_refused_before_sending(
     assert "--fps and --policy need --streams" in capsys.readouterr().err
     assert bench(server, folder, "--processes", "3", "--concurrency", "2") == 1
     assert "3 processes cannot share 2 callers or streams" in capsys.readouterr().err
+    assert bench(server, folder, "--beside-priority", "low") == 2
+    assert "--beside-priority needs --beside-concurrency" in capsys.readouterr().err
+    assert bench(server, folder, "--beside-concurrency", "2", "--requests", "9") == 2
+    assert "a load beside runs for a --duration" in capsys.readouterr().err
 
 
 def test_an_unreachable_server_or_missing_images_are_errors(

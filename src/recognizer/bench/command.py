@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -12,7 +13,7 @@ import grpc
 from recognizer.bench import BenchError
 from recognizer.bench.loadgen import CONNECT_TIMEOUT_S, MAX_DURATION_S, MAX_REQUESTS, Load
 from recognizer.bench.stats import render, summarize
-from recognizer.bench.workload import Workload, find_images
+from recognizer.bench.workload import PRIORITIES, Workload, find_images
 from recognizer.cli.arguments import MAX_TOP_K, add_server_argument, bounded, credentials
 from recognizer.client import Client, Credentials
 from recognizer.client.clients import DEFAULT_TARGET
@@ -30,7 +31,9 @@ DEFAULT_FPS = 30.0
 DESCRIPTION = """\
 Load a recognizer server and report throughput, latency percentiles, errors by status
 code, batch sizes and cache hits. A closed loop (--concurrency) by default; an open
-loop at a fixed rate (--rate) or camera-like streams (--streams) on request.
+loop at a fixed rate (--rate) or camera-like streams (--streams) on request. With
+--beside-concurrency, a closed loop of Classify callers runs beside that load (a batch job
+beside a camera, say), reported on its own.
 """
 EPILOG = f"""\
 It sends only to --server (default {DEFAULT_TARGET}, this machine). Every run is bounded:
@@ -122,6 +125,24 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="client processes sharing the load, so the client is not the bottleneck"
         f" (default: 1; at most {MAX_PROCESSES})",
     )
+    priority = parser.add_argument_group("priority", "how soon the server runs each load's calls")
+    priority.add_argument(
+        "--priority",
+        choices=list(PRIORITIES),
+        help="the requests' priority class (default: the server's, high for streams and"
+        " normal for Classify)",
+    )
+    priority.add_argument(
+        "--beside-concurrency",
+        type=bounded(int, 1, MAX_CONCURRENCY),
+        help="also run this many Classify callers in a closed loop, in client processes of"
+        " their own, with the same images, and report them apart",
+    )
+    priority.add_argument(
+        "--beside-priority",
+        choices=list(PRIORITIES),
+        help="with --beside-concurrency: those callers' priority class",
+    )
     parser.add_argument("--model", default="", help="model name (default: the server's)")
     parser.add_argument(
         "--top-k", type=bounded(int, 0, MAX_TOP_K), default=0, help="labels per answer"
@@ -145,6 +166,12 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.streams is None and (args.fps is not None or args.policy is not None):
         print("recognizer bench: --fps and --policy need --streams", file=sys.stderr)
         return 2
+    if args.beside_concurrency is None and args.beside_priority is not None:
+        print("recognizer bench: --beside-priority needs --beside-concurrency", file=sys.stderr)
+        return 2
+    if args.beside_concurrency is not None and args.requests is not None:
+        print("recognizer bench: a load beside runs for a --duration", file=sys.stderr)
+        return 2
     try:
         connection = credentials(args)
     except (OSError, ValueError) as error:
@@ -160,6 +187,7 @@ def run_bench(args: argparse.Namespace) -> int:
                 unique=args.unique,
                 model=args.model,
                 top_k=args.top_k,
+                priority=args.priority or "",
             ),
             concurrency=args.concurrency or DEFAULT_CONCURRENCY,
             rate=args.rate or 0.0,
@@ -172,10 +200,14 @@ def run_bench(args: argparse.Namespace) -> int:
             timeout_s=args.timeout,
         )
         load.split(args.processes)  # refuse an impossible split before connecting
+        beside = beside_load(load, args.beside_concurrency, args.beside_priority)
         server = describe_server(load.target, load.workload.model, load.credentials)
-        from recognizer.bench.processes import run_load  # imports tqdm, only when running
+        from recognizer.bench.processes import run_load, run_loads  # imports tqdm
 
-        results = run_load(load, processes=args.processes)
+        if beside is None:
+            results, beside_results = run_load(load, processes=args.processes), None
+        else:
+            results, beside_results = run_loads([(load, args.processes), (beside, 1)])
     except BenchError as error:
         print(f"recognizer bench: {error}", file=sys.stderr)
         return 1
@@ -184,6 +216,9 @@ def run_bench(args: argparse.Namespace) -> int:
         return 130
     summary = summarize(results, setup=describe_load(load, args.processes), server=server)
     report = render(summary)
+    if beside is not None and beside_results is not None:
+        summary["beside"] = summarize(beside_results, setup=describe_load(beside, 1), server=server)
+        report += "\n\nbeside it:\n" + render(summary["beside"])
     if args.json == "-":
         print(report, file=sys.stderr)
         print(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -194,6 +229,15 @@ def run_bench(args: argparse.Namespace) -> int:
                 json.dump(summary, file, indent=2, ensure_ascii=False)
     requests = summary["requests"]
     return 0 if requests["ok"] - requests["skipped"] > 0 else 1
+
+
+def beside_load(load: Load, concurrency: int | None, priority: str | None) -> Load | None:
+    """The closed loop of Classify callers to run beside `load`, if asked for: the same
+    server, images and length, its own priority."""
+    if concurrency is None:
+        return None
+    workload = replace(load.workload, priority=priority or "")
+    return replace(load, workload=workload, concurrency=concurrency, rate=0.0, streams=0)
 
 
 def describe_load(load: Load, processes: int) -> dict[str, Any]:
@@ -222,6 +266,7 @@ def describe_load(load: Load, processes: int) -> dict[str, Any]:
         "unique": workload.unique,
         "model": workload.model,
         "top_k": workload.top_k,
+        "priority": workload.priority or None,
         "warmup_s": load.warmup_s,
         "duration_s": None if load.requests else load.duration_s,
         "requests": load.requests,

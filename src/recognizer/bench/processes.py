@@ -5,7 +5,8 @@ server outruns; `processes` spawns that many client processes to share the load,
 the generator is not what is measured. They are spawned, not forked (gRPC does not
 survive a fork), set up (connect, read and decode the images), and then started at
 the same instant. Each reports the CPU it used, so the report can say whether the
-generator was saturated.
+generator was saturated. Several loads may run at once (`run_loads`: a camera beside a
+batch job), each from processes of its own, all started at the same instant.
 """
 
 from __future__ import annotations
@@ -40,6 +41,16 @@ def run_load(load: Load, *, processes: int = 1) -> Results:
         with ProgressBar(load, counters):
             results = asyncio.run(run_share(shares[0], progress=Progress(counters, 0)))
         return Results.merge([results])
+    return run_loads([(load, processes)])[0]
+
+
+def run_loads(loads: Sequence[tuple[Load, int]]) -> list[Results]:
+    """Run every load at once, each shared among its number of client processes (spawned,
+    however few), started at one instant; the first load's length bounds the run. Returns
+    each load's merged results."""
+    owners = [number for number, (load, processes) in enumerate(loads) for _ in range(processes)]
+    shares = [share for load, processes in loads for share in load.split(processes)]
+    load = loads[0][0]
     context = multiprocessing.get_context("spawn")
     shared_counters = cast(MutableSequence[int], context.Array("q", 2 * len(shares), lock=False))
     messages: multiprocessing.Queue[tuple[str, int, Any]] = context.Queue()
@@ -72,7 +83,10 @@ def run_load(load: Load, *, processes: int = 1) -> Results:
             if child.is_alive():
                 child.terminate()
                 child.join()
-    return Results.merge(parts)
+    return [
+        Results.merge([part for (index, part) in parts if owners[index] == number])
+        for number in range(len(loads))
+    ]
 
 
 def _receive(
@@ -81,8 +95,8 @@ def _receive(
     children: Sequence[BaseProcess],
     within_s: float,
 ) -> list[Any]:
-    """The payloads of one message of `kind` per child; a child's error is raised here."""
-    payloads: list[Any] = []
+    """(index, payload) of one message of `kind` per child; a child's error is raised here."""
+    payloads: list[tuple[int, Any]] = []
     deadline = time.monotonic() + within_s + FINISH_SLACK_S
     while len(payloads) < len(children):
         try:
@@ -95,7 +109,7 @@ def _receive(
             continue
         if got == "error":
             raise BenchError(f"client process {index}: {payload}")
-        payloads.append(payload)
+        payloads.append((index, payload))
     return payloads
 
 

@@ -14,6 +14,7 @@ from recognizer.errors import InvalidImageError
 from recognizer.v1 import recognizer_pb2 as pb
 
 _TAG_BYTES = 16  # a per-process nonce and a counter, for --unique
+PRIORITIES = {"low": pb.PRIORITY_LOW, "normal": pb.PRIORITY_NORMAL, "high": pb.PRIORITY_HIGH}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,7 +23,8 @@ class Workload:
 
     `unique` makes every request's image differ (a counter appended after the encoded
     image, or written into the first pixels of a raw frame), so a server-side result
-    cache cannot answer it and the model is measured instead.
+    cache cannot answer it and the model is measured instead. `priority` is the requests'
+    class by its name (low, normal or high; "" leaves it to the server).
     """
 
     images: tuple[str, ...]
@@ -30,6 +32,7 @@ class Workload:
     unique: bool = False
     model: str = ""
     top_k: int = 0
+    priority: str = ""
 
     def requests(self) -> list[pb.ClassifyRequest]:
         """One request per image, in the order the images were given."""
@@ -37,6 +40,8 @@ class Workload:
 
     def request(self, data: bytes) -> pb.ClassifyRequest:
         request = pb.ClassifyRequest(model=self.model, top_k=self.top_k)
+        if self.priority:
+            request.priority = PRIORITIES[self.priority]
         if self.raw:
             request.raw_image.CopyFrom(raw_rgb8(data))
         else:
