@@ -243,3 +243,18 @@ def test_a_higher_class_takes_the_free_call_at_once() -> None:
     assert queue.next_batch() == ["low"]
     queue.put("high-1", flow="camera", priority=3)
     assert queue.next_batch() == ["high-1"]  # the low call still runs: this one did not wait
+
+
+def test_no_lower_batch_starts_while_a_higher_call_runs() -> None:
+    queue: BatchQueue[str] = BatchQueue(max_batch_size=1, max_delay_s=0, calls_at_once=4)
+    queue.put("high", flow="camera", priority=3)
+    assert queue.next_batch() == ["high"]
+    queue.put("low", flow="batch", priority=1)
+    taken: list[list[str]] = []
+    worker = threading.Thread(target=lambda: taken.append(queue.next_batch()))
+    worker.start()
+    worker.join(0.2)
+    assert taken == []  # three calls free, but the camera's frame has the cores to itself
+    queue.ended(3)
+    worker.join(5)
+    assert taken == [["low"]]

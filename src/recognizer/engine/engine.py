@@ -12,7 +12,6 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
@@ -21,6 +20,7 @@ from recognizer.engine import lifecycle, sizing
 from recognizer.engine.backends import Backend
 from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import ResultCache
+from recognizer.engine.pools import PriorityThreads
 from recognizer.engine.ratelimit import RateLimiter
 from recognizer.engine.runner import ModelRunner
 from recognizer.engine.types import Classification, Health, ModelStatus, Options, Priority
@@ -97,8 +97,9 @@ class Engine:
             raise ValueError("model names must be unique")
         self._languages = {lang for model in models for lang in model.spec.labels.languages}
         self._default_model = models[0].spec.name
-        self.preprocess_pool = ThreadPoolExecutor(
-            sizing.preprocess_threads(settings), thread_name_prefix="preprocess"
+        self._in_progress = [0] * (max(Priority) + 1)  # admitted requests, by class
+        self.preprocess_pool = PriorityThreads(
+            sizing.preprocess_threads(settings), name="preprocess", held=self._higher_at_work
         )
         self.cache = (
             ResultCache(max_entries=settings.cache_entries, max_bytes=settings.cache_bytes)
@@ -106,8 +107,8 @@ class Engine:
             else None
         )
         # Large images are hashed here, so that a cached answer never waits behind decoding.
-        self.lookup_pool = ThreadPoolExecutor(
-            sizing.preprocess_threads(settings), thread_name_prefix="lookup"
+        self.lookup_pool = PriorityThreads(
+            sizing.preprocess_threads(settings), name="lookup", held=self._higher_at_work
         )
         self.decode_budget = MemoryBudget(sizing.decode_budget_bytes(settings))
         self.rate_limiter = (
@@ -237,13 +238,24 @@ class Engine:
         """Hold the job's place in its model's queue and count it as work in flight."""
         with job.runner.shares.place(job):
             self._requests += 1
+            self._in_progress[job.priority] += 1
             self._no_requests.clear()
             self._idle.clear()
             try:
                 yield
             finally:
                 self._requests -= 1
+                self._in_progress[job.priority] -= 1
+                if job.priority > Priority.LOW and not self._in_progress[job.priority]:
+                    self.preprocess_pool.wake()
+                    self.lookup_pool.wake()
                 self._settle()
+
+    def _higher_at_work(self, priority: int) -> bool:
+        """Whether a request of a class above `priority` is admitted and not yet answered:
+        lower decoding waits for it (pools.py). Read from the pools' threads: each count is
+        one list item, changed on the event loop."""
+        return any(self._in_progress[priority + 1 :])
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no accepted request or stream is left, or `timeout` passes.

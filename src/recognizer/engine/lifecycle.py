@@ -285,11 +285,11 @@ async def classify(
             job.trace = trace
         job.future.add_done_callback(job.abandon_if_cancelled)
         if engine.cache is None:
-            engine.preprocess_pool.submit(prepare, job, engine.decode_budget)
+            engine.preprocess_pool.submit_at(job.priority, prepare, job, engine.decode_budget)
         elif len(image.data if isinstance(image, RawFrame) else image) <= INLINE_HASH_BYTES:
             look_up(job, engine.cache, engine)
         else:
-            engine.lookup_pool.submit(look_up, job, engine.cache, engine)
+            engine.lookup_pool.submit_at(job.priority, look_up, job, engine.cache, engine)
         try:
             return await job.future
         except BaseException:
@@ -314,7 +314,7 @@ def look_up(job: Job, cache: ResultCache, engine: Engine) -> None:
             job.trace.set({"recognizer.cache": "miss" if cached is None else "hit"})
         if cached is None:
             job.end_stage()
-            engine.preprocess_pool.submit(prepare, job, engine.decode_budget)
+            engine.preprocess_pool.submit_at(job.priority, prepare, job, engine.decode_budget)
             return
         job.stage("name")
         job.answer = name(job, cached, Timing(cache_hit=True))
