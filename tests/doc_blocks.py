@@ -70,6 +70,8 @@ NOT_RUN: dict[Key, str] = {
     ("README.md", "On a CPU-only machine", 0): "installs from PyTorch's index, over the network",
     ("docs/clients.md", "Other languages", 0): "needs Go's protoc-gen-go and protoc-gen-go-grpc",
     ("docs/streaming.md", "recognizer stream", 1): "needs a camera",
+    ("docs/tracing.md", "Turning it on", 0): "installs from the package index, over the network",
+    ("docs/tracing.md", "Turning it on", 1): "needs a collector at otel-collector:4317",
     ("docs/development.md", "Development", 0): (
         "the whole suite and the lint (CI runs `make ci`), and podman for `make image-test`"
     ),

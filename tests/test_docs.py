@@ -30,10 +30,6 @@ from recognizer.config.sources import load_config
 from support import ESPRESSO, PHOTOS, ServerThread, dev_tool
 from videos import solid_video
 
-# Pages written beside the split of the README, whose opening does not yet say what they
-# cover and lead back to it; each should, and then leave this set.
-LEAD_TO_COME = {"docs/tracing.md"}
-
 
 def test_every_command_block_is_run_by_a_test_or_its_page_says_why_not() -> None:
     assert not RUN.keys() & NOT_RUN.keys()
@@ -109,8 +105,6 @@ def test_the_readme_names_every_page_and_each_page_leads_back_to_it() -> None:
     next_steps = readme[readme.index("## Where to go next") :]
     for page in pages()[1:]:
         assert f"]({page})" in next_steps, page
-        if page in LEAD_TO_COME:
-            continue
         title, lead = (ROOT / page).read_text(encoding="utf-8").split("\n\n")[:2]
         assert title.startswith("# "), page
         assert "](../README.md" in lead and lead.count(". ") == 0, f"{page}: {lead}"
