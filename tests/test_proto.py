@@ -76,7 +76,7 @@ def test_the_proto_keeps_the_released_contract(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    ["uint32 top_k = 9;", "uint32 max_labels = 2;"],
+    ["uint32 top_k = 15;", "uint32 max_labels = 2;"],
     ids=["renumbered", "renamed"],
 )
 def test_buf_breaking_fails_a_changed_field(tmp_path: Path, change: str) -> None:

@@ -277,6 +277,7 @@ def test_it_can_be_used_from_the_keyboard(page: Page) -> None:
         reached.append(page.evaluate("document.activeElement.id || document.activeElement.value"))
     assert {"en", "model", "tab-photo", "file"} <= set(reached), reached
     page.focus("#file")
+    expect(page.locator("#file")).to_be_focused()  # a loaded machine may lag
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Space")
     chooser.value.set_files(PHOTOS["coffee"])
