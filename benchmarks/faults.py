@@ -286,6 +286,7 @@ class GoodTraffic:
     sent: int = 0
     slowest_s: float = 0.0
     lost: list[str] = field(default_factory=list)
+    phase: str = ""  # the attack under way, named in each lost call's line
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -314,11 +315,14 @@ class GoodTraffic:
                         metadata=self.metadata,
                     )
                     if answer.labels[0].class_id != expected:
-                        self.lost.append(f"class {answer.labels[0].class_id}, not {expected}")
+                        self._lose(f"class {answer.labels[0].class_id}, not {expected}")
                 except grpc.RpcError as error:
-                    self.lost.append(f"{error.code().name}: {error.details()}")
+                    self._lose(f"{error.code().name}: {error.details()}")
                 self.slowest_s = max(self.slowest_s, time.monotonic() - started)
                 due += 1 / self.rate
+
+    def _lose(self, what: str) -> None:
+        self.lost.append(f"{what} (during {self.phase})" if self.phase else what)
 
 
 def channel_to(target: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
@@ -1297,11 +1301,12 @@ def network_attacks(
     cpu: Callable[[], float],
     errors_logged: Callable[[], int],
     model: str,
+    traffic: GoodTraffic | None = None,
 ) -> dict[str, Any]:
     """Every attack on the doors in turn, from `abuser` (the gRPC port from 127.0.0.1) and
     `http`; `target` is the gRPC port as the good client dials it. Each phase's result has
     the server's resident memory before and after it (two seconds after), and its errors
-    logged."""
+    logged; `traffic`, the good caller, is told which phase is under way."""
     token = (("authorization", f"Bearer {ABUSER}"),)
     n = 1 if quick else 4  # the phases' sizes, quick or full
     jpegs = hostile_jpegs(4000 if quick else hostile_images.SIDE)
@@ -1335,6 +1340,8 @@ def network_attacks(
     for name, phase in phases.items():
         before, errors = rss(), errors_logged()
         print(f"network: {name}", file=sys.stderr, flush=True)
+        if traffic is not None:
+            traffic.phase = name
         results[name] = phase()
         time.sleep(2.0)
         results[name] = {
@@ -1376,6 +1383,7 @@ def run_network_attacks(images: Sequence[bytes], quick: bool) -> dict[str, Any]:
                     cpu=server.cpu_s,
                     errors_logged=lambda: server.errors_logged,
                     model="efficientnet-lite0",
+                    traffic=traffic,
                 )
             results["good"] = {
                 "sent": traffic.sent,
