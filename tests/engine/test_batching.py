@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from recognizer.engine.batching import ACTIVE_S, FAIR_TURNS, BatchQueue
+from recognizer.engine.batching import ACTIVE_S, BatchQueue
+from recognizer.engine.turns import FAIR_TURNS
 
 
 def test_a_full_batch_returns_without_waiting_for_the_delay() -> None:

@@ -1,5 +1,5 @@
-"""The priority thread pool alone: higher classes first, arrival order within one, futures,
-asyncio's executor, shutdown."""
+"""The priority thread pool alone: higher classes first, arrival order within one, lower
+classes' fair turns, futures, asyncio's executor, shutdown."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 import pytest
 
 from recognizer.engine.pools import MAX_HOLD_S, PriorityThreads
+from recognizer.engine.turns import FAIR_TURNS
 
 
 def test_waiting_work_runs_by_class_then_by_arrival() -> None:
@@ -30,6 +31,28 @@ def test_waiting_work_runs_by_class_then_by_arrival() -> None:
     for future in futures:
         future.result(timeout=5)
     assert ran == ["high-0", "high-1", "normal", "low-0", "low-1"]
+    pool.shutdown()
+
+
+def test_lower_work_gets_its_fair_turn_behind_a_queue_of_higher_work() -> None:
+    # A high request is in progress throughout: normal work is held, but for its fair turn.
+    pool = PriorityThreads(1, name="test", held=lambda priority: priority < 3)
+    running, busy, ran = threading.Event(), threading.Event(), list[str]()
+
+    def work() -> bool:
+        running.set()
+        return busy.wait(5)
+
+    pool.submit_at(3, work)
+    assert running.wait(5)  # the only thread is busy: the rest waits
+    futures = [pool.submit_at(3, ran.append, f"high-{i}") for i in range(3 * FAIR_TURNS)]
+    futures.append(pool.submit_at(2, ran.append, "normal"))
+    started = time.monotonic()
+    busy.set()
+    for future in futures:
+        future.result(timeout=5)
+    assert ran.index("normal") == FAIR_TURNS  # after FAIR_TURNS high ones, not all of them
+    assert time.monotonic() - started < MAX_HOLD_S  # and its turn is not held
     pool.shutdown()
 
 

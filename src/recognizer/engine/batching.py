@@ -5,11 +5,9 @@ in tests.
 
 Priority: each item has a class (a higher number goes first). A batch is taken from one
 class: the highest waiting, so a live camera's frame is not made to wait behind lower
-work, nor slowed by riding in a larger batch with it. Two bounds keep it fair:
-- no starvation: after FAIR_TURNS batches in a row given to higher classes while a lower
-  one waited, the next batch goes to the lower class waiting longest without a turn; so a
-  waiting class gets at least one batch in every FAIR_TURNS + 1 (shared in turn among
-  the lower classes, when several wait);
+work, nor slowed by riding in a larger batch with it. Three bounds keep it fair:
+- no starvation: a waiting class gets at least one batch in every FAIR_TURNS + 1
+  (turns.py);
 - headroom: while a higher class is active (it queued an item in the last ACTIVE_S
   seconds, or has a call in flight), lower classes keep at most `calls_at_once - 1` calls
   in flight (at least one), so a frame of the higher class finds the runtime with room
@@ -33,9 +31,10 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from recognizer.engine.turns import FairTurns
+
 T = TypeVar("T")
 
-FAIR_TURNS = 8  # batches a higher class may take in a row while a lower class waits
 ACTIVE_S = 1.0  # a class that queued nothing for this long leaves no headroom behind it
 
 _Lines = OrderedDict[Hashable, OrderedDict[Hashable, deque[T]]]  # by caller, then flow
@@ -81,10 +80,8 @@ class BatchQueue(Generic[T]):
         self._collecting = threading.Lock()
         self._last_put: dict[int, float] = {}
         self._in_flight: Counter[int] = Counter()
-        self._passed_over = 0  # batches in a row taken while a lower class waited
-        self._lower_turn = False  # the batch being taken is a lower class's turn
-        self._turns = 0  # batches taken
-        self._last_turn: dict[int, int] = {}  # the batch count at each class's last turn
+        self._turns = FairTurns()
+        self._lower_turn = False  # the batch being taken is not the highest class waiting
 
     def __len__(self) -> int:
         return self._size
@@ -166,13 +163,10 @@ class BatchQueue(Generic[T]):
         waiting = sorted((p for p, lines in self._classes.items() if lines), reverse=True)
         if not waiting:
             return None, None
-        candidates = waiting
-        lower = waiting[1:]
-        if lower and self._passed_over >= FAIR_TURNS:
-            candidates = [min(lower, key=lambda p: self._last_turn.get(p, -1)), *waiting]
+        candidates, fair = self._turns.candidates(waiting)
         now = self._clock()
         for turn, priority in enumerate(candidates):
-            fair_turn = turn == 0 and candidates is not waiting
+            fair_turn = fair and turn == 0
             yields = not fair_turn and self._higher_in_flight(priority)
             if self._has_room(priority, now) and not yields:
                 self._lower_turn = priority != waiting[0]
@@ -214,10 +208,8 @@ class BatchQueue(Generic[T]):
     def _taken(self, priority: int) -> None:
         """Count a batch of this class as taken: in flight, and a turn in the fair rotation."""
         self._in_flight[priority] += 1
-        self._turns += 1
-        self._last_turn[priority] = self._turns
         lower_waiting = any(p < priority and lines for p, lines in self._classes.items())
-        self._passed_over = self._passed_over + 1 if lower_waiting and not self._lower_turn else 0
+        self._turns.taken(priority, lower_turn=self._lower_turn, lower_waiting=lower_waiting)
 
     def _take_into(self, batch: list[T], priority: int) -> None:
         """Move items of one class into the batch, one caller at a time, each taking its

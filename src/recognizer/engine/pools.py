@@ -5,18 +5,21 @@ waiting behind a batch job's sixteen images for a decoding thread would lose, th
 that the batch queue's order gives it. So the engine's hashing and decoding pools take
 work by class (higher first), first come first served within one; and, where the engine
 says a higher class is at work (`held`), lower work waits for it, MAX_HOLD_S at most, so
-that its decoding does not take the cores a camera's frame is being run on.
+that its decoding does not take the cores a camera's frame is being run on. Lower work
+still gets its fair turn (turns.py), unheld: two hundred frames waiting to be decoded
+must not hold a lower class's one image for the time they all take.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, ParamSpec, TypeVar
+
+from recognizer.engine.turns import FairTurns
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,12 +27,13 @@ R = TypeVar("R")
 MAX_HOLD_S = 0.1  # the longest lower work waits for a higher class's to end
 
 _Work = tuple[
-    int, int, float, Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]
-]  # (-priority, arrival, submitted at, ...)
+    float, Future[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]
+]  # (submitted at, future, fn, args, kwargs)
 
 
 class PriorityThreads(Executor):
-    """`threads` daemon threads running the work submitted, the highest `priority` first.
+    """`threads` daemon threads running the work submitted, the highest `priority` first
+    but for lower classes' fair turns, first come first served within a class.
 
     `submit` (class 0, as asyncio's run_in_executor uses it) and `submit_at` return a
     Future; `shutdown` lets the threads finish what was submitted, then stop them.
@@ -41,8 +45,8 @@ class PriorityThreads(Executor):
         self, threads: int, *, name: str, held: Callable[[int], bool] | None = None
     ) -> None:
         self._held = held
-        self._waiting: list[_Work] = []  # a heap
-        self._arrivals = itertools.count()
+        self._waiting: dict[int, deque[_Work]] = {}  # by class, oldest first
+        self._turns = FairTurns()
         self._changed = threading.Condition()
         self._closed = False
         self._threads = [
@@ -64,9 +68,8 @@ class PriorityThreads(Executor):
         with self._changed:
             if self._closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            arrival = next(self._arrivals)
-            work: _Work = (-priority, arrival, time.monotonic(), future, fn, args, kwargs)
-            heapq.heappush(self._waiting, work)
+            work: _Work = (time.monotonic(), future, fn, args, kwargs)
+            self._waiting.setdefault(priority, deque()).append(work)
             self._changed.notify()
         return future
 
@@ -79,8 +82,9 @@ class PriorityThreads(Executor):
         with self._changed:
             self._closed = True
             if cancel_futures:
-                for work in self._waiting:
-                    work[3].cancel()
+                for line in self._waiting.values():
+                    for work in line:
+                        work[1].cancel()
             self._changed.notify_all()
         if wait:
             for thread in self._threads:
@@ -90,13 +94,18 @@ class PriorityThreads(Executor):
         """The next work to run, once it is not held; None once closed and done. Called
         with the lock held."""
         while True:
-            if self._waiting:
-                negated, _, submitted, *_ = self._waiting[0]
+            waiting = sorted((p for p, line in self._waiting.items() if line), reverse=True)
+            if waiting:
+                candidates, fair_turn = self._turns.candidates(waiting)
+                priority = candidates[0]
+                line = self._waiting[priority]
                 held_for = 0.0
-                if self._held is not None and self._held(-negated):
-                    held_for = submitted + MAX_HOLD_S - time.monotonic()
+                if not fair_turn and self._held is not None and self._held(priority):
+                    held_for = line[0][0] + MAX_HOLD_S - time.monotonic()
                 if held_for <= 0:
-                    return heapq.heappop(self._waiting)
+                    lower_waiting = any(p < priority for p in waiting)
+                    self._turns.taken(priority, lower_turn=fair_turn, lower_waiting=lower_waiting)
+                    return line.popleft()
                 self._changed.wait(held_for)
             elif self._closed:
                 return None
@@ -109,7 +118,7 @@ class PriorityThreads(Executor):
                 work = self._next()
             if work is None:
                 return
-            _, _, _, future, fn, args, kwargs = work
+            _, future, fn, args, kwargs = work
             del work
             if not future.set_running_or_notify_cancel():
                 continue
