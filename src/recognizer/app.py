@@ -22,6 +22,7 @@ from recognizer.security.auth import Authenticator
 from recognizer.security.policy import Security
 from recognizer.security.tokens import CHECK_EVERY_S
 from recognizer.service.calls import CallShares
+from recognizer.service.heap import trim_after_bursts
 from recognizer.service.metrics import ServerMetrics
 from recognizer.transport.server import RecognizerServer
 
@@ -111,7 +112,8 @@ class Service:
     the calls the server runs at once (--max-concurrent-rpcs, fairly between callers), and
     each keeps its connections within the process's open-file limit. With auth on, the
     tokens file is looked at once a second while they serve, and calls still open under
-    credentials it no longer accepts are ended.
+    credentials it no longer accepts are ended. After a burst of calls, the C heap's free
+    memory is given back to the system (service/heap.py).
 
     Usage:
 
@@ -133,15 +135,16 @@ class Service:
         self.security = security
         self.metrics = ServerMetrics(engine, tenants=security.authenticator is not None)
         self.metrics_port: int | None = None
-        shares = CallShares(settings.max_concurrent_rpcs)
-        self.grpc = RecognizerServer(engine, settings, self.metrics, security, shares)
+        self.shares = CallShares(settings.max_concurrent_rpcs)
+        self.grpc = RecognizerServer(engine, settings, self.metrics, security, self.shares)
         self.http: HttpServer | None = None
         if settings.http_port is not None:
             # Imported only when asked for: with HTTP off, nothing of it is loaded.
             from recognizer.http.server import HttpServer
 
-            self.http = HttpServer(engine, settings, self.metrics, security, shares)
+            self.http = HttpServer(engine, settings, self.metrics, security, self.shares)
         self._revoking: asyncio.Task[None] | None = None
+        self._trimming: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Warm the models up, then listen: each server reports ready once it listens."""
@@ -155,6 +158,7 @@ class Service:
             logger.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
         if self.security.authenticator is not None:
             self._revoking = asyncio.create_task(_end_revoked(self.security.authenticator))
+        self._trimming = asyncio.create_task(trim_after_bursts(lambda: self.shares.total))
 
     async def stop(
         self, drain_delay: float | None = None, *, hurry: asyncio.Event | None = None
@@ -187,8 +191,9 @@ class Service:
         if self.http is not None:
             servers.append(self.http.stop(remaining))
         await asyncio.gather(*servers)
-        if self._revoking is not None:
-            self._revoking.cancel()
+        for task in (self._revoking, self._trimming):
+            if task is not None:
+                task.cancel()
         await self.engine.close(max(deadline - loop.time(), CLOSE_AFTER_GRACE_S))
         self.metrics.close()
         logger.info("stopped")
