@@ -47,7 +47,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -342,7 +342,7 @@ def started_triton(python: Path, out: Path, instances: int) -> Iterator[str]:
 
 def bench_triton(url: str, images: Path, plan: Plan, flag: str, value: str) -> dict[str, Any]:
     return run_json(
-        [PYTHON, str(HERE / "triton_peer.py"), "load", "--url", url], images, plan, flag, value
+        [PYTHON, str(HERE / "triton_peer.py"), "load", "--url", url], images, plan, [flag, value]
     )
 
 
@@ -385,20 +385,32 @@ def bench_service(
         processes = min(processes, int(value))
     command = [PYTHON, "-m", "recognizer", "bench", "--server", address, "--unique"]
     command += ["--processes", str(processes)]
-    return run_json(command, images, plan, flag, value)
+    return run_json(command, images, plan, [flag, value])
 
 
 def bench_baseline(url: str, images: Path, plan: Plan, flag: str, value: str) -> dict[str, Any]:
     return run_json(
-        [PYTHON, str(HERE / "seed_baseline.py"), "load", "--url", url], images, plan, flag, value
+        [PYTHON, str(HERE / "seed_baseline.py"), "load", "--url", url], images, plan, [flag, value]
     )
 
 
-def run_json(command: list[str], images: Path, plan: Plan, flag: str, value: str) -> dict[str, Any]:
+class Timed(Protocol):
+    """A plan's warm-up and measured seconds for each run."""
+
+    @property
+    def warmup_s(self) -> float: ...
+
+    @property
+    def duration_s(self) -> float: ...
+
+
+def run_json(
+    command: list[str], images: Path, plan: Timed, arguments: Sequence[str]
+) -> dict[str, Any]:
     """Run one load generator with its JSON on stdout; its report goes to our stderr."""
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "run.json"
-        command = [*command, "--images", str(images), flag, value, "--json", str(output)]
+        command = [*command, "--images", str(images), *arguments, "--json", str(output)]
         command += ["--warmup", str(plan.warmup_s), "--duration", str(plan.duration_s)]
         print("$ python", " ".join(command[1:]), file=sys.stderr)
         # A run where every request failed exits 1 but still writes its document.

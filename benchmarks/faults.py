@@ -1395,6 +1395,7 @@ def run_network_attacks(images: Sequence[bytes], quick: bool) -> dict[str, Any]:
                 deadline=GOOD_DEADLINE_S,
                 metadata=good,
             ) as traffic:
+                traffic.phase = "before the attacks"
                 results = network_attacks(
                     f"[::1]:{port}",
                     f"127.0.0.1:{port}",

@@ -26,13 +26,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compare import HERE, PYTHON, SERVICE_READY, _median, _ratio, started
+from compare import HERE, PYTHON, SERVICE_READY, _median, _ratio, run_json, started
 
 BOUND = 1.5  # the camera's latency beside the batch, over alone, at most
 
@@ -61,17 +59,8 @@ def phases(plan: Plan) -> dict[str, list[str]]:
 
 def bench(address: str, images: Path, plan: Plan, arguments: list[str]) -> dict[str, Any]:
     """One `recognizer bench` run's JSON document."""
-    with tempfile.TemporaryDirectory() as scratch:
-        output = Path(scratch) / "run.json"
-        command = [PYTHON, "-m", "recognizer", "bench", "--server", address, "--unique"]
-        command += ["--images", str(images), *arguments, "--json", str(output)]
-        command += ["--warmup", str(plan.warmup_s), "--duration", str(plan.duration_s)]
-        print("$ recognizer", " ".join(command[3:]), file=sys.stderr)
-        subprocess.run(command, check=False, stdout=sys.stderr)
-        if not output.exists():
-            raise RuntimeError(f"no results from: {' '.join(command)}")
-        document: dict[str, Any] = json.loads(output.read_text())
-    return document
+    command = [PYTHON, "-m", "recognizer", "bench", "--server", address, "--unique"]
+    return run_json(command, images, plan, arguments)
 
 
 def camera_of(run: dict[str, Any]) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ import concurrent.futures
 import importlib.util
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -51,6 +52,23 @@ def dev_tool(name: str) -> str:
     path = shutil.which(name, path=os.pathsep.join([os.path.dirname(sys.executable), os.defpath]))
     assert path, f"{name} is not installed: run `make install`"
     return path
+
+
+def run_script(script: str, cwd: Path, *, timeout: float = 300, **env: str) -> str:
+    """Run a bash script (-euo pipefail) as a reader of the docs would, with this checkout's
+    tools on the PATH (`recognizer`, `python`, grpcurl); a failure fails the test with its
+    output. Returns what it printed."""
+    tools = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PATH": tools, **env},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def error_details(error: grpc.RpcError, kind: type[M]) -> list[M]:

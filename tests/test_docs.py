@@ -27,7 +27,7 @@ from doc_blocks import NOT_RUN, ROOT, RUN, command_block, command_blocks, comman
 from fakes import colour_model
 from recognizer.cli.main import build_parser
 from recognizer.config.sources import load_config
-from support import ESPRESSO, PHOTOS, ServerThread, dev_tool
+from support import ESPRESSO, PHOTOS, ServerThread, dev_tool, run_script
 from videos import solid_video
 
 
@@ -119,21 +119,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def run(script: str, cwd: Path, **env: str) -> str:
-    """Run a script with this checkout's tools (`recognizer`, grpcurl) on the PATH."""
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PATH": path, **env},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
 def jpeg(name: str) -> bytes:
     buffer = io.BytesIO()
     Image.open(PHOTOS[name]).convert("RGB").save(buffer, "JPEG", quality=90)
@@ -187,7 +172,7 @@ def test_the_quick_start_serves_and_tests() -> None:
 
 def test_recognizer_classify_works(default_server: ServerThread, checkout: Path) -> None:
     block = command_block("README.md", "The command line")
-    output = run(block, checkout, RECOGNIZER_SERVER=default_server.address)
+    output = run_script(block, checkout, RECOGNIZER_SERVER=default_server.address)
     chinese, english = output.split("photo.jpg  (")[1:]
     assert chinese.count("\n") == 2 + 5 and "浓缩咖啡" in chinese
     assert english.count("\n") == 2 + 3 and "espresso" in english
@@ -208,7 +193,7 @@ def test_perf_analyzer_runs(default_server: ServerThread, checkout: Path) -> Non
     script = block.replace("127.0.0.1:50051", default_server.address).rstrip("\n")
     # Short measurements: a few requests a window, not perf_analyzer's 5 s windows.
     quick = " --measurement-mode count_windows --measurement-request-count 8"
-    output = run(script + quick + " --stability-percentage 100 --max-trials 3", checkout)
+    output = run_script(script + quick + " --stability-percentage 100 --max-trials 3", checkout)
     # The sweep's levels, 1, 4, 7, ... (on a busy machine it may stop before 16).
     levels = re.findall(r"^Concurrency: (\d+), throughput: [\d.]+ infer/sec", output, re.M)
     assert levels[:2] == ["1", "4"], output
@@ -220,7 +205,7 @@ def test_recognizer_stream_runs(default_server: ServerThread, tmp_path: Path) ->
     for index, name in enumerate(("coffee", "cat", "hopper")):
         (tmp_path / "frames" / f"frame_{index * 5}.jpg").write_bytes(jpeg(name))
     block = command_block("docs/streaming.md", "recognizer stream")
-    output = run(block, tmp_path, RECOGNIZER_SERVER=default_server.address)
+    output = run_script(block, tmp_path, RECOGNIZER_SERVER=default_server.address)
     assert output.count("status   OK") == 4
     assert "frames   12 sent, 12 answered" in output and "frames   3 sent, 3 answered" in output
     assert output.index("frame_5.jpg") < output.index("frame_10.jpg")
@@ -236,7 +221,7 @@ def test_a_stream_over_grpcurl(
     monkeypatch.setenv(
         "PATH", os.pathsep.join([os.path.dirname(dev_tool("grpcurl")), os.environ["PATH"]])
     )
-    output = run(script, tmp_path)
+    output = run_script(script, tmp_path)
     assert '"requestId": "1"' in output or '"request_id": "1"' in output
     assert "recognizer-frames-answered: 2" in output
 
@@ -269,14 +254,14 @@ def test_wanwu_serves_and_classifies(checkout: Path) -> None:
     assert model["name"] == "wanwu"
     # The classify line, against a server serving a model of that name.
     with ServerThread([colour_model("wanwu")]) as running:
-        output = run(classify, checkout, RECOGNIZER_SERVER=running.address)
+        output = run_script(classify, checkout, RECOGNIZER_SERVER=running.address)
     assert output.startswith("photo.jpg  (wanwu,") and output.count("\n") == 2 + 3
 
 
 def test_recognizer_bench_measures(default_server: ServerThread, checkout: Path) -> None:
     make_images, bench = commands("docs/operating.md", "Measuring it")
-    run(make_images, checkout)
+    run_script(make_images, checkout)
     assert len(list((checkout / "bench-images").glob("*.jpg"))) == 6
     # bench reads its server from --server alone.
-    output = run(f"{bench} --server {default_server.address}", checkout)
+    output = run_script(f"{bench} --server {default_server.address}", checkout)
     assert " OK, 0 errors" in output and "classifications/s" in output

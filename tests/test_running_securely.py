@@ -9,7 +9,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from fakes import colour_model
 from recognizer.cli.main import build_parser
 from recognizer.config.schema import SecuritySettings
 from recognizer.config.sources import load_config
-from support import PHOTOS, ServerThread, dev_tool
+from support import PHOTOS, ServerThread, dev_tool, run_script
 from videos import solid_video
 
 PAGE = "docs/security.md"
@@ -29,26 +28,11 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def bash(script: str, cwd: Path, **env: str) -> str:
-    """Run a script with grpcurl, `recognizer` and `python` from this checkout's .venv."""
-    tools = [os.path.dirname(dev_tool("grpcurl")), os.path.dirname(sys.executable)]
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env={**os.environ, "PATH": os.pathsep.join([*tools, os.environ["PATH"]]), **env},
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the page's certificates are made, with the files its commands name besides."""
     folder = tmp_path_factory.mktemp("secure")
-    bash(command_block(PAGE, "Certificates"), folder)
+    run_script(command_block(PAGE, "Certificates"), folder)
     shutil.copy(PHOTOS["hopper"], folder / "photo.jpg")
     (folder / "bench-images").mkdir()
     for name in ("hopper", "coffee"):
@@ -62,7 +46,7 @@ def test_the_tls_and_token_setup_works_as_written(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     *prepare, serve = command_block(PAGE, "TLS and tokens").strip().splitlines()
-    token = bash("\n".join([*prepare, 'echo "$TOKEN"']), folder).strip()
+    token = run_script("\n".join([*prepare, 'echo "$TOKEN"']), folder).strip()
     assert (folder / "tokens.txt").read_text(encoding="utf-8") == f"shop:{token}\n"
 
     # The serve line's flags, read as `recognizer serve` reads them; on loopback, not 0.0.0.0.
@@ -74,7 +58,9 @@ def test_the_tls_and_token_setup_works_as_written(
     with ServerThread([colour_model()], security=config.security) as running:
         port = running.server.grpc.port
         calls = command_block(PAGE, "TLS and tokens", 1)
-        output = bash(calls.replace("localhost:50051", f"localhost:{port}"), folder, TOKEN=token)
+        output = run_script(
+            calls.replace("localhost:50051", f"localhost:{port}"), folder, TOKEN=token
+        )
         listed, answer = output.split("{", 1)
         assert "recognizer.v1.Recognizer" in listed.split()
         assert json.loads("{" + answer)["labels"]
@@ -82,7 +68,7 @@ def test_the_tls_and_token_setup_works_as_written(
         # recognizer classify, stream and bench, and the example client, by the variables.
         clients = command_block(PAGE, "TLS and tokens", 3)
         assert clients.count("recognizer.internal:50051") == 4
-        output = bash(
+        output = run_script(
             clients.replace("recognizer.internal:50051", f"localhost:{port}"), folder, TOKEN=token
         )
     assert "photo.jpg  (colour" in output
@@ -104,7 +90,7 @@ def test_mtls_works_as_written(folder: Path) -> None:
         script = command_block(PAGE, "mTLS").replace("localhost:50051", address)
         assert "--cert shop.pem --key shop.key" in script
         # recognizer classify dials the default address: RECOGNIZER_SERVER says which.
-        output = bash(script, folder, TOKEN=token, RECOGNIZER_SERVER=address)
+        output = run_script(script, folder, TOKEN=token, RECOGNIZER_SERVER=address)
         # Without the client certificate the handshake is refused.
         anonymous = script.replace(" -cert shop.pem -key shop.key", "").splitlines()[0]
         refused = subprocess.run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from certificates import Pki
 from doc_blocks import command_block
 from fakes import colour_model, solid_png
 from recognizer.config.schema import SecuritySettings
-from support import ESPRESSO, ServerThread, dev_tool
+from support import ESPRESSO, ServerThread, dev_tool, run_script
 
 
 def grpcurl(server: ServerThread, *args: str, data: str | None = None) -> str:
@@ -68,23 +67,13 @@ def test_the_readme_commands_work(
     (tmp_path / "photo.jpg").write_bytes(photos["coffee"])
     block = command_block("README.md", "grpcurl")
     assert block.count("grpcurl -plaintext") == 5
-    script = block.replace("localhost:50051", default_server.address)
-    path = os.pathsep.join([os.path.dirname(dev_tool("grpcurl")), os.environ["PATH"]])
-    result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PATH": path},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "recognizer.v1.Recognizer" in result.stdout.split()
-    assert "message ClassifyRequest {" in result.stdout
+    output = run_script(block.replace("localhost:50051", default_server.address), tmp_path)
+    assert "recognizer.v1.Recognizer" in output.split()
+    assert "message ClassifyRequest {" in output
     answers, decoder = [], json.JSONDecoder()
-    at = result.stdout.index("\n{")  # the answers, after what list and describe print
-    while at < len(result.stdout.rstrip()):
-        answer, at = decoder.raw_decode(result.stdout, at + 1)
+    at = output.index("\n{")  # the answers, after what list and describe print
+    while at < len(output.rstrip()):
+        answer, at = decoder.raw_decode(output, at + 1)
         answers.append(answer)
     classified, listed, health = answers
     assert classified["labels"][0]["class_id"] == ESPRESSO and len(classified["labels"]) == 3

@@ -13,10 +13,11 @@ import grpc
 from recognizer.bench import BenchError
 from recognizer.bench.loadgen import CONNECT_TIMEOUT_S, MAX_DURATION_S, MAX_REQUESTS, Load
 from recognizer.bench.stats import render, summarize
-from recognizer.bench.workload import PRIORITIES, Workload, find_images
+from recognizer.bench.workload import Workload, find_images
 from recognizer.cli.arguments import MAX_TOP_K, add_server_argument, bounded, credentials
 from recognizer.client import Client, Credentials
 from recognizer.client.clients import DEFAULT_TARGET
+from recognizer.service.convert import PRIORITY_NAMES
 
 MAX_CONCURRENCY = 1024
 MAX_STREAMS = 1024
@@ -128,7 +129,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     priority = parser.add_argument_group("priority", "how soon the server runs each load's calls")
     priority.add_argument(
         "--priority",
-        choices=list(PRIORITIES),
+        choices=list(PRIORITY_NAMES),
         help="the requests' priority class (default: the server's, high for streams and"
         " normal for Classify)",
     )
@@ -140,7 +141,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     priority.add_argument(
         "--beside-priority",
-        choices=list(PRIORITIES),
+        choices=list(PRIORITY_NAMES),
         help="with --beside-concurrency: those callers' priority class",
     )
     parser.add_argument("--model", default="", help="model name (default: the server's)")

@@ -11,10 +11,10 @@ from recognizer.bench import BenchError
 from recognizer.client.payloads import raw_image
 from recognizer.client.sources import IMAGE_SUFFIXES
 from recognizer.errors import InvalidImageError
+from recognizer.service.convert import PRIORITY_NAMES
 from recognizer.v1 import recognizer_pb2 as pb
 
 _TAG_BYTES = 16  # a per-process nonce and a counter, for --unique
-PRIORITIES = {"low": pb.PRIORITY_LOW, "normal": pb.PRIORITY_NORMAL, "high": pb.PRIORITY_HIGH}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +41,7 @@ class Workload:
     def request(self, data: bytes) -> pb.ClassifyRequest:
         request = pb.ClassifyRequest(model=self.model, top_k=self.top_k)
         if self.priority:
-            request.priority = PRIORITIES[self.priority]
+            request.priority = PRIORITY_NAMES[self.priority]
         if self.raw:
             request.raw_image.CopyFrom(raw_rgb8(data))
         else:

@@ -20,12 +20,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from recognizer.errors import QUOTED_CHARS, InvalidRequestError, quoted
+from recognizer.service.convert import PRIORITY_NAMES
 from recognizer.v1 import recognizer_pb2 as pb
 
 TIMEOUT_HEADER = "X-Request-Timeout"
 OPTION_FIELDS = ("top_k", "min_score", "language", "model", "request_id", "priority")
 IMAGE_FIELD = "image"
-PRIORITIES = {"low": pb.PRIORITY_LOW, "normal": pb.PRIORITY_NORMAL, "high": pb.PRIORITY_HIGH}
 _UINT32_MAX = 2**32 - 1
 
 
@@ -72,7 +72,7 @@ def merge_options(
 
 def _priority(name: str, value: str) -> pb.Priority:
     """A priority class by its name: low, normal or high."""
-    priority = PRIORITIES.get(value.strip().lower())
+    priority = PRIORITY_NAMES.get(value.strip().lower())
     if priority is None:
         raise InvalidRequestError(
             f"{name} must be low, normal or high, not {quoted(value)}", field=name
