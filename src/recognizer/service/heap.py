@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
-TRIM_AFTER_ENDED = 256  # calls ended since their peak that make a trim worth its walk
+TRIM_AFTER_ENDED = 128  # calls ended since their peak that make a trim worth its walk
 LOOK_EVERY_S = 1.0
 
 
