@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from recognizer.logs import LogFormat
-from recognizer.security.origins import origin
+from recognizer.origins import origin
 
 MiB = 1 << 20
 GRPC_MESSAGE_LIMIT_MB = 2048  # gRPC's channel arguments are 32-bit integers (2 GiB - 1)
@@ -71,7 +71,7 @@ def default_model_cache_dir() -> Path:
 
 def _origins(value: object) -> object:
     """Origins from a comma-separated string (a flag, a variable) or a list (TOML), each
-    written one way (security/origins.py)."""
+    written one way (origins.py)."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
         return value  # pydantic says what is wrong

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recognizer.errors import quoted
 from recognizer.http.errors import failure
-from recognizer.security.origins import origin
+from recognizer.origins import origin
 
 FORBIDDEN = 403
 

@@ -6,7 +6,7 @@ import pytest
 
 from recognizer.config.sources import load_config
 from recognizer.errors import ConfigError
-from recognizer.security.origins import origin
+from recognizer.origins import origin
 
 
 @pytest.mark.parametrize(
