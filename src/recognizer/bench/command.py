@@ -17,7 +17,7 @@ from recognizer.bench.workload import Workload, find_images
 from recognizer.cli.arguments import MAX_TOP_K, add_server_argument, bounded, credentials
 from recognizer.client import Client, Credentials
 from recognizer.client.clients import DEFAULT_TARGET
-from recognizer.service.convert import PRIORITY_NAMES
+from recognizer.priorities import PRIORITY_NAMES
 
 MAX_CONCURRENCY = 1024
 MAX_STREAMS = 1024

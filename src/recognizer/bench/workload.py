@@ -11,7 +11,7 @@ from recognizer.bench import BenchError
 from recognizer.client.payloads import raw_image
 from recognizer.client.sources import IMAGE_SUFFIXES
 from recognizer.errors import InvalidImageError
-from recognizer.service.convert import PRIORITY_NAMES
+from recognizer.priorities import PRIORITY_NAMES
 from recognizer.v1 import recognizer_pb2 as pb
 
 _TAG_BYTES = 16  # a per-process nonce and a counter, for --unique

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from recognizer.errors import QUOTED_CHARS, InvalidRequestError, quoted
-from recognizer.service.convert import PRIORITY_NAMES
+from recognizer.priorities import PRIORITY_NAMES
 from recognizer.v1 import recognizer_pb2 as pb
 
 TIMEOUT_HEADER = "X-Request-Timeout"

@@ -6,8 +6,6 @@ cannot make the server repeat megabytes of its own text.
 
 from __future__ import annotations
 
-from typing import cast
-
 from recognizer.engine.stream import (
     Answered,
     Failed,
@@ -30,10 +28,6 @@ from recognizer.service.status import to_status
 from recognizer.v1 import recognizer_pb2 as pb
 
 MAX_REQUEST_ID_CHARS = 256
-# What the HTTP door and `recognizer bench` take for a priority: low, normal, high.
-PRIORITY_NAMES = {
-    p.name.lower(): cast("pb.Priority", pb.Priority.Value(f"PRIORITY_{p.name}")) for p in Priority
-}
 
 _POLICIES = {
     pb.STREAM_POLICY_UNSPECIFIED: StreamPolicy.EVERY_FRAME,
