@@ -3,7 +3,7 @@
 Thousands of calls held at once (health watches, idle streams) leave what gRPC and Python
 freed of them in glibc's heaps, which keep it for reuse: resident memory stayed at the
 burst's peak (4,096 watches: 232 MiB before, 354 MiB after, and still after 20 s).
-glibc's `malloc_trim` returns the free pages (to 277 MiB there). It is called, on a thread
+glibc's `malloc_trim` returns the free pages (to 275 MiB there). It is called, on a thread
 of its own as it walks the heaps under their locks, once the calls in progress have fallen
 by TRIM_AFTER_ENDED from their highest since the last trim. Where the C library is not
 glibc, nothing is trimmed.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 from collections.abc import Callable
 
@@ -24,10 +23,10 @@ LOOK_EVERY_S = 1.0
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where the C library has none."""
+    """glibc's malloc_trim, or None where the C library has none. Looked up among the
+    symbols the process has loaded: ctypes.util.find_library would run ldconfig at start-up."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]
