@@ -6,7 +6,9 @@ import asyncio
 import concurrent.futures
 import importlib.util
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -27,6 +29,7 @@ from recognizer.app import Service
 from recognizer.config.schema import EngineSettings, SecuritySettings, ServerSettings
 from recognizer.engine.engine import Engine, ServedModel
 from recognizer.security.policy import Security
+from recognizer.service.models import ModelManager
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
@@ -45,6 +48,8 @@ ESPRESSO, TRIPOD, MOPED, MILITARY_UNIFORM = 967, 872, 665, 652
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
+
+SERVING = re.compile(r"serving recognizer\.v1\.Recognizer on [\d.]+:(\d+)")
 
 
 def dev_tool(name: str) -> str:
@@ -128,7 +133,8 @@ class ServerThread:
 
     Keyword arguments are engine settings; `server` holds further ServerSettings
     (reflection=False, ...; no drain delay and port 0 unless given). `security` turns on
-    TLS and auth as `recognizer serve` would.
+    TLS and auth as `recognizer serve` would. `manager` builds the service's ModelManager
+    (the admin calls' loader) from its engine.
 
     Usage:
 
@@ -147,6 +153,7 @@ class ServerThread:
         max_message_mb: float = 32.0,
         security: SecuritySettings | None = None,
         server: Mapping[str, Any] | None = None,
+        manager: Callable[[Engine], ModelManager] | None = None,
         **engine: Any,
     ) -> None:
         self._loop = asyncio.new_event_loop()
@@ -165,6 +172,7 @@ class ServerThread:
             }
         )
         self._security = Security.from_settings(security or SecuritySettings())
+        self._manager = manager
         self.server: Service
 
     @property
@@ -203,7 +211,8 @@ class ServerThread:
                 access=self._security.access,
                 priority_ceiling=self._security.priority_ceiling,
             )
-            return Service(engine, self._server_settings, self._security)
+            models = self._manager(engine) if self._manager is not None else None
+            return Service(engine, self._server_settings, self._security, models=models)
 
         self.server = self.run(build())
         self.run(self.server.start())
@@ -215,3 +224,58 @@ class ServerThread:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+
+class ServeProcess:
+    """`python -m recognizer serve` on a free port; its log is collected as it runs.
+
+    Without a drain delay unless given (`--drain-delay`), so that SIGTERM stops it at once.
+    """
+
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, program: Sequence[str] = ()
+    ) -> None:
+        command = [*(program or [sys.executable, "-m", "recognizer", "serve"]), "--port", "0"]
+        self.process = subprocess.Popen(
+            [*command, *args],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RECOGNIZER_DRAIN_DELAY": "0", **(env or {})},
+        )
+        self.log: list[str] = []
+        self._port: int | None = None
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line)
+            if match := SERVING.search(line):
+                self._port = int(match.group(1))
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def address(self) -> str:
+        assert self._ready.wait(120) and self._port, "".join(self.log)
+        return f"127.0.0.1:{self._port}"
+
+    def stop(self) -> int:
+        """SIGTERM the server and wait for it; returns its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait()
+
+    def wait(self) -> int:
+        try:
+            status = self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError("the server did not exit:\n" + "".join(self.log[-40:])) from None
+        self._reader.join(timeout=10)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+        return status

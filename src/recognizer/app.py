@@ -9,21 +9,27 @@ import pickle
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recognizer import open_files
-from recognizer.config import Config
-from recognizer.config.schema import ServerSettings
+from recognizer.config import Config, ModelConfig
+from recognizer.config.schema import EngineSettings, ServerSettings
 from recognizer.engine.backends import resolve_device
 from recognizer.engine.backends.prepared import Preparation, load_backend, needs_preparation
 from recognizer.engine.engine import Engine, ServedModel
+from recognizer.logs import LogFormat
+from recognizer.models.repository import versions_of
 from recognizer.security.auth import Authenticator
 from recognizer.security.policy import Security
 from recognizer.security.tokens import CHECK_EVERY_S
 from recognizer.service.calls import CallShares
 from recognizer.service.heap import trim_after_bursts
 from recognizer.service.metrics import ServerMetrics
+from recognizer.service.models import ModelManager
 from recognizer.transport.server import RecognizerServer
 
 if TYPE_CHECKING:
@@ -46,40 +52,76 @@ def build_engine(config: Config, security: Security) -> Engine:
 
 
 def load_served_models(config: Config) -> list[ServedModel]:
-    """Each configured model, loaded and on the backend that will run it, default first.
+    """Each configured model's versions, loaded and on the backend that will run them,
+    default first.
 
     A model's own max_batch_size travels in its spec, and caps the engine's batch for it.
     """
-    settings = config.engine
-    device = resolve_device(settings.device)
-    job = Preparation(
-        models=config.models,
-        engine=settings,
-        device=device,
-        allow_code=config.security.allow_code_models,
-        log_level=config.log.log_level,
-        log_format=config.log.log_format,
-    )
-    prepare_in_child(job)
-    served = []
-    for model_config in config.models:
-        spec, backend = load_backend(
-            model_config, settings, allow_code=job.allow_code, device=device
+    loader = VersionLoader.of(config)
+    versions = [
+        (version, versioned)
+        for model_config in config.models
+        for version, versioned in versions_of(model_config).items()
+    ]
+    return loader.load_all(versions)
+
+
+@dataclass(frozen=True)
+class VersionLoader:
+    """Loads model versions onto the backend and device the engine settings choose: the
+    cache entries they lack made in a child process first (prepare_in_child). Blocking."""
+
+    engine: EngineSettings
+    allow_code: bool = False
+    log_level: str = "info"
+    log_format: LogFormat = "text"
+
+    @classmethod
+    def of(cls, config: Config) -> VersionLoader:
+        return cls(
+            config.engine,
+            allow_code=config.security.allow_code_models,
+            log_level=config.log.log_level,
+            log_format=config.log.log_format,
         )
-        logger.info(
-            "loaded %s (%s %s, %d classes, labels in %s, %s) on %s with %s in %s",
-            spec.name,
-            spec.source_format,
-            spec.architecture or "model",
-            spec.num_classes,
-            "/".join(spec.labels.languages),
-            spec.preprocessing,
-            backend.device,
-            backend.name,
-            backend.precision,
+
+    def __call__(self, model_config: ModelConfig, version: int) -> ServedModel:
+        """Load one version (service/models.py calls it on a thread)."""
+        (served,) = self.load_all([(version, model_config)])
+        return served
+
+    def load_all(self, versions: Sequence[tuple[int, ModelConfig]]) -> list[ServedModel]:
+        device = resolve_device(self.engine.device)
+        prepare_in_child(
+            Preparation(
+                models=tuple(model_config for _, model_config in versions),
+                engine=self.engine,
+                device=device,
+                allow_code=self.allow_code,
+                log_level=self.log_level,
+                log_format=self.log_format,
+            )
         )
-        served.append(ServedModel(spec, backend))
-    return served
+        served = []
+        for version, model_config in versions:
+            spec, backend = load_backend(
+                model_config, self.engine, allow_code=self.allow_code, device=device
+            )
+            logger.info(
+                "loaded %s version %d (%s %s, %d classes, labels in %s, %s) on %s with %s in %s",
+                spec.name,
+                version,
+                spec.source_format,
+                spec.architecture or "model",
+                spec.num_classes,
+                "/".join(spec.labels.languages),
+                spec.preprocessing,
+                backend.device,
+                backend.name,
+                backend.precision,
+            )
+            served.append(ServedModel(spec, backend, version))
+        return served
 
 
 def prepare_in_child(job: Preparation) -> None:
@@ -124,27 +166,42 @@ class Service:
     """
 
     def __init__(
-        self, engine: Engine, settings: ServerSettings, security: Security | None = None
+        self,
+        engine: Engine,
+        settings: ServerSettings,
+        security: Security | None = None,
+        *,
+        models: ModelManager | None = None,
     ) -> None:
         security = security or Security()
+        # Without the configuration's models, the admin calls load what their source names.
+        models = models or ModelManager(
+            engine, (), load=VersionLoader(engine.settings), timeout=settings.grace_period
+        )
         ports = 1 if settings.http_port is None else 2
         capped = open_files.connections_per_port(settings.max_connections, ports)
         settings = settings.model_copy(update={"max_connections": capped})
         self.engine = engine
+        self.models = models
         self.settings = settings
         self.security = security
         self.metrics = ServerMetrics(engine, tenants=security.authenticator is not None)
         self.metrics_port: int | None = None
         self.shares = CallShares(settings.max_concurrent_rpcs)
-        self.grpc = RecognizerServer(engine, settings, self.metrics, security, self.shares)
+        self.grpc = RecognizerServer(
+            engine, settings, self.metrics, security, self.shares, models=models
+        )
         self.http: HttpServer | None = None
         if settings.http_port is not None:
             # Imported only when asked for: with HTTP off, nothing of it is loaded.
             from recognizer.http.server import HttpServer
 
-            self.http = HttpServer(engine, settings, self.metrics, security, self.shares)
+            self.http = HttpServer(
+                engine, settings, self.metrics, security, self.shares, models=models
+            )
         self._revoking: asyncio.Task[None] | None = None
         self._trimming: asyncio.Task[None] | None = None
+        self._watching: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Warm the models up, then listen: each server reports ready once it listens."""
@@ -159,6 +216,8 @@ class Service:
         if self.security.authenticator is not None:
             self._revoking = asyncio.create_task(_end_revoked(self.security.authenticator))
         self._trimming = asyncio.create_task(trim_after_bursts(lambda: self.shares.total))
+        if self.settings.watch:
+            self._watching = asyncio.create_task(self.models.watch())
 
     async def stop(
         self, drain_delay: float | None = None, *, hurry: asyncio.Event | None = None
@@ -191,7 +250,7 @@ class Service:
         if self.http is not None:
             servers.append(self.http.stop(remaining))
         await asyncio.gather(*servers)
-        for task in (self._revoking, self._trimming):
+        for task in (self._revoking, self._trimming, self._watching):
             if task is not None:
                 task.cancel()
         await self.engine.close(max(deadline - loop.time(), CLOSE_AFTER_GRACE_S))
@@ -210,14 +269,22 @@ async def _end_revoked(authenticator: Authenticator) -> None:
             logger.exception("cannot check the open calls against the tokens file")
 
 
-async def serve(config: Config, security: Security) -> int:
+async def serve(
+    config: Config,
+    security: Security,
+    *,
+    read_models: Callable[[], Sequence[ModelConfig]] | None = None,
+    config_file: Path | None = None,
+) -> int:
     """Serve until signalled, then drain gracefully; returns the process's exit status.
 
     `security` is Security.from_settings(config.security), read before the models load.
     SIGTERM (an orchestrator stopping the replica) drains after --drain-delay, SIGINT
-    (Ctrl-C) at once, and a second signal cuts the delay short. If the watchdog finds
-    every model broken for --unhealthy-exit seconds, the server drains at once and
-    EXIT_UNHEALTHY is returned, so that a supervisor restarts the process.
+    (Ctrl-C) at once, and a second signal cuts the delay short. SIGHUP reloads the
+    models as `read_models` says them now (service/models.py), as --watch does when
+    `config_file` or a model's files change. If the watchdog finds every model broken
+    for --unhealthy-exit seconds, the server drains at once and EXIT_UNHEALTHY is
+    returned, so that a supervisor restarts the process.
     """
     loop = asyncio.get_running_loop()
     signals: list[signal.Signals] = []
@@ -229,8 +296,18 @@ async def serve(config: Config, security: Security) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    service = Service(build_engine(config, security), config.server, security)
+    engine = build_engine(config, security)
+    models = ModelManager(
+        engine,
+        config.models,
+        load=VersionLoader.of(config),
+        read_models=read_models,
+        config_file=config_file,
+        timeout=config.server.grace_period,
+    )
+    service = Service(engine, config.server, security, models=models)
     await service.start()
+    loop.add_signal_handler(signal.SIGHUP, models.reload_soon)
     waits = [asyncio.create_task(event.wait()) for event in (signalled, service.engine.hopeless)]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for wait in waits:

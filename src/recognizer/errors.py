@@ -162,6 +162,26 @@ class ModelUnavailableError(RecognizerError):
         super().__init__(f"model {model!r} is not serving: {why}; retry on another replica")
 
 
+class AdminRequiredError(RecognizerError):
+    """A model admin call from a caller without the admin right."""
+
+    reason = "ADMIN_REQUIRED"
+
+
+class ModelChangeError(RecognizerError):
+    """A model admin call that cannot be done as asked: a version that fails to load (what
+    served before still does; reason MODEL_LOAD_FAILED), or unloading the default model
+    (reason DEFAULT_MODEL)."""
+
+    reason = "MODEL_LOAD_FAILED"
+
+
+class NotEnoughMemoryError(RecognizerError):
+    """Loading a model version would take more memory than the process may still use."""
+
+    reason = "NOT_ENOUGH_MEMORY"
+
+
 class ShuttingDownError(RecognizerError):
     """The server is draining and accepts no new work."""
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -29,68 +29,12 @@ from recognizer.cli.main import build_parser
 from recognizer.client import Client, error_status
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
-from support import PHOTOS
+from support import PHOTOS, ServeProcess
 from videos import write_video
 
 ROOT = Path(__file__).parents[2]
 FAKE = [sys.executable, str(ROOT / "tests" / "serve_fake.py")]
-SERVING = re.compile(r"serving recognizer\.v1\.Recognizer on [\d.]+:(\d+)")
 HTTP_SERVING = re.compile(r"serving HTTP on (http://[\d.]+:\d+)/")
-
-
-class ServeProcess:
-    """`python -m recognizer serve` on a free port; its log is collected as it runs.
-
-    Without a drain delay unless given (`--drain-delay`), so that SIGTERM stops it at once.
-    """
-
-    def __init__(
-        self, *args: str, env: dict[str, str] | None = None, program: Sequence[str] = ()
-    ) -> None:
-        command = [*(program or [sys.executable, "-m", "recognizer", "serve"]), "--port", "0"]
-        self.process = subprocess.Popen(
-            [*command, *args],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "RECOGNIZER_DRAIN_DELAY": "0", **(env or {})},
-        )
-        self.log: list[str] = []
-        self._port: int | None = None
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-
-    def _read_log(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.log.append(line)
-            if match := SERVING.search(line):
-                self._port = int(match.group(1))
-                self._ready.set()
-        self._ready.set()
-
-    @property
-    def address(self) -> str:
-        assert self._ready.wait(120) and self._port, "".join(self.log)
-        return f"127.0.0.1:{self._port}"
-
-    def stop(self) -> int:
-        """SIGTERM the server and wait for it; returns its exit status."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.wait()
-
-    def wait(self) -> int:
-        try:
-            status = self.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError("the server did not exit:\n" + "".join(self.log[-40:])) from None
-        self._reader.join(timeout=10)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
-        return status
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_every_setting_has_a_flag_a_variable_and_help() -> None:
             (),
             {},
             "prot = 1",
-            "unknown setting 'prot'; the settings are access_log, access_log_sample, allow_",
+            "unknown setting 'prot'; the settings are access_log, access_log_sample, admin, allow_",
         ),
         ((), {}, "port = true", "recognizer.toml: port: expected a number or text, not true"),
         (

@@ -74,7 +74,8 @@ async def test_a_hung_call_answers_its_callers_and_stalls_the_model_until_it_ret
         await watched.classify()
     assert time.monotonic() - started < 5
     await watched.until(lambda: not serving(watched))
-    assert watched.changes == [("colours", Health.STALLED)]
+    # The version's health, then its model's (its only version).
+    assert watched.changes == [("colours:1", Health.STALLED), ("colours", Health.STALLED)]
     refused_at = time.monotonic()
     with pytest.raises(ModelUnavailableError, match="does not return"):
         await watched.classify()
@@ -96,7 +97,7 @@ async def test_a_model_failing_every_call_is_not_serving_until_a_probe_works(
         with pytest.raises(RuntimeError):
             await watched.classify()
     await watched.until(lambda: not serving(watched))
-    assert watched.changes == [("colours", Health.FAILING)]
+    assert watched.changes == [("colours:1", Health.FAILING), ("colours", Health.FAILING)]
     with pytest.raises(ModelUnavailableError, match="fail"):
         await watched.classify()
     backend.mode = "ok"  # the fault clears: the next probe finds it so

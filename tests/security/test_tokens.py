@@ -56,7 +56,9 @@ def test_a_line_may_lower_its_tenants_priority() -> None:
         ('shop:has"quote"0123456789', "line 2: a token is letters, digits and -._~+/"),
         (f"vision:{SHOP}", "line 2: this token is already given to tenant 'shop'"),
         (f"shop:{VISION} wanwu", "line 2: tenant 'shop' is given other models"),
-        (f"shop:{VISION} priority=low", "line 2: tenant 'shop' is given other models or another"),
+        (f"shop:{VISION} priority=low", "line 2: tenant 'shop' is given other models, another"),
+        (f"shop:{VISION} admin=yes", "line 2: tenant 'shop' is given other models, another"),
+        (f"vision:{VISION} admin=maybe", "line 2: 'admin=maybe' is not a setting"),
         (f"vision:{VISION} priority=urgent", "line 2: 'priority=urgent' is not a setting"),
         (f"vision:{VISION} colour=red", "line 2: 'colour=red' is not a setting"),
     ],
@@ -92,6 +94,12 @@ def test_the_file_is_re_read_when_it_changes(
     os.replace(replacement, path)  # as editors and Kubernetes do: a new file in its place
     clock[0] = 3.0
     assert set(tokens.current().tenants) == {"shop", "vision"}
+
+
+def test_a_line_may_give_its_tenant_the_admin_right() -> None:
+    tokens = parse_tokens(f"deploy:{SHOP}  admin=yes\nshop:{VISION} admin=no\n", "tokens.txt")
+    assert tokens.tenants["deploy"].admin
+    assert not tokens.tenants["shop"].admin
 
 
 def test_an_unreadable_file_stops_start_up(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The `recognizer` command: `serve` models; `classify`, `stream`, `bench` or `health` a server."""
+"""The `recognizer` command: `serve` models; `classify`, `stream`, `bench`, `health` or
+manage the `models` of a server."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 from collections.abc import Callable, Sequence
 
 from recognizer.bench.command import add_parser as add_bench_parser
-from recognizer.cli import classify, health, serve, stream
+from recognizer.cli import classify, health, models, serve, stream
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,4 +25,5 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_parser(commands)
     add_bench_parser(commands)
     health.add_parser(commands)
+    models.add_parser(commands)
     return parser

@@ -1,4 +1,5 @@
-"""`recognizer serve`: load the models and serve them until SIGTERM or SIGINT.
+"""`recognizer serve`: load the models and serve them until SIGTERM or SIGINT; SIGHUP
+reloads the models the configuration names.
 
 Exit status: 0 after a clean drain; 2 when the configuration is wrong (a bad flag,
 variable or config file value, named in the message); 1 when a valid configuration
@@ -14,11 +15,12 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 import uvloop
 
 from recognizer import tracing
-from recognizer.config.sources import add_serve_arguments, load_config
+from recognizer.config.sources import add_serve_arguments, env, load_config
 from recognizer.errors import ConfigError, StartupError
 from recognizer.logs import configure_logging
 from recognizer.security.policy import Security
@@ -45,9 +47,19 @@ def run(args: argparse.Namespace) -> int:
         # Imported here so that only `serve` pays for importing torch.
         from recognizer.app import serve
 
+        flags, environ = vars(args), dict(os.environ)
+        config_file = flags.get("config") or environ.get(env("config"))
         # uvloop: the event loop costs about a quarter less CPU per request (BENCHMARKS.md).
         try:
-            status = uvloop.run(serve(config, security))
+            status = uvloop.run(
+                serve(
+                    config,
+                    security,
+                    # SIGHUP and --watch: the flags, variables and config file read again.
+                    read_models=lambda: load_config(flags, environ).models,
+                    config_file=Path(config_file) if config_file else None,
+                )
+            )
         finally:
             tracing.shutdown()  # the spans still held are exported before the exit
     except ConfigError as error:

@@ -104,6 +104,7 @@ def classify_request(
     language: str = "",
     model: str = "",
     request_id: str = "",
+    model_version: int = 0,
 ) -> pb.ClassifyRequest:
     """Build a ClassifyRequest; `image` is encoded bytes or the path of an image file."""
     data = image if isinstance(image, bytes) else Path(image).read_bytes()
@@ -114,6 +115,7 @@ def classify_request(
         language=language,
         model=model,
         request_id=request_id,
+        model_version=model_version,
     )
 
 
@@ -147,6 +149,7 @@ class Client:
         self.timeout = timeout
         self._channel = open_channel(target, credentials, options=channel_options(timeout))
         self._stub = pb_grpc.RecognizerStub(self._channel)
+        self._admin = pb_grpc.ModelAdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def classify(
@@ -158,6 +161,7 @@ class Client:
         language: str = "",
         model: str = "",
         request_id: str = "",
+        model_version: int = 0,
     ) -> pb.ClassifyResponse:
         """Classify one image (encoded bytes or a file path); options as in ClassifyRequest."""
         request = classify_request(
@@ -167,6 +171,7 @@ class Client:
             language=language,
             model=model,
             request_id=request_id,
+            model_version=model_version,
         )
         response: pb.ClassifyResponse = self._stub.Classify(request, timeout=self.timeout)
         return response
@@ -183,6 +188,28 @@ class Client:
     def list_models(self) -> pb.ListModelsResponse:
         response: pb.ListModelsResponse = self._stub.ListModels(
             pb.ListModelsRequest(), timeout=self.timeout
+        )
+        return response
+
+    def load_model(self, name: str, source: str = "") -> pb.LoadModelResponse:
+        """Load or reload a model (the admin right): as `source` (--model flag text) gives
+        it, else as the server's config file says now."""
+        response: pb.LoadModelResponse = self._admin.LoadModel(
+            pb.LoadModelRequest(name=name, source=source), timeout=self.timeout
+        )
+        return response
+
+    def unload_model(self, name: str, version: int = 0) -> pb.UnloadModelResponse:
+        """Stop serving a model, or one version of it (the admin right)."""
+        response: pb.UnloadModelResponse = self._admin.UnloadModel(
+            pb.UnloadModelRequest(name=name, version=version), timeout=self.timeout
+        )
+        return response
+
+    def reload_config(self) -> pb.ReloadConfigResponse:
+        """Have the server read its config file again and apply it (the admin right)."""
+        response: pb.ReloadConfigResponse = self._admin.ReloadConfig(
+            pb.ReloadConfigRequest(), timeout=self.timeout
         )
         return response
 

@@ -2,9 +2,11 @@
 
 Both spell the same keys, declared once as the fields of ModelConfig:
 
-    path            the model: a file, a directory or the name of a built-in model (required)
+    path            the model: a file, a directory, the name of a built-in model, or a hub
+                    id, modelscope:OWNER/NAME or hf-hub:OWNER/NAME, with an optional
+                    @REVISION (models/hubs.py) (required)
     name            the name requests use (default: the file or directory name, without
-                    the suffix)
+                    the suffix; a hub id's NAME)
     format          auto (default), builtin, modelscope, torchscript, state_dict or onnx;
                     TorchScript is code and loads only when named (or --allow-code-models)
     sha256          the file's SHA-256 (a ModelScope directory: its pytorch_model.pt's),
@@ -15,6 +17,11 @@ Both spell the same keys, declared once as the fields of ModelConfig:
     resize, crop, interpolation, mean, std, channel_order    preprocessing overrides
     activation      softmax (single-label) or sigmoid (multi-label)
     max_batch_size  the largest batch this model is given
+    version         the version this file is (a whole number from 1; default: counted
+                    up from 1 at each reload)
+    versions        a model repository's version policy: latest (the default), latest:N,
+                    all, or the versions to serve (1:3); a repository is a directory of
+                    numbered version directories, <path>/<version>/<the model's file>
 
 A flag is `SOURCE`, `NAME=SOURCE` or `key=value,key=value,...`, where list values are
 colon-separated (mean=0.485:0.456:0.406). A TOML [[models]] table uses TOML values, and
@@ -28,6 +35,7 @@ max_batch_size). Values given with the model win over the sidecar's.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -108,12 +116,17 @@ class ModelConfig(BaseModel):
     channel_order: Annotated[ChannelOrder | None, _case("upper")] = None
     activation: Annotated[Activation | None, _case("lower")] = None
     max_batch_size: int | None = Field(None, ge=1, description="this model's largest batch")
+    version: int | None = Field(None, ge=1, description="the version this file is")
+    versions: Text | None = Field(None, description="a model repository's version policy")
 
     @model_validator(mode="before")
     @classmethod
     def _named_after_its_file(cls, data: Any) -> Any:
         if isinstance(data, dict) and not data.get("name") and isinstance(data.get("path"), str):
-            location = Path(data.get("base_dir", Path())) / Path(data["path"].strip()).expanduser()
+            path = data["path"].strip()
+            if is_hub_id(path):
+                return {**data, "name": path.split("@")[0].split("/")[-1]}
+            location = Path(data.get("base_dir", Path())) / Path(path).expanduser()
             data = {**data, "name": location.name if location.is_dir() else location.stem}
         return data
 
@@ -123,6 +136,15 @@ class ModelConfig(BaseModel):
         if any(char.isspace() for char in name):
             raise ValueError(f"model name {name!r} has spaces; name the model with name=NAME")
         return name
+
+    @field_validator("versions")
+    @classmethod
+    def _version_policy(cls, policy: str | None) -> str | None:
+        if policy is None or VERSION_POLICY.fullmatch(policy.strip().lower()):
+            return policy if policy is None else policy.strip().lower()
+        raise ValueError(
+            f"versions is latest, latest:N, all or the versions to serve (1:3), not {policy!r}"
+        )
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -140,8 +162,13 @@ class ModelConfig(BaseModel):
 
     @property
     def location(self) -> Path:
-        """Where the model's file or directory is."""
+        """Where the model's file or directory is (a hub id is first resolved to one)."""
         return self.base_dir / Path(self.path).expanduser()
+
+    @property
+    def hub_id(self) -> bool:
+        """Whether `path` names a model by its hub id rather than by a file."""
+        return is_hub_id(self.path)
 
     @classmethod
     def from_keys(
@@ -222,6 +249,8 @@ class ModelConfig(BaseModel):
         )
 
 
+HUB_PREFIXES = ("modelscope:", "hf-hub:")
+VERSION_POLICY = re.compile(r"latest(:[1-9][0-9]*)?|all|[1-9][0-9]*(:[1-9][0-9]*)*")
 PREPROCESSING_KEYS = ("resize", "crop", "interpolation", "mean", "std", "channel_order")
 KEYS = tuple(name for name in ModelConfig.model_fields if name != "base_dir")
 SIDECAR_KEYS = (
@@ -232,6 +261,11 @@ SIDECAR_KEYS = (
     "activation",
     "max_batch_size",
 )
+
+
+def is_hub_id(path: str) -> bool:
+    """Whether a model's path is a hub id (`modelscope:...`, `hf-hub:...`)."""
+    return path.startswith(HUB_PREFIXES)
 
 
 def parse_model_flag(text: str) -> ModelConfig:

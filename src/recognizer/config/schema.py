@@ -128,6 +128,11 @@ class ServerSettings(Settings):
     reflection: bool = setting(
         True, "serve gRPC reflection, so grpcurl needs no proto files (off: not served)"
     )
+    watch: bool = setting(
+        False,
+        "reload the config file's models when the file, or a served model's files, change"
+        " (looked at once a second; SIGHUP reloads without it)",
+    )
     access_log: bool = setting(
         False, "log a line for each call, on both ports, when it ends (logger recognizer.access)"
     )
@@ -280,6 +285,11 @@ class SecuritySettings(Settings):
         True, "with auth on, health checks need no token (Kubernetes probes send none)"
     )
     public_reflection: bool = setting(False, "with auth on, reflection needs no token")
+    admin: bool = setting(
+        False,
+        "with auth off: allow the model admin calls (load, unload, reload) from loopback;"
+        " with auth on, tenants with admin=yes in the tokens file may make them",
+    )
     allow_code_models: bool = setting(
         False,
         "load TorchScript files (code, run when loaded) even where format=torchscript is not named",

@@ -1,9 +1,11 @@
 """The engine: the one entry point the transport calls to classify an image.
 
-It holds what every request shares (the served models, the preprocess pool, the result
-cache and the pool that looks images up in it, the decoding memory budget, the callers'
-rate limits, the count of work in flight), runs the watchdog that judges each model's
-health, and decides when the server may stop. The path of one request through it is in lifecycle.py.
+It holds what every request shares (the registry of served models and their versions,
+the preprocess pool, the result cache and the pool that looks images up in it, the
+decoding memory budget, the callers' rate limits, the count of work in flight), runs the
+watchdog that judges each model's health, and decides when the server may stop. Versions
+come and go while it serves (`add`, `retire`): what loads them is the service's
+(service/models.py). The path of one request through it is in lifecycle.py.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import ResultCache
 from recognizer.engine.pools import PriorityThreads
 from recognizer.engine.ratelimit import RateLimiter
+from recognizer.engine.registry import ModelRegistry, ModelVersion, VersionState
 from recognizer.engine.runner import ModelRunner
 from recognizer.engine.types import Classification, Health, ModelStatus, Options, Priority
 from recognizer.engine.watchdog import Watchdog
@@ -39,6 +42,7 @@ from recognizer.models.raw import RawFrame
 from recognizer.models.spec import ModelSpec
 
 DEFAULT_LANGUAGE = "zh"
+RETIRE_POLL_S = 0.02  # how often a retiring version's unanswered calls are counted
 DRAIN_QUIET_S = 0.3
 DRAIN_QUIET_MAX_S = 2.0
 CLOSE_TIMEOUT_S = 10.0
@@ -56,10 +60,16 @@ Authenticator.priority_ceiling is one. With none, every caller may take every cl
 
 @dataclass(frozen=True, slots=True)
 class ServedModel:
-    """A model as the engine serves it: its spec and the backend that runs it."""
+    """A model version as the engine serves it: its spec and the backend that runs it."""
 
     spec: ModelSpec
     backend: Backend
+    version: int = 1
+
+
+def health_name(name: str, version: int) -> str:
+    """The health service name of one model version: NAME:VERSION."""
+    return f"{name}:{version}"
 
 
 class Engine:
@@ -87,16 +97,17 @@ class Engine:
     ) -> None:
         if not models:
             raise ValueError("the engine needs at least one model")
+        if len({(model.spec.name, model.version) for model in models}) != len(models):
+            raise ValueError("model names and versions must be unique")
         self.settings = settings
         self._access = access
         self._priority_ceiling = priority_ceiling
-        self._runners = {
-            model.spec.name: ModelRunner(model.spec, model.backend, settings) for model in models
-        }
-        if len(self._runners) != len(models):
-            raise ValueError("model names must be unique")
-        self._languages = {lang for model in models for lang in model.spec.labels.languages}
-        self._default_model = models[0].spec.name
+        self.models = ModelRegistry()
+        for model in models:  # warmed by start(), before any request can come
+            runner = ModelRunner(model.spec, model.backend, settings, version=model.version)
+            self.models.put(
+                ModelVersion(model.spec.name, model.version, VersionState.READY, runner)
+            )
         self._in_progress = [0] * (max(Priority) + 1)  # admitted requests, by class
         self.preprocess_pool = PriorityThreads(
             sizing.preprocess_threads(settings), name="preprocess", held=self._higher_at_work
@@ -121,9 +132,9 @@ class Engine:
         self.hopeless = asyncio.Event()
         self._health_callbacks: list[HealthCallback] = []
         self._watchdog = Watchdog(
-            list(self._runners.values()),
+            self.models.runners,
             settings,
-            on_change=self._health_changed,
+            on_change=self._runner_health_changed,
             on_hopeless=self.hopeless.set,
         )
         self._watching: asyncio.Task[None] | None = None
@@ -139,8 +150,17 @@ class Engine:
         self._refused = asyncio.Event()
 
     def describe(self) -> tuple[ModelStatus, ...]:
-        """The served models as they run (batch sizes are set by start()), default first."""
-        return tuple(runner.status() for runner in self._runners.values())
+        """The served models as they run, default first: for each, the version requests
+        that name none go to (batch sizes are set when it is warmed)."""
+        return tuple(self.models.runner(name).status() for name in self.models.names())
+
+    def versions(self) -> list[tuple[ModelVersion, ModelStatus | None]]:
+        """Every version of every model with its state, and how it runs when it has a
+        runner: default model first, newest version first."""
+        return [
+            (entry, entry.runner.status() if entry.runner is not None else None)
+            for entry in self.models.entries()
+        ]
 
     @property
     def draining(self) -> bool:
@@ -151,9 +171,11 @@ class Engine:
         draining, or the watchdog finds every model broken."""
         if self._leaving or self._draining:
             return ShuttingDownError()
-        if all(not runner.health.serving for runner in self._runners.values()):
-            runner = self._runners[self._default_model]
-            return ModelUnavailableError(runner.spec.name, runner.health.value)
+        if not any(self.models.serving(name) for name in self.models.names()):
+            default = self.models.default
+            ready = self.models.ready(default)
+            why = ready[0].runner.health.value if ready and ready[0].runner else "not loaded"
+            return ModelUnavailableError(default, why)
         return None
 
     def announce_drain(self) -> None:
@@ -170,19 +192,87 @@ class Engine:
 
     async def start(self) -> None:
         """Warm every model up off the event loop, then start its dispatcher and the watchdog."""
-        loop = asyncio.get_running_loop()
-        for runner in self._runners.values():
-            await loop.run_in_executor(self.preprocess_pool, runner.warm_up)
-            runner.start(self.cache)
+        for runner in list(self.models.runners()):
+            await self._warm_and_start(runner)
         self._watching = asyncio.create_task(self._watchdog.run(), name="watchdog")
 
+    async def _warm_and_start(self, runner: ModelRunner) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.preprocess_pool, runner.warm_up)
+        runner.start(self.cache)
+
+    def loading(self, name: str, version: int) -> None:
+        """Record that a version is being loaded (ListModels shows it; it takes no traffic)."""
+        if self.models.get(name, version) is None:
+            self.models.put(ModelVersion(name, version, VersionState.LOADING))
+
+    async def failed(self, name: str, version: int, reason: str) -> None:
+        """Record that a version failed to load, and why. What served before still does: a
+        version that was READY under the same number stays so."""
+        entry = self.models.get(name, version)
+        if entry is not None and entry.state is VersionState.READY:
+            return
+        self.models.put(ModelVersion(name, version, VersionState.FAILED, reason=reason))
+        await self._health_changed(health_name(name, version), Health.UNLOADED)
+
+    async def add(self, model: ServedModel, timeout: float) -> None:
+        """Warm a loaded version up and start it; once ready it takes the requests that name
+        its model and no version. A version READY under the same number is replaced: it
+        answers what it accepted (`timeout` seconds at most), then stops."""
+        name, version = model.spec.name, model.version
+        runner = ModelRunner(model.spec, model.backend, self.settings, version=version)
+        previous = self.models.get(name, version)
+        self.loading(name, version)
+        try:
+            await self._warm_and_start(runner)
+        except BaseException:
+            await asyncio.get_running_loop().run_in_executor(None, runner.stop, 0.0)
+            raise
+        self.models.put(ModelVersion(name, version, VersionState.READY, runner))
+        await self._health_changed(health_name(name, version), Health.SERVING)
+        await self._health_changed(name, Health.SERVING)
+        if previous is not None and previous.runner is not None:
+            await self._finish(previous.runner, timeout)
+
+    async def retire(self, name: str, version: int, timeout: float) -> None:
+        """Take a version out of service: it takes no new requests at once, answers those
+        it accepted (`timeout` seconds at most, then refuses them), then stops and is
+        forgotten, its memory with it."""
+        entry = self.models.get(name, version)
+        if entry is None:
+            return
+        self.models.put(ModelVersion(name, version, VersionState.UNLOADING, entry.runner))
+        await self._health_changed(health_name(name, version), Health.UNLOADED)
+        if not self.models.serving(name):
+            await self._health_changed(name, Health.UNLOADED)
+        if entry.runner is not None:
+            await self._finish(entry.runner, timeout)
+        self.models.drop(name, version)
+
+    async def _finish(self, runner: ModelRunner, timeout: float) -> None:
+        """Wait for a runner out of service to answer what it accepted, then stop it."""
+        deadline = time.monotonic() + timeout
+        # Polled: the count changes wherever a request ends, and this runs once a change.
+        while runner.pending and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(RETIRE_POLL_S)
+        if runner.pending:
+            runner.shares.fail_all(ShuttingDownError)
+        remaining = max(deadline - time.monotonic(), 0.0)
+        await asyncio.get_running_loop().run_in_executor(None, runner.stop, remaining)
+
     def on_health_change(self, callback: HealthCallback) -> None:
-        """Have `callback(model, health)` awaited whenever the watchdog's verdict changes."""
+        """Have `callback(name, health)` awaited whenever a model's or a version's health
+        changes: the watchdog's verdict, a version ready or retired. `name` is a model's
+        name or a version's health_name."""
         self._health_callbacks.append(callback)
 
-    async def _health_changed(self, model: str, health: Health) -> None:
+    async def _runner_health_changed(self, runner: ModelRunner, health: Health) -> None:
+        name = runner.spec.name
+        await self._health_changed(health_name(name, runner.version), health)
+        await self._health_changed(name, Health.SERVING if self.models.serving(name) else health)
+
+    async def _health_changed(self, name: str, health: Health) -> None:
         for callback in self._health_callbacks:
-            await callback(model, health)
+            await callback(name, health)
 
     async def classify(
         self,
@@ -290,33 +380,33 @@ class Engine:
         deadline = time.monotonic() + timeout
         self.drain()
         if not await _wait(self._no_requests, timeout):
-            for runner in self._runners.values():
+            for runner in self.models.runners():
                 runner.shares.fail_all(ShuttingDownError)
             await self._no_requests.wait()  # the failed requests' callers now return
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.lookup_pool.shutdown)  # it feeds the next
         await loop.run_in_executor(None, self.preprocess_pool.shutdown)
-        for runner in self._runners.values():
+        for runner in list(self.models.runners()):
             remaining = max(deadline - time.monotonic(), 0.0)
             await loop.run_in_executor(None, runner.stop, remaining)
         if self._watching is not None:
             self._watching.cancel()
 
-    def runner(self, name: str) -> ModelRunner:
-        """The runner of a served model; "" is the default model."""
-        runner = self._runners.get(name or self._default_model)
-        if runner is None:
-            raise ModelNotFoundError(name, list(self._runners))
-        return runner
+    def runner(self, name: str, version: int = 0) -> ModelRunner:
+        """The runner of a served model's version; "" is the default model, 0 its newest
+        ready version."""
+        return self.models.runner(name, version)
 
-    def runner_for(self, name: str, tenant: str) -> ModelRunner:
-        """The runner a tenant's request names ("" is the default model), if it may use it.
+    def runner_for(self, name: str, tenant: str, version: int = 0) -> ModelRunner:
+        """The runner a tenant's request names ("" is the default model, 0 its newest ready
+        version), if it may use it.
 
         Errors list only the models the tenant may use, so none learns of the others.
         """
-        runner = self._runners.get(name or self._default_model)
-        if runner is None:
-            raise ModelNotFoundError(name, self.models_for(tenant))
+        try:
+            runner = self.models.runner(name, version)
+        except ModelNotFoundError as error:
+            raise ModelNotFoundError(error.name, self.models_for(tenant)) from None
         if not self.may_use(tenant, runner.spec.name):
             raise PermissionDeniedError(tenant, runner.spec.name, self.models_for(tenant))
         return runner
@@ -330,15 +420,20 @@ class Engine:
 
     def models_for(self, tenant: str) -> list[str]:
         """The served models a tenant may use, default first."""
-        return [name for name in self._runners if self.may_use(tenant, name)]
+        return [name for name in self.models.names() if self.may_use(tenant, name)]
 
     def language(self, tag: str) -> str:
         """The language asked for; no tag means DEFAULT_LANGUAGE, or a model's fallback."""
         if not tag:
             return DEFAULT_LANGUAGE
         language = normalize_language(tag)
-        if language not in self._languages:
-            supported = ", ".join(sorted(self._languages))
+        languages = {
+            language
+            for runner in self.models.runners()
+            for language in runner.spec.labels.languages
+        }
+        if language not in languages:
+            supported = ", ".join(sorted(languages))
             raise InvalidRequestError(
                 f"language {quoted(tag)} is not supported; use one of: {supported}",
                 field="language",

@@ -248,7 +248,7 @@ async def classify(
         trace.begin("admit")
     # validate
     engine.refuse_if_draining()
-    runner = engine.runner_for(options.model, tenant)
+    runner = engine.runner_for(options.model, tenant, options.model_version)
     runner.refuse_if_unavailable()
     language = runner.spec.labels.resolve(engine.language(options.language))
     if not 0.0 <= options.min_score <= 1.0:  # also refuses NaN
@@ -308,7 +308,7 @@ def look_up(job: Job, cache: ResultCache, engine: Engine) -> None:
         return
     job.stage("hash")
     try:
-        job.cache_key = cache_key(job.tenant, job.runner.spec.name, job.image)
+        job.cache_key = cache_key(job.tenant, job.runner.cached_as, job.image)
         cached = cache.get(job.cache_key, job.ranked)
         if job.trace is not None:
             job.trace.set({"recognizer.cache": "miss" if cached is None else "hit"})
@@ -541,7 +541,12 @@ def name(job: Job, top: TopClasses, timing: Timing) -> Classification:
         scores = np.zeros(spec.num_classes, dtype=np.float32)
         scores[top.class_ids] = top.scores
     return Classification(
-        model=spec.name, language=job.language, labels=labels, timing=timing, scores=scores
+        model=spec.name,
+        language=job.language,
+        labels=labels,
+        timing=timing,
+        scores=scores,
+        model_version=job.runner.version,
     )
 
 

@@ -66,8 +66,11 @@ class ModelRunner:
     free ones.
     """
 
-    def __init__(self, spec: ModelSpec, backend: Backend, settings: EngineSettings) -> None:
+    def __init__(
+        self, spec: ModelSpec, backend: Backend, settings: EngineSettings, *, version: int = 1
+    ) -> None:
         self.spec = spec
+        self.version = version
         self.backend = backend
         self.settings = settings
         self.decoder: DecodesOnDevice | None = None
@@ -102,6 +105,12 @@ class ModelRunner:
         self._inference_s = 0.0
 
     @property
+    def cached_as(self) -> str:
+        """The model in this version's cache keys: a new version never answers from an
+        older one's entries."""
+        return f"{self.spec.name}:{self.version}"
+
+    @property
     def pending(self) -> int:
         """Requests accepted and not yet answered."""
         return self.shares.total
@@ -115,6 +124,7 @@ class ModelRunner:
             batch_sizes, inference_s = dict(self._batch_sizes), self._inference_s
         return ModelStatus(
             spec=self.spec,
+            version=self.version,
             backend=self.backend.name,
             device=self.backend.device,
             precision=self.backend.precision,

@@ -72,6 +72,20 @@ class Cgroup:
                     limits.append(int(value))
         return min(limits, default=None)
 
+    def memory_headroom(self) -> int | None:
+        """Bytes the cgroup may still take before its tightest limit, if limited."""
+        headrooms = []
+        for directory in self._dirs("memory"):
+            for limit_name, usage_name in (
+                ("memory.max", "memory.current"),
+                ("memory.limit_in_bytes", "memory.usage_in_bytes"),
+            ):
+                limit, usage = _read(directory / limit_name), _read(directory / usage_name)
+                if limit is None or usage is None or limit == "max" or int(limit) >= _UNLIMITED:
+                    continue
+                headrooms.append(int(limit) - int(usage))
+        return min(headrooms, default=None)
+
     def _dirs(self, controller: str) -> list[Path]:
         """The directories of the process's cgroup and its ancestors that exist."""
         found: list[Path] = []
@@ -104,6 +118,23 @@ def memory_limit(cgroup: Cgroup | None = None) -> int:
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     limit = (cgroup or Cgroup.of_this_process()).memory_limit()
     return physical if limit is None else min(limit, physical)
+
+
+def memory_available(cgroup: Cgroup | None = None) -> int:
+    """Bytes this process may still take: its cgroup's headroom, and the machine's
+    MemAvailable, whichever is less."""
+    available = [_meminfo_available()]
+    headroom = (cgroup or Cgroup.of_this_process()).memory_headroom()
+    if headroom is not None:
+        available.append(headroom)
+    return max(min(available), 0)
+
+
+def _meminfo_available() -> int:
+    for line in (_read(Path("/proc/meminfo")) or "").splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return memory_limit()
 
 
 def worker_threads(asked: int | None, device: str) -> int:

@@ -39,6 +39,7 @@ class Options:
     language: str = ""
     scores: bool = False
     priority: Priority | None = None
+    model_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class Classification:
     labels: tuple[Label, ...]
     timing: Timing
     scores: np.ndarray | None = None
+    model_version: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +140,7 @@ class ModelStatus:
     device: str
     precision: str
     max_batch_size: int
+    version: int = 1
     quantization_check: QuantizationCheck | None = None
     pending: int = 0
     serving: bool = True
@@ -151,6 +154,7 @@ class Health(enum.Enum):
     SERVING = "serving"
     STALLED = "every worker is in a model call that does not return"
     FAILING = "its calls fail, and so does a blank image"
+    UNLOADED = "no version of it is loaded"
 
     @property
     def serving(self) -> bool:

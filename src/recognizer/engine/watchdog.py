@@ -14,7 +14,8 @@ It looks at every model a few times a second, on the event loop:
 - When every model has been NOT_SERVING for `unhealthy_exit` seconds, `on_hopeless` is
   called once: the process should exit non-zero so that its supervisor restarts it.
 
-Changes of a model's health go to `on_change`, which the server turns into health statuses.
+Changes of a runner's health go to `on_change`, which the server turns into health
+statuses. The runners are asked for at each look: model versions come and go.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING
 
@@ -45,10 +47,10 @@ class Watchdog:
 
     def __init__(
         self,
-        runners: Sequence[ModelRunner],
+        runners: Callable[[], Iterable[ModelRunner]],
         settings: EngineSettings,
         *,
-        on_change: Callable[[str, Health], Awaitable[None]],
+        on_change: Callable[[ModelRunner, Health], Awaitable[None]],
         on_hopeless: Callable[[], None],
     ) -> None:
         self._runners = runners
@@ -58,9 +60,12 @@ class Watchdog:
         self._on_change = on_change
         self._on_hopeless = on_hopeless
         self._tick = min(MAX_TICK_S, self._stall_s / 4)
-        self._probing: set[str] = set()
+        # By runner, forgotten with it once its version is retired.
+        self._probing: weakref.WeakSet[ModelRunner] = weakref.WeakSet()
         self._probed_tasks: set[asyncio.Task[None]] = set()  # referenced until they end
-        self._next_probe: dict[str, float] = {}
+        self._next_probe: weakref.WeakKeyDictionary[ModelRunner, float] = (
+            weakref.WeakKeyDictionary()
+        )
         self._all_broken_since: float | None = None
 
     async def run(self) -> None:
@@ -68,7 +73,7 @@ class Watchdog:
         while True:
             await asyncio.sleep(self._tick)
             now = time.monotonic()
-            for runner in self._runners:
+            for runner in list(self._runners()):
                 await self._check(runner, now)
             self._check_all(now)
 
@@ -88,18 +93,17 @@ class Watchdog:
 
     def _due_for_probe(self, runner: ModelRunner, now: float) -> bool:
         """Failing now, or found failing before, and not probed lately: a probe will tell."""
-        name = runner.spec.name
         suspect = runner.progress.failures_in_a_row >= self._max_failures
         return (
             (suspect or not runner.health.serving)
-            and name not in self._probing
-            and now >= self._next_probe.get(name, 0.0)
+            and runner not in self._probing
+            and now >= self._next_probe.get(runner, 0.0)
         )
 
     def _probe(self, runner: ModelRunner) -> None:
         """Run the model once on a blank image on a thread of its own (it may hang)."""
         name = runner.spec.name
-        self._probing.add(name)
+        self._probing.add(runner)
         loop = asyncio.get_running_loop()
 
         def probe() -> None:
@@ -120,9 +124,8 @@ class Watchdog:
         task.add_done_callback(self._probed_tasks.discard)
 
     async def _probed(self, runner: ModelRunner, ok: bool) -> None:
-        name = runner.spec.name
-        self._probing.discard(name)
-        self._next_probe[name] = time.monotonic() + PROBE_INTERVAL_S
+        self._probing.discard(runner)
+        self._next_probe[runner] = time.monotonic() + PROBE_INTERVAL_S
         if ok:
             runner.progress.recovered()
             await self._set(runner, Health.SERVING)
@@ -141,10 +144,10 @@ class Watchdog:
             failed = runner.shares.fail_all(lambda: ModelUnavailableError(name, health.value))
             if failed:
                 logger.error("%s: %d request(s) answered UNAVAILABLE", name, failed)
-        await self._on_change(name, health)
+        await self._on_change(runner, health)
 
     def _check_all(self, now: float) -> None:
-        if any(runner.health.serving for runner in self._runners):
+        if any(runner.health.serving for runner in self._runners()):
             self._all_broken_since = None
             return
         if self._all_broken_since is None:

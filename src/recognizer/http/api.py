@@ -76,13 +76,13 @@ class Api:
         return jsonmap.response(convert.to_response(convert.request_id(message), result))
 
     async def list_models(self, request: Request) -> Response:
-        """GET /v1/models: the served models the caller's tenant may use, as a
-        ListModelsResponse."""
+        """GET /v1/models: every version of the models the caller's tenant may use, and its
+        state, as a ListModelsResponse."""
         tenant = tenant_of(request)
         models = [
-            convert.to_model_info(model)
-            for model in self._engine.describe()
-            if self._engine.may_use(tenant, model.spec.name)
+            convert.to_version_info(entry, status)
+            for entry, status in self._engine.versions()
+            if self._engine.may_use(tenant, entry.name)
         ]
         return jsonmap.response(pb.ListModelsResponse(models=models))
 

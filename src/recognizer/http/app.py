@@ -26,6 +26,7 @@ from recognizer.config.schema import ServerSettings
 from recognizer.engine.engine import Engine
 from recognizer.http import errors, openapi, v2
 from recognizer.http.access import AccessLogged
+from recognizer.http.admin import Admin
 from recognizer.http.api import Api
 from recognizer.http.auth import Authentication
 from recognizer.http.calls import StreamPlace
@@ -37,6 +38,7 @@ from recognizer.security.addresses import is_loopback
 from recognizer.security.policy import Security
 from recognizer.service.calls import CallShares
 from recognizer.service.metrics import ServerMetrics
+from recognizer.service.models import ModelManager
 
 
 def create_app(
@@ -45,6 +47,8 @@ def create_app(
     metrics: ServerMetrics,
     security: Security | None = None,
     shares: CallShares | None = None,
+    *,
+    models: ModelManager | None = None,
 ) -> Starlette:
     """The HTTP face of one engine. Pages of other sites are refused (403); with auth on,
     guarded routes need a token (401); bodies over --max-message-mb are refused (413); a
@@ -84,6 +88,7 @@ def create_app(
             middleware=[*token, Middleware(StreamPlace, shares)],
         ),
         Route("/v1/models", api.list_models, middleware=token),
+        *(_admin_routes(Admin(models, security, metrics), token) if models is not None else ()),
         Route("/healthz", api.healthz, middleware=health),
         Route("/readyz", api.readyz, middleware=health),
         Route("/metrics", api.metrics if is_loopback(settings.host) else api.metrics_elsewhere),
@@ -135,6 +140,15 @@ class BodyLimit:
             return message
 
         await self._app(scope, limited, send)
+
+
+def _admin_routes(admin: Admin, token: list[Middleware]) -> list[BaseRoute]:
+    """ModelAdminService's calls, as Google's custom methods (http/admin.py)."""
+    return [
+        Route("/v1/models/{name}:load", admin.load, methods=["POST"], middleware=token),
+        Route("/v1/models/{name}:unload", admin.unload, methods=["POST"], middleware=token),
+        Route("/v1/config:reload", admin.reload, methods=["POST"], middleware=token),
+    ]
 
 
 def _guarded(routes: list[BaseRoute]) -> list[str]:

@@ -69,7 +69,16 @@ BEARER = {
 def document(version: str, *, guarded: Collection[str] = ()) -> Schema:
     """The whole OpenAPI document; `guarded` are the paths that need a token."""
     schemas: dict[str, Schema] = {"Error": _error_schema()}
-    for message in (pb.ClassifyRequest, pb.ClassifyResponse, pb.ListModelsResponse):
+    for message in (
+        pb.ClassifyRequest,
+        pb.ClassifyResponse,
+        pb.ListModelsResponse,
+        pb.LoadModelRequest,
+        pb.LoadModelResponse,
+        pb.UnloadModelRequest,
+        pb.UnloadModelResponse,
+        pb.ReloadConfigResponse,
+    ):
         _add_message(cast(Descriptor, message.DESCRIPTOR), schemas)
     paths = _paths()
     components: Schema = {"schemas": schemas}
@@ -97,6 +106,15 @@ def _paths() -> dict[str, Schema]:
         "/v1/classify": {"post": _classify()},
         "/v1/classify/stream": {"get": _stream()},
         "/v1/models": {"get": _get("List the served models", _ref("ListModelsResponse"))},
+        "/v1/models/{name}:load": {
+            "post": _admin("Load or reload a model", "LoadModelRequest", "LoadModelResponse")
+        },
+        "/v1/models/{name}:unload": {
+            "post": _admin("Unload a model or version", "UnloadModelRequest", "UnloadModelResponse")
+        },
+        "/v1/config:reload": {
+            "post": _admin("Read the config file again", None, "ReloadConfigResponse")
+        },
         "/healthz": {"get": _get("Alive", {"type": "object"})},
         "/readyz": {"get": _get("Every model serving, not draining", {"type": "object"})},
         "/metrics": {"get": _metrics()},
@@ -175,6 +193,31 @@ def _metrics() -> Schema:
         "summary": "Prometheus metrics, when --host is a loopback address",
         "responses": {"200": ok, "404": elsewhere},
     }
+
+
+def _admin(summary: str, request: str | None, response: str) -> Schema:
+    """A ModelAdminService call: its request in JSON (every field optional), the admin right."""
+    operation: Schema = {
+        "summary": summary,
+        "description": "Needs the admin right: a tenant with admin=yes in the tokens file;"
+        " with auth off, --admin and a caller on loopback.",
+        "responses": {
+            "200": _json(summary, _ref(response)),
+            "400": _error("400", "the model did not load (what served before still does)"),
+            "403": _error("403", "no admin right"),
+            "404": _error("404", "unknown model or version"),
+            "507": _error("507", "not enough memory to load the version beside the old one"),
+        },
+    }
+    if request is not None:
+        operation["parameters"] = [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+        ]
+        operation["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": _ref(request)}},
+        }
+    return operation
 
 
 def _get(summary: str, schema: Schema) -> Schema:

@@ -32,6 +32,7 @@ from recognizer.http.tls import Connections, ListeningContext
 from recognizer.security.policy import Security
 from recognizer.service.calls import CallShares
 from recognizer.service.metrics import ServerMetrics
+from recognizer.service.models import ModelManager
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class HttpServer:
         metrics: ServerMetrics,
         security: Security | None = None,
         shares: CallShares | None = None,
+        *,
+        models: ModelManager | None = None,
     ) -> None:
         assert settings.http_port is not None
         self.settings = settings
@@ -75,7 +78,7 @@ class HttpServer:
             context = ListeningContext(self.security.certificates, self.connections)
         idle = settings.max_connection_idle
         self._config = uvicorn.Config(
-            create_app(engine, settings, metrics, self.security, shares),
+            create_app(engine, settings, metrics, self.security, shares, models=models),
             http=http,
             ws=ws,
             ssl_context_factory=(lambda config, default: context) if context else None,

@@ -13,6 +13,9 @@ names it:
                                                      allow_code, --allow-code-models)
     any other .pth, .pt, .bin or .safetensors file   state_dict (needs an architecture)
 
+A hub id (modelscope:OWNER/NAME, hf-hub:OWNER/NAME) is first resolved to the files in its
+hub's cache, and the config to theirs (hubs.py); everything below then applies to them.
+
 Checkpoints are read with torch.load(weights_only=True) or safetensors, which load
 tensors and never run code. A pinned sha256 is checked before any of it.
 """
@@ -29,6 +32,7 @@ from typing import Any
 from recognizer.config.models import ModelConfig
 from recognizer.errors import ConfigError, ModelLoadError
 from recognizer.models import efficientnet_lite0, modelscope
+from recognizer.models.hubs import resolve_hub
 from recognizer.models.integrity import check_sha256
 from recognizer.models.label_files import discover_label_files, read_labels
 from recognizer.models.labels import Labels
@@ -45,8 +49,10 @@ BUILTIN_MODELS: dict[str, Callable[[], LoadedModel]] = {
 
 
 def resolve_source(config: ModelConfig, *, allow_code: bool = False) -> tuple[ModelConfig, str]:
-    """The config with its sidecar's keys, and the format of its files, whose pinned sha256
-    (if any) has been checked; `allow_code` lets detection pick TorchScript, which is code."""
+    """The config with its hub's or sidecar's keys, and the format of its files, whose
+    pinned sha256 (if any) has been checked; `allow_code` lets detection pick TorchScript,
+    which is code."""
+    config = resolve_hub(config)
     builtin = config.format == "builtin" or (
         config.format == "auto" and config.path in BUILTIN_MODELS
     )
@@ -143,6 +149,8 @@ def detect_format(config: ModelConfig, *, allow_code: bool = False) -> str:
     `allow_code`."""
     if config.path in BUILTIN_MODELS:
         return "builtin"
+    if config.hub_id:
+        return resolve_hub(config).format  # the hub's format: never "auto"
     path = config.location
     if not path.exists():
         raise ModelLoadError(

@@ -114,6 +114,11 @@ class Authenticator:
         known = self.tokens.current().tenants.get(tenant)
         return known is not None and known.may_use(model)
 
+    def may_administer(self, tenant: str) -> bool:
+        """Whether the tokens file, as it says now, gives the tenant the admin right."""
+        known = self.tokens.current().tenants.get(tenant)
+        return known is not None and known.admin
+
     def priority_ceiling(self, tenant: str) -> Priority:
         """The highest class the tokens file, as it says now, lets the tenant's requests take
         (LOW for a tenant it no longer names: its calls are being ended)."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from recognizer.config.schema import SecuritySettings
 from recognizer.engine.types import Priority
+from recognizer.errors import AdminRequiredError
+from recognizer.security.addresses import is_loopback
 from recognizer.security.auth import Authenticator
 from recognizer.security.certificates import CertificateFiles
 from recognizer.security.tokens import TokensFile
@@ -33,6 +35,7 @@ class Security:
     authenticator: Authenticator | None = None
     public_health: bool = True
     public_reflection: bool = False
+    admin_from_loopback: bool = False  # auth off: --admin
 
     @classmethod
     def from_settings(cls, settings: SecuritySettings) -> Security:
@@ -52,7 +55,28 @@ class Security:
             authenticator=authenticator,
             public_health=settings.public_health,
             public_reflection=settings.public_reflection,
+            admin_from_loopback=settings.admin and authenticator is None,
         )
+
+    def check_admin(self, tenant: str, peer_host: str) -> None:
+        """Raise AdminRequiredError unless the caller may load and unload models: with auth
+        on, a tenant with admin=yes; with auth off, a caller on loopback under --admin."""
+        if self.authenticator is not None:
+            if not self.authenticator.may_administer(tenant):
+                raise AdminRequiredError(
+                    f"tenant {tenant!r} may not change the served models: the tokens file"
+                    " gives that right with admin=yes"
+                )
+        elif not self.admin_from_loopback:
+            raise AdminRequiredError(
+                "model admin calls are off: with auth off, start the server with --admin to"
+                " allow them from this machine, or turn auth on (--tokens-file) and give a"
+                " tenant admin=yes"
+            )
+        elif not is_loopback(peer_host):
+            raise AdminRequiredError(
+                f"with auth off, model admin calls come from loopback only, not {peer_host}"
+            )
 
     @property
     def tls(self) -> bool:

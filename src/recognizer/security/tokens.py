@@ -1,15 +1,17 @@
 """The tokens file: the tenants, the tokens that prove who is calling, and their models.
 
-One line a token, `tenant:token`, then optionally the models the tenant may use and the
-highest priority class its requests may take (engine/batching.py; `high` when unsaid):
+One line a token, `tenant:token`, then optionally the models the tenant may use, the
+highest priority class its requests may take (engine/batching.py; `high` when unsaid) and
+whether it may load and unload models (the admin calls; `no` when unsaid):
 
-    # tenant:token [models] [priority=low|normal|high]
+    # tenant:token [models] [priority=low|normal|high] [admin=yes|no]
     shop:q9Xc1kF0b7WvN2yH4tLm8a                        every model
     vision:Zt8MvA3pQ6rJ1uE5sKx0bw   wanwu,animals      only these two
     vision:N3w0neF0rR0tat1onXyZ7q   wanwu,animals      a second token, to rotate the first
     cameras:                        wanwu              no token: its client certificate
                                                        names it (--tenant-from-cert)
     nightly:Hq2Lw9Xv0cTt5mRj8pZs4e  priority=low       a batch job, behind the cameras
+    deploy:Vb7Kq2Ls9Xw4Mz1Nc8Rt5y   admin=yes          rolls models out: load, unload
 
 A tenant's name labels its metrics and scopes its cache, so names are short and plain:
 letters, digits, '.', '_' and '-', at most 64. Tokens are RFC 6750 bearer tokens
@@ -46,11 +48,12 @@ CHECK_EVERY_S = 1.0  # how often a busy server looks at the file's modification 
 @dataclass(frozen=True, slots=True)
 class Tenant:
     """A caller the tokens file knows; `models` None means every model; `priority` is the
-    highest class its requests may take."""
+    highest class its requests may take; `admin`, whether it may load and unload models."""
 
     name: str
     models: frozenset[str] | None = None
     priority: Priority = Priority.HIGH
+    admin: bool = False
 
     def may_use(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -100,12 +103,12 @@ def parse_tokens(text: str, source: str) -> Tokens:
             digests[digest] = name
         words = [w for w in re.split(r"[,\s]+", "".join(rest)) if w]
         models = frozenset(w for w in words if "=" not in w) or None
-        priority = _priority([w for w in words if "=" in w], where)
-        known = tenants.setdefault(name, Tenant(name, models, priority))
-        if known.models != models or known.priority != priority:
+        priority, admin = _settings([w for w in words if "=" in w], where)
+        known = tenants.setdefault(name, Tenant(name, models, priority, admin))
+        if (known.models, known.priority, known.admin) != (models, priority, admin):
             raise ConfigError(
-                f"{where}: tenant {name!r} is given other models or another priority on an"
-                " earlier line; give it the same on each of its lines"
+                f"{where}: tenant {name!r} is given other models, another priority or another"
+                " admin right on an earlier line; give it the same on each of its lines"
             )
     return Tokens(tenants, tuple(digests.items()))
 
@@ -171,18 +174,21 @@ def _check_token(token: str, where: str) -> None:
         )
 
 
-def _priority(settings: list[str], where: str) -> Priority:
-    """The priority a line's key=value words set; `priority` is the only key."""
-    priority = Priority.HIGH
+def _settings(settings: list[str], where: str) -> tuple[Priority, bool]:
+    """The priority and the admin right a line's key=value words set."""
+    priority, admin = Priority.HIGH, False
     for setting in settings:
         key, _, value = setting.partition("=")
-        if key != "priority" or value.upper() not in Priority.__members__:
+        if key == "priority" and value.upper() in Priority.__members__:
+            priority = Priority[value.upper()]
+        elif key == "admin" and value in ("yes", "no"):
+            admin = value == "yes"
+        else:
             raise ConfigError(
-                f"{where}: {setting!r} is not a setting; the one a line may have is"
-                " priority=low, priority=normal or priority=high"
+                f"{where}: {setting!r} is not a setting; a line may have"
+                " priority=low|normal|high and admin=yes|no"
             )
-        priority = Priority[value.upper()]
-    return priority
+    return priority, admin
 
 
 def _digest(token: str) -> bytes:

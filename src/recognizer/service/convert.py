@@ -6,6 +6,9 @@ cannot make the server repeat megabytes of its own text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from recognizer.engine.registry import Change, ChangeKind, ModelVersion, VersionState
 from recognizer.engine.stream import (
     Answered,
     Failed,
@@ -43,6 +46,7 @@ def to_options(request: pb.ClassifyRequest) -> Options:
         min_score=request.min_score,
         language=request.language,
         priority=to_priority(request.priority),
+        model_version=request.model_version,
     )
 
 
@@ -103,6 +107,7 @@ def to_response(request_id: str, result: Classification) -> pb.ClassifyResponse:
             for label in result.labels
         ],
         model=result.model,
+        model_version=result.model_version,
         language=result.language,
         timing=pb.Timing(
             queue_us=round(timing.queue_s * 1e6),
@@ -127,11 +132,51 @@ def to_frame_response(result: FrameResult) -> pb.ClassifyResponse:
 _ACTIVATIONS = {"softmax": pb.ACTIVATION_SOFTMAX, "sigmoid": pb.ACTIVATION_SIGMOID}
 
 
+_STATES = {
+    VersionState.LOADING: pb.MODEL_STATE_LOADING,
+    VersionState.READY: pb.MODEL_STATE_READY,
+    VersionState.UNLOADING: pb.MODEL_STATE_UNLOADING,
+    VersionState.FAILED: pb.MODEL_STATE_FAILED,
+}
+_CHANGES = {
+    ChangeKind.LOADED: pb.MODEL_CHANGE_KIND_LOADED,
+    ChangeKind.RELOADED: pb.MODEL_CHANGE_KIND_RELOADED,
+    ChangeKind.UNLOADED: pb.MODEL_CHANGE_KIND_UNLOADED,
+    ChangeKind.FAILED: pb.MODEL_CHANGE_KIND_FAILED,
+}
+
+
+def to_version_info(entry: ModelVersion, status: ModelStatus | None) -> pb.ModelInfo:
+    """One model version for ListModels and the admin calls: how it runs, when it has a
+    runner, and its state."""
+    info = to_model_info(status) if status is not None else pb.ModelInfo(name=entry.name)
+    info.version = entry.version
+    info.state = _STATES[entry.state]
+    info.state_reason = entry.reason
+    return info
+
+
+def to_versions(entries: Sequence[ModelVersion]) -> list[pb.ModelInfo]:
+    """A model's versions as the admin calls answer them."""
+    return [
+        to_version_info(entry, entry.runner.status() if entry.runner is not None else None)
+        for entry in entries
+    ]
+
+
+def to_model_change(change: Change) -> pb.ModelChange:
+    return pb.ModelChange(
+        name=change.name, kind=_CHANGES[change.kind], version=change.version, reason=change.reason
+    )
+
+
 def to_model_info(model: ModelStatus) -> pb.ModelInfo:
     spec = model.spec
     preprocessing = spec.preprocessing
     return pb.ModelInfo(
         name=spec.name,
+        version=model.version,
+        state=pb.MODEL_STATE_READY,
         num_classes=spec.num_classes,
         input_width=preprocessing.crop,
         input_height=preprocessing.crop,

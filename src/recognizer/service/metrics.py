@@ -78,9 +78,7 @@ class ServerMetrics:
         )
         self.registry.register(_EngineCollector(engine))
         self._http: tuple[WSGIServer, threading.Thread] | None = None
-        served = [model.spec.name for model in engine.describe()]
-        # Labelled by model: "" asks for the default, unknown names share one label.
-        self._model_label = {"": served[0], **{name: name for name in served}}
+        self._engine = engine
 
     def observe(
         self,
@@ -141,7 +139,10 @@ class ServerMetrics:
     def _count(
         self, transport: Transport, model: str, code: str, seconds: float, tenant: str
     ) -> None:
-        label = self._model_label.get(model, "unknown")
+        # Labelled by served model (admins bound the set): "" asks for the default, and
+        # names not served share one label.
+        models = self._engine.models
+        label = models.default if not model else model if models.ready(model) else "unknown"
         by_tenant = (tenant,) if self._tenants else ()
         self.requests.labels(transport, label, code, *by_tenant).inc()
         self.latency.labels(label, *by_tenant).observe(seconds)

@@ -18,10 +18,13 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from recognizer.errors import (
+    AdminRequiredError,
     DeadlineExceededError,
     InvalidRequestError,
+    ModelChangeError,
     ModelNotFoundError,
     ModelUnavailableError,
+    NotEnoughMemoryError,
     OverloadedError,
     PermissionDeniedError,
     RecognizerError,
@@ -42,6 +45,9 @@ CODES: dict[type[RecognizerError], tuple[grpc.StatusCode, int]] = {
     DeadlineExceededError: (grpc.StatusCode.DEADLINE_EXCEEDED, 504),
     ModelUnavailableError: (grpc.StatusCode.UNAVAILABLE, 503),
     ShuttingDownError: (grpc.StatusCode.UNAVAILABLE, 503),
+    AdminRequiredError: (grpc.StatusCode.PERMISSION_DENIED, 403),
+    ModelChangeError: (grpc.StatusCode.FAILED_PRECONDITION, 400),
+    NotEnoughMemoryError: (grpc.StatusCode.RESOURCE_EXHAUSTED, 507),
 }
 _UNEXPECTED = (grpc.StatusCode.INTERNAL, 500)
 

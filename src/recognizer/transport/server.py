@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from recognizer.config.schema import ServerSettings
-from recognizer.engine.engine import Engine
+from recognizer.engine.engine import Engine, health_name
 from recognizer.engine.types import Health
 from recognizer.errors import StartupError
 from recognizer.logs import AccessLog
@@ -24,6 +24,8 @@ from recognizer.security.addresses import is_loopback
 from recognizer.security.policy import Security
 from recognizer.service.calls import CallShares
 from recognizer.service.metrics import ServerMetrics
+from recognizer.service.models import ModelManager
+from recognizer.transport.admin import ModelAdminServicer
 from recognizer.transport.auth import (
     HEALTH_METHODS,
     REFLECTION_METHODS,
@@ -42,6 +44,7 @@ from recognizer.v2.inference import grpc_service_pb2_grpc as v2_grpc
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recognizer"].full_name
+ADMIN_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ModelAdminService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -118,6 +121,8 @@ class RecognizerServer:
         metrics: ServerMetrics,
         security: Security | None = None,
         shares: CallShares | None = None,
+        *,
+        models: ModelManager | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -141,13 +146,23 @@ class RecognizerServer:
         )
         engine.on_health_change(self._model_health_changed)
         pb_grpc.add_RecognizerServicer_to_server(servicer, self._server)
+        if models is not None:
+            pb_grpc.add_ModelAdminServiceServicer_to_server(
+                ModelAdminServicer(models, self.security, metrics), self._server
+            )
         v2_grpc.add_GRPCInferenceServiceServicer_to_server(
             v2.InferenceServicer(engine, metrics), self._server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         if settings.reflection:
             reflection.enable_server_reflection(
-                (SERVICE_NAME, v2.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                (
+                    SERVICE_NAME,
+                    ADMIN_SERVICE_NAME,
+                    v2.SERVICE_NAME,
+                    health.SERVICE_NAME,
+                    reflection.SERVICE_NAME,
+                ),
                 self._server,
             )
 
@@ -174,11 +189,18 @@ class RecognizerServer:
         if self.security.authenticator is None or service in ("", SERVICE_NAME):
             return True
         tenant = current_tenant()
-        return bool(tenant) and self.engine.may_use(tenant, service)
+        model = service.rpartition(":")[0] if service.rpartition(":")[2].isdigit() else service
+        return bool(tenant) and self.engine.may_use(tenant, model)
 
     @property
     def health_names(self) -> tuple[str, ...]:
-        return ("", SERVICE_NAME, *(model.spec.name for model in self.engine.describe()))
+        """The server, the service, each model and each of its versions (NAME:VERSION)."""
+        return (
+            "",
+            SERVICE_NAME,
+            *(model.spec.name for model in self.engine.describe()),
+            *(health_name(entry.name, entry.version) for entry in self.engine.models.entries()),
+        )
 
     async def start(self) -> None:
         """Listen, then report SERVING."""
@@ -223,7 +245,7 @@ class RecognizerServer:
         if self._draining:
             return  # NOT_SERVING until the end, whatever the models do
         await self._health.set(model, SERVING if health.serving else NOT_SERVING)
-        overall = SERVING if any(m.serving for m in self.engine.describe()) else NOT_SERVING
+        overall = SERVING if self.engine.not_ready() is None else NOT_SERVING
         for name in ("", SERVICE_NAME):
             await self._health.set(name, overall)
 

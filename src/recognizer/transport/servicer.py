@@ -95,13 +95,13 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Context
     ) -> pb.ListModelsResponse:
-        """The served models the caller's tenant may use."""
+        """Every version of the models the caller's tenant may use, and its state."""
         tenant = current_tenant()
         return pb.ListModelsResponse(
             models=[
-                convert.to_model_info(model)
-                for model in self._engine.describe()
-                if self._engine.may_use(tenant, model.spec.name)
+                convert.to_version_info(entry, status)
+                for entry, status in self._engine.versions()
+                if self._engine.may_use(tenant, entry.name)
             ]
         )
 
