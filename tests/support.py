@@ -215,6 +215,7 @@ class ServerThread:
             return Service(engine, self._server_settings, self._security, models=models)
 
         self.server = self.run(build())
+        self._models = ()  # the engine's now: a retired version is freed as in a server
         self.run(self.server.start())
         return self
 

@@ -203,6 +203,9 @@ def test_the_page_its_assets_and_the_api_document_need_no_token(
         "/v1/classify",
         "/v1/classify/stream",
         "/v1/models",
+        "/v1/models/{name}:load",  # the admin calls: a token, then the admin right
+        "/v1/models/{name}:unload",
+        "/v1/config:reload",
         "/v2",  # the v2 protocol's health and readiness stay open; all else is guarded
         "/v2/models/{name}",
         "/v2/models/{name}/infer",

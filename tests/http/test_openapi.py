@@ -47,9 +47,8 @@ def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
 
 
 def test_every_api_route_is_documented(default_server: ServerThread) -> None:
-    app = create_app(
-        default_server.engine, default_server.server.settings, default_server.server.metrics
-    )
+    service = default_server.server
+    app = create_app(service.engine, service.settings, service.metrics, models=service.models)
     routes = {route.path for route in app.routes if isinstance(route, Route | WebSocketRoute)}
     documented = set(openapi.document("0")["paths"])
     assert routes - PAGE_ROUTES == documented

@@ -3,15 +3,19 @@ gRPC and HTTP: real ONNX files loaded on the real backend, real servers, real ch
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 import pytest
+import tritonclient.grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fakes import solid_png
@@ -120,6 +124,7 @@ def test_a_reload_under_load_moves_traffic_to_the_new_version_and_loses_no_call(
         for thread in threads:
             thread.start()
         wait_until(lambda: len(answers) >= 20 and len(streamed) >= 5)
+        first = weakref.ref(running.engine.runner("colours").backend)
         colour_onnx(tmp_path / "colours", order=SWAPPED)  # the file is replaced
         changes = client.reload_config().changes
         reloaded = time.monotonic()
@@ -138,6 +143,8 @@ def test_a_reload_under_load_moves_traffic_to_the_new_version_and_loses_no_call(
         assert set(streamed) == {1, 2}  # one stream, answered by both versions in turn
         assert states(client) == [("colours", 2, "MODEL_STATE_READY")]  # version 1 freed
         assert running.engine.models.get("colours", 1) is None
+        gc.collect()
+        assert first() is None  # the retired version's runtime is freed
         health = health_pb2_grpc.HealthStub(grpc.insecure_channel(running.address))
         for service, status in (("colours", "SERVING"), ("colours:2", "SERVING")):
             answer = health.Check(health_pb2.HealthCheckRequest(service=service))
@@ -227,6 +234,17 @@ def test_a_repository_serves_the_versions_its_policy_keeps(tmp_path: Path) -> No
         with pytest.raises(grpc.RpcError) as retired:
             classify(client, model_version=1)
         assert retired.value.code() is grpc.StatusCode.NOT_FOUND
+        # Triton's protocol names the same versions, through Triton's own client.
+        triton = tritonclient.grpc.InferenceServerClient(running.address)
+        assert triton.get_model_metadata("colours").versions == ["3", "2"]
+        image = tritonclient.grpc.InferInput("IMAGE", [1, 1], "BYTES")
+        image.set_data_from_numpy(np.array([[RED]], dtype=np.object_))
+        wanted = [tritonclient.grpc.InferRequestedOutput("PROBABILITIES", class_count=1)]
+        answer = triton.infer("colours", [image], model_version="2", outputs=wanted)
+        assert answer.get_response().model_version == "2"
+        assert answer.as_numpy("PROBABILITIES")[0][0].decode().endswith(":blue")
+        assert not triton.is_model_ready("colours", model_version="1")
+        triton.close()
 
 
 def test_a_load_the_memory_cannot_hold_is_refused_and_changes_nothing(tmp_path: Path) -> None:

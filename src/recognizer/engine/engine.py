@@ -257,7 +257,10 @@ class Engine:
         if runner.pending:
             runner.shares.fail_all(ShuttingDownError)
         remaining = max(deadline - time.monotonic(), 0.0)
-        await asyncio.get_running_loop().run_in_executor(None, runner.stop, remaining)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, runner.stop, remaining)
+        if not runner.progress.running():  # a hung call keeps its runtime
+            await loop.run_in_executor(None, runner.close)
 
     def on_health_change(self, callback: HealthCallback) -> None:
         """Have `callback(name, health)` awaited whenever a model's or a version's health

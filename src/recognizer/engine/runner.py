@@ -26,6 +26,7 @@ from recognizer.engine.backends import (
     Backend,
     CapturesGraphs,
     DecodesOnDevice,
+    HoldsRuntime,
     RowErrors,
     SchedulesCalls,
     TopK,
@@ -253,6 +254,12 @@ class ModelRunner:
                 logger.error("%s: a model call is still running; leaving it behind", self.spec.name)
         if self._workers is not None:
             self._workers.stop(max(deadline - time.monotonic(), 0.0))
+
+    def close(self) -> None:
+        """Free the backend's runtime, once stopped with no call left in flight (a retired
+        version: the server's last models are left to the process's exit)."""
+        if isinstance(self.backend, HoldsRuntime):
+            self.backend.close()
 
     def wait_for_calls(self) -> None:
         """Block until no call is in flight (the dispatcher, once the queue is drained)."""

@@ -2,9 +2,9 @@
 
     GET  /v2                                       server metadata
     GET  /v2/health/live, /v2/health/ready         200, or 400 when not ready
-    GET  /v2/models/{name}[/versions/1]            model metadata
-    GET  /v2/models/{name}[/versions/1]/ready      200, or 400 (404: no such model)
-    POST /v2/models/{name}[/versions/1]/infer      classify
+    GET  /v2/models/{name}[/versions/N]            model metadata
+    GET  /v2/models/{name}[/versions/N]/ready      200, or 400 (404: no such model)
+    POST /v2/models/{name}[/versions/N]/infer      classify
 
 Tensors are JSON as the protocol has them: `data` in row-major order, flat or nested;
 BYTES elements are strings, so an IMAGE element is the encoded image in base64 (as KServe's
@@ -46,7 +46,7 @@ from recognizer.http.jsonmap import to_dict
 from recognizer.service.metrics import ServerMetrics
 from recognizer.service.status import code_for, to_status
 from recognizer.v2 import requests
-from recognizer.v2.model import EXTENSIONS, PLATFORM, SERVER_NAME, VERSION, Signature, Tensor
+from recognizer.v2.model import EXTENSIONS, PLATFORM, SERVER_NAME, Signature, Tensor
 from recognizer.v2.requests import Input, Output, Parameter, Requested
 
 NOT_READY = 400  # the protocol: "a 4xx status code indicating false"
@@ -102,12 +102,16 @@ class V2Api:
 
     async def model_ready(self, request: Request) -> Response:
         name = request.path_params["name"]
-        served = {model.spec.name: model for model in self._engine.describe()}
-        if name not in served or request.path_params.get("version", VERSION) != VERSION:
-            return error_response(ModelNotFoundError(name, list(served)))
+        version = request.path_params.get("version", "")
+        try:
+            runner = self._engine.runner(
+                name, requests.model_version(self._engine, name, version, "")
+            )
+        except ModelNotFoundError as error:
+            return error_response(error)
         if (reason := self._engine.not_ready()) is not None:
             return error_response(reason, NOT_READY)
-        if not served[name].serving:
+        if not runner.health.serving:
             return error_response(ModelUnavailableError(name, "its calls hang or fail"), NOT_READY)
         return JSONResponse({"ready": True})
 
@@ -119,7 +123,7 @@ class V2Api:
         return JSONResponse(
             {
                 "name": model.name,
-                "versions": [VERSION],
+                "versions": [str(version) for version in model.versions],
                 "platform": PLATFORM,
                 "inputs": [_tensor(spec) for spec in model.inputs],
                 "outputs": [_tensor(spec) for spec in model.outputs],
@@ -157,7 +161,7 @@ class V2Api:
             return error_response(error)
         answer = {
             "model_name": model.name,
-            "model_version": VERSION,
+            "model_version": str(model.version),
             "outputs": [_output(output) for output in outputs],
         }
         if isinstance(body.get("id"), str):

@@ -15,7 +15,7 @@ import recognizer
 from recognizer.errors import InvalidRequestError
 from recognizer.v2.inference import grpc_service_pb2 as pb
 from recognizer.v2.inference import model_config_pb2 as config_pb
-from recognizer.v2.model import EXTENSIONS, PLATFORM, SERVER_NAME, VERSION, Signature, Tensor
+from recognizer.v2.model import EXTENSIONS, PLATFORM, SERVER_NAME, Signature, Tensor
 from recognizer.v2.requests import (
     CLASS_COUNT,
     Input,
@@ -44,7 +44,7 @@ def model_metadata(model: Signature) -> pb.ModelMetadataResponse:
 
     return pb.ModelMetadataResponse(
         name=model.name,
-        versions=[VERSION],
+        versions=[str(version) for version in model.versions],
         platform=PLATFORM,
         inputs=[tensor(spec) for spec in model.inputs],
         outputs=[tensor(spec) for spec in model.outputs],
@@ -139,12 +139,12 @@ def requested(request: pb.ModelInferRequest) -> list[Requested]:
 
 
 def infer_response(
-    request: pb.ModelInferRequest, model: str, outputs: list[Output]
+    request: pb.ModelInferRequest, model: Signature, outputs: list[Output]
 ) -> pb.ModelInferResponse:
     """The answer, every output's data in raw_output_contents (FP32 little-endian)."""
     return pb.ModelInferResponse(
-        model_name=model,
-        model_version=VERSION,
+        model_name=model.name,
+        model_version=str(model.version),
         id=request.id,
         outputs=[
             pb.ModelInferResponse.InferOutputTensor(
@@ -163,7 +163,7 @@ def _raw(output: Output) -> bytes:
 
 
 def model_statistics(
-    model: str, tally: Tally, batch_sizes: Mapping[int, int]
+    model: str, version: int, tally: Tally, batch_sizes: Mapping[int, int]
 ) -> pb.ModelStatistics:
     """Triton's statistics of one model: the requests from `tally`, and the model's batches
     and the images in them from the engine."""
@@ -173,7 +173,7 @@ def model_statistics(
 
     return pb.ModelStatistics(
         name=model,
-        version=VERSION,
+        version=str(version),
         last_inference=tally.last_inference_ms,
         inference_count=sum(size * count for size, count in batch_sizes.items()),
         execution_count=sum(batch_sizes.values()),

@@ -22,7 +22,6 @@ from recognizer.engine.types import ModelStatus
 SERVER_NAME = "recognizer"
 # Triton's names for the protocol extensions this server implements.
 EXTENSIONS = ("classification", "model_configuration", "parameters", "statistics")
-VERSION = "1"  # models are not versioned here: "1", or no version, names the one served
 PLATFORM = "recognizer"
 
 IMAGE, PIXELS, PROBABILITIES = "IMAGE", "PIXELS", "PROBABILITIES"
@@ -49,6 +48,8 @@ class Signature:
     """What a model takes and answers, and how the engine batches it."""
 
     name: str
+    version: int
+    versions: tuple[int, ...]  # the model's ready versions, newest first
     inputs: tuple[Tensor, ...]
     outputs: tuple[Tensor, ...]
     max_batch_size: int
@@ -56,10 +57,15 @@ class Signature:
     batch_delay_us: int
 
 
-def signature(model: ModelStatus, batch_delay_s: float) -> Signature:
-    """The v2 description of a served model; `batch_delay_s` is how long a batch waits."""
+def signature(
+    model: ModelStatus, batch_delay_s: float, versions: tuple[int, ...] = ()
+) -> Signature:
+    """The v2 description of a served model version; `batch_delay_s` is how long a batch
+    waits; `versions`, the model's ready ones."""
     return Signature(
         name=model.spec.name,
+        version=model.version,
+        versions=versions or (model.version,),
         inputs=(
             Tensor(IMAGE, "BYTES", (1,), optional=True),
             Tensor(PIXELS, "UINT8", (-1, -1, 3), optional=True, format="FORMAT_NHWC"),

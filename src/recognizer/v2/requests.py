@@ -22,7 +22,7 @@ from recognizer.engine.engine import Engine
 from recognizer.engine.types import Classification, Label, Options
 from recognizer.errors import InvalidRequestError, ModelNotFoundError
 from recognizer.models.raw import PixelFormat, RawFrame
-from recognizer.v2.model import IMAGE, PIXELS, PROBABILITIES, VERSION, Signature
+from recognizer.v2.model import IMAGE, PIXELS, PROBABILITIES, Signature
 from recognizer.v2.model import signature as describe
 
 LANGUAGE = "language"  # request parameter: the labels' language (zh by default)
@@ -65,13 +65,31 @@ class Output:
 
 
 def model_signature(engine: Engine, name: str, version: str, tenant: str) -> Signature:
-    """The served model a request names, if the tenant may use it; "" is the default model,
-    and "" or "1" the one version."""
-    runner = engine.runner_for(name, tenant)
-    if version not in ("", VERSION):
+    """The served model version a request names, if the tenant may use it; "" is the
+    default model, and "" its newest ready version."""
+    runner = engine.runner_for(name, tenant, model_version(engine, name, version, tenant))
+    ready = tuple(entry.version for entry in engine.models.ready(runner.spec.name))
+    return describe(runner.status(), runner.queue.max_delay_s, ready)
+
+
+def model_version(engine: Engine, name: str, version: str, tenant: str) -> int:
+    """Triton's version string as the engine's number: "" is 0, the newest ready one."""
+    if not version:
+        return 0
+    if not version.isdigit() or not 0 < int(version) < 2**32:
         raise ModelNotFoundError(f"{name} version {version}", engine.models_for(tenant))
-    status = runner.status()
-    return describe(status, runner.queue.max_delay_s)
+    return int(version)
+
+
+def model_ready(engine: Engine, name: str, version: str) -> bool:
+    """Whether a model version is served, working, and the server ready for it."""
+    if engine.not_ready() is not None:
+        return False
+    try:
+        runner = engine.runner(name, model_version(engine, name, version, ""))
+    except ModelNotFoundError:
+        return False
+    return runner.health.serving
 
 
 def images(inputs: Sequence[Input], model: Signature) -> list[bytes | RawFrame]:
@@ -179,7 +197,14 @@ def options(
         )
     top_k = max(output.class_count for output in wanted)
     scores = any(not output.class_count for output in wanted)
-    return Options(model=model.name, top_k=top_k or 1, language=language, scores=scores), wanted
+    how = Options(
+        model=model.name,
+        model_version=model.version,
+        top_k=top_k or 1,
+        language=language,
+        scores=scores,
+    )
+    return how, wanted
 
 
 def deadline(parameters: Mapping[str, Parameter], deadline: float | None) -> float | None:

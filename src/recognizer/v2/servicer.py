@@ -64,11 +64,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelReadyResponse:
         """Whether the named model is served and working (health stays open to callers
         without a token under --public-health, so no tenant is asked about)."""
-        if self._engine.not_ready() is not None or request.version not in ("", "1"):
-            return pb.ModelReadyResponse(ready=False)
-        served = {model.spec.name: model for model in self._engine.describe()}
-        model = served.get(request.name or next(iter(served)))
-        return pb.ModelReadyResponse(ready=model is not None and model.serving)
+        return pb.ModelReadyResponse(
+            ready=requests.model_ready(self._engine, request.name, request.version)
+        )
 
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: Context
@@ -101,7 +99,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelStatisticsResponse(
             model_stats=[
                 convert.model_statistics(
-                    model.spec.name, self._statistics.get(model.spec.name), model.batch_sizes
+                    model.spec.name,
+                    model.version,
+                    self._statistics.get(model.spec.name),
+                    model.batch_sizes,
                 )
                 for model in self._engine.describe()
                 if self._engine.may_use(tenant, model.spec.name)
@@ -191,7 +192,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             )
             answering = time.monotonic()
             outputs = requests.outputs(results, wanted)
-            response = convert.infer_response(request, model.name, outputs)
+            response = convert.infer_response(request, model, outputs)
         except Exception:
             self._statistics.failed(model.name, started)
             raise

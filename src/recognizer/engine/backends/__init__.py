@@ -87,6 +87,15 @@ class CapturesGraphs(Protocol):
     def capture_graphs(self, max_batch_size: int) -> None: ...
 
 
+@runtime_checkable
+class HoldsRuntime(Protocol):
+    """A backend whose runtime holds references back into it (OpenVINO's request queue
+    holds its completion callback), a cycle Python's collector cannot see: `close` breaks
+    it, so that a retired model version's memory is freed."""
+
+    def close(self) -> None: ...
+
+
 def resolve_device(device: str) -> str:
     """Turn "auto", "cpu", "cuda" or "cuda:N" into "cpu" or "cuda:N", a device this machine has.
 

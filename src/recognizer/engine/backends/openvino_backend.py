@@ -134,6 +134,12 @@ class OpenVinoBackend:
             result = error
         done(result)
 
+    def close(self) -> None:
+        """Let the runtime go once no call is in flight: the request queue holds
+        `_completed`, and so this backend, from C++, where no collector sees it."""
+        self._requests.wait_all()
+        del self._requests, self._own_requests, self._compiled
+
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """The model's raw output for an (N, H, W, 3) uint8 batch, on this thread's request."""
         request = getattr(self._own_requests, "request", None)
