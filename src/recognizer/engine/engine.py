@@ -30,7 +30,6 @@ from recognizer.engine.types import Classification, Health, ModelStatus, Options
 from recognizer.engine.watchdog import Watchdog
 from recognizer.errors import (
     InvalidRequestError,
-    ModelNotFoundError,
     ModelUnavailableError,
     PermissionDeniedError,
     RecognizerError,
@@ -406,10 +405,7 @@ class Engine:
 
         Errors list only the models the tenant may use, so none learns of the others.
         """
-        try:
-            runner = self.models.runner(name, version)
-        except ModelNotFoundError as error:
-            raise ModelNotFoundError(error.name, self.models_for(tenant)) from None
+        runner = self.models.runner(name, version, served=self.models_for(tenant))
         if not self.may_use(tenant, runner.spec.name):
             raise PermissionDeniedError(tenant, runner.spec.name, self.models_for(tenant))
         return runner

@@ -136,9 +136,12 @@ class OpenVinoBackend:
 
     def close(self) -> None:
         """Let the runtime go once no call is in flight: the request queue holds
-        `_completed`, and so this backend, from C++, where no collector sees it."""
+        `_completed`, and so this backend, from C++, where no collector sees it. The
+        threads' own requests (`_own_requests`) go with the backend itself: deleting that
+        thread-local here, from a thread other than theirs, made the server crash at its
+        next signal."""
         self._requests.wait_all()
-        del self._requests, self._own_requests, self._compiled
+        del self._requests, self._compiled
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """The model's raw output for an (N, H, W, 3) uint8 batch, on this thread's request."""
