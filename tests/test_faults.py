@@ -286,7 +286,7 @@ def test_costly_jpegs_are_refused_or_given_up_and_cost_good_callers_nothing(
     assert codes["2,081 scans"] == {"INVALID_ARGUMENT IMAGE_TOO_COMPLEX": 2}
     assert all(code.startswith("DEADLINE_EXCEEDED") for code in codes["68 scans"])
     assert traffic.sent > 0 and traffic.lost == []
-    wait_until(lambda: guarded.engine.decode_budget.used == 0, timeout=10)  # decoding stopped
+    wait_until(lambda: guarded.engine.pipeline.budget.used == 0, timeout=10)  # decoding stopped
     settled(guarded)
 
 

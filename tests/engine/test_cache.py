@@ -8,10 +8,16 @@ import hashlib
 import struct
 
 import numpy as np
+from recognizer.engine.cache import (
+    CacheKey,
+    ResultCache,
+    cache_key,
+    entry_bytes,
+    image_digest,
+)
 
 from fakes import ColourNet, colour_model, solid_png
 from recognizer.config.schema import EngineSettings
-from recognizer.engine.cache import CacheKey, ResultCache, cache_key, entry_bytes, image_digest
 from recognizer.engine.engine import Engine
 from recognizer.engine.types import Options, TopClasses
 from recognizer.models.raw import PixelFormat, RawFrame
@@ -147,7 +153,7 @@ async def test_a_repeated_image_skips_decoding_and_the_model() -> None:
     assert (await engine.classify(image, Options(top_k=3))).timing.cache_hit
     strict = await engine.classify(image, Options(top_k=3, min_score=0.9))
     assert strict.timing.cache_hit and len(strict.labels) < 3
-    assert engine.cache is not None and engine.cache.hits == 3
+    assert engine.pipeline.cache is not None and engine.pipeline.cache.hits == 3
     await engine.close()
 
 
@@ -157,7 +163,7 @@ async def test_the_cache_is_off_by_default() -> None:
     image = solid_png((0, 200, 0))
     await engine.classify(image, Options())
     assert not (await engine.classify(image, Options())).timing.cache_hit
-    assert engine.cache is None
+    assert engine.pipeline.cache is None
     await engine.close()
 
 
@@ -168,9 +174,9 @@ async def test_entries_own_their_arrays_not_their_batchs() -> None:
     await engine.start()
     images = [solid_png((0, 0, 200 + i)) for i in range(4)]
     await asyncio.gather(*(engine.classify(image, Options(top_k=2)) for image in images))
-    assert engine.cache is not None
+    assert engine.pipeline.cache is not None
     for image in images:
-        hit = engine.cache.get(cache_key("", "colours:1", image), 2)
+        hit = engine.pipeline.cache.get(cache_key("", "colours:1", image), 2)
         assert hit is not None
         entry_scores = hit.scores.base  # the cached entry, which `get` slices
         assert entry_scores is not None and entry_scores.base is None and entry_scores.size == 2

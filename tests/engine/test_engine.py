@@ -267,7 +267,7 @@ async def test_closing_answers_a_request_still_waiting_to_be_decoded(cache_entri
         [colour_model()], max_batch_size=1, preprocess_threads=1, cache_entries=cache_entries
     )
     release = threading.Event()
-    engine.preprocess_pool.submit(release.wait, 5)  # the only decoding thread is busy
+    engine.pipeline.preprocess.submit(release.wait, 5)  # the only decoding thread is busy
     accepted = asyncio.create_task(engine.classify(solid_png(BLUE), Options()))
     await asyncio.sleep(0.05)
     closing = asyncio.create_task(engine.close())
@@ -347,14 +347,14 @@ async def test_decoding_waits_for_room_in_the_memory_budget() -> None:
     async def watch() -> None:
         nonlocal peak
         while True:
-            peak = max(peak, engine.decode_budget.used)
+            peak = max(peak, engine.pipeline.budget.used)
             await asyncio.sleep(0)
 
     watcher = asyncio.create_task(watch())
     try:
         results = await asyncio.gather(*(engine.classify(big, Options()) for _ in range(8)))
         assert all(r.labels[0].class_id == 2 for r in results)
-        assert 0 < peak <= engine.decode_budget.limit == 1 << 20
+        assert 0 < peak <= engine.pipeline.budget.limit == 1 << 20
     finally:
         watcher.cancel()
         await engine.close()
@@ -362,11 +362,11 @@ async def test_decoding_waits_for_room_in_the_memory_budget() -> None:
 
 async def test_a_request_whose_deadline_passes_waiting_for_memory_is_deadline_exceeded() -> None:
     engine = await started([colour_model()], decode_budget_mb=1)
-    held = engine.decode_budget.acquire(1 << 20, give_up=lambda: False)
+    held = engine.pipeline.budget.acquire(1 << 20, give_up=lambda: False)
     assert held is not None
     try:
         with pytest.raises(DeadlineExceededError, match="waiting for memory"):
             await engine.classify(solid_png(RED), Options(), deadline=time.monotonic() + 0.2)
     finally:
-        engine.decode_budget.release(held)
+        engine.pipeline.budget.release(held)
         await engine.close()

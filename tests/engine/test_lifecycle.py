@@ -234,7 +234,7 @@ def test_cached_answers_come_at_once_while_both_decoding_threads_are_busy(
         stub = pb_grpc.RecognizerStub(channel)
         for image in (small, large):
             classify(stub, image, timeout=10)  # now cached
-        budget = running.engine.decode_budget
+        budget = running.engine.pipeline.budget
         cost = decoding_cost(long_decode, running.engine.runner("").spec.preprocessing)
         calls = [stub.Classify.future(pb.ClassifyRequest(image=long_decode)) for _ in range(2)]
         wait_until(lambda: budget.used == 2 * cost)  # both decoding
@@ -265,7 +265,7 @@ def test_decoding_stops_when_its_deadline_passes_and_costs_no_more(long_decode: 
                 call.result()
             assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert classify(stub, solid_png(GREEN), timeout=3).labels[0].class_id == 1
-        wait_until(lambda: running.engine.decode_budget.used == 0, timeout=5)
+        wait_until(lambda: running.engine.pipeline.budget.used == 0, timeout=5)
         time.sleep(1)  # time enough for a decode still running to show in the CPU time
         # Decoded to the end, the two would take about 40 s.
         assert time.process_time() - cpu < 5
@@ -304,5 +304,5 @@ def test_calls_that_end_leave_no_cycle_holding_their_image(long_decode: bytes) -
             for image, timeout in ((b"not an image", 10), (long_decode, 0.5)):
                 with pytest.raises(grpc.RpcError):
                     classify(stub, image, timeout)
-            wait_until(lambda: running.engine.decode_budget.used == 0, timeout=5)
+            wait_until(lambda: running.engine.pipeline.budget.used == 0, timeout=5)
     assert not [kept for kept in garbage if isinstance(kept, Job | pb.ClassifyRequest)]

@@ -6,6 +6,7 @@ import pytest
 
 from fakes import colour_model
 from recognizer.config.schema import EngineSettings
+from recognizer.engine.lifecycle import keep
 from recognizer.engine.registry import ModelRegistry, ModelVersion, VersionState
 from recognizer.engine.runner import ModelRunner
 from recognizer.errors import ModelNotFoundError
@@ -13,7 +14,7 @@ from recognizer.errors import ModelNotFoundError
 
 def runner(version: int) -> ModelRunner:
     model = colour_model()
-    return ModelRunner(model.spec, model.backend, EngineSettings(), version=version)
+    return ModelRunner(model.spec, model.backend, EngineSettings(), keep=keep, version=version)
 
 
 def test_a_request_naming_no_version_gets_the_newest_ready_one() -> None:

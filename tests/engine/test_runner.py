@@ -12,6 +12,7 @@ from fakes import colour_model
 from recognizer.config.schema import EngineSettings
 from recognizer.engine import runner as runner_module
 from recognizer.engine.backends import Backend
+from recognizer.engine.lifecycle import keep
 from recognizer.engine.runner import ModelRunner
 from recognizer.engine.tuning import CPU_BATCH_SIZE, GPU_BATCH_LIMIT
 
@@ -32,7 +33,7 @@ def runner(model_limit: int | None, *, device: str = "cpu", **settings: object) 
     model = colour_model()
     spec = dataclasses.replace(model.spec, max_batch_size=model_limit)
     backend = model.backend if device == "cpu" else OnDevice(model.backend, device)
-    return ModelRunner(spec, backend, EngineSettings(**settings))  # type: ignore[arg-type]
+    return ModelRunner(spec, backend, EngineSettings(**settings), keep=keep)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("model_limit", "expected"), [(2, 2), (16, 8), (None, 8)])

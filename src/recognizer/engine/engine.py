@@ -1,11 +1,13 @@
 """The engine: the one entry point the transport calls to classify an image.
 
 It holds what every request shares (the registry of served models and their versions,
-the preprocess pool, the result cache and the pool that looks images up in it, the
-decoding memory budget, the callers' rate limits, the count of work in flight), runs the
-watchdog that judges each model's health, and decides when the server may stop. Versions
-come and go while it serves (`add`, `retire`): what loads them is the service's
-(service/models.py). The path of one request through it is in lifecycle.py.
+the pipeline: decoding and lookup pools, result cache, decoding memory budget; the
+callers' rate limits, the count of work in flight), runs the watchdog that judges each
+model's health, and decides when the server may stop. It admits a request (validate,
+limit, a place in its model's queue) as a job bound to its model's runner and to the
+pipeline; from there the job's life is lifecycle.py's, which never sees the engine.
+Versions come and go while it serves (`add`, `retire`): what loads them is the
+service's (service/models.py).
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
+from recognizer import tracing
 from recognizer.config.schema import EngineSettings
 from recognizer.engine import lifecycle, sizing
 from recognizer.engine.backends import Backend
 from recognizer.engine.budget import MemoryBudget
 from recognizer.engine.cache import ResultCache
+from recognizer.engine.pipeline import Pipeline
 from recognizer.engine.pools import PriorityThreads
 from recognizer.engine.ratelimit import RateLimiter
 from recognizer.engine.registry import ModelRegistry, ModelVersion, VersionState
@@ -103,24 +107,22 @@ class Engine:
         self._priority_ceiling = priority_ceiling
         self.models = ModelRegistry()
         for model in models:  # warmed by start(), before any request can come
-            runner = ModelRunner(model.spec, model.backend, settings, version=model.version)
+            runner = self._runner(model)
             self.models.put(
                 ModelVersion(model.spec.name, model.version, VersionState.READY, runner)
             )
         self._in_progress = [0] * (max(Priority) + 1)  # admitted requests, by class
-        self.preprocess_pool = PriorityThreads(
-            sizing.preprocess_threads(settings), name="preprocess", held=self._higher_at_work
+        threads = sizing.preprocess_threads(settings)
+        self.pipeline = Pipeline(
+            preprocess=PriorityThreads(threads, name="preprocess", held=self._higher_at_work),
+            lookup=PriorityThreads(threads, name="lookup", held=self._higher_at_work),
+            cache=(
+                ResultCache(max_entries=settings.cache_entries, max_bytes=settings.cache_bytes)
+                if settings.cache_entries
+                else None
+            ),
+            budget=MemoryBudget(sizing.decode_budget_bytes(settings)),
         )
-        self.cache = (
-            ResultCache(max_entries=settings.cache_entries, max_bytes=settings.cache_bytes)
-            if settings.cache_entries
-            else None
-        )
-        # Large images are hashed here, so that a cached answer never waits behind decoding.
-        self.lookup_pool = PriorityThreads(
-            sizing.preprocess_threads(settings), name="lookup", held=self._higher_at_work
-        )
-        self.decode_budget = MemoryBudget(sizing.decode_budget_bytes(settings))
         self.rate_limiter = (
             RateLimiter(
                 settings.rate_limit, settings.rate_limit_burst or math.ceil(settings.rate_limit)
@@ -147,6 +149,11 @@ class Engine:
         self._idle.set()
         self._last_refusal = -math.inf
         self._refused = asyncio.Event()
+
+    def _runner(self, model: ServedModel) -> ModelRunner:
+        return ModelRunner(
+            model.spec, model.backend, self.settings, version=model.version, keep=lifecycle.keep
+        )
 
     def describe(self) -> tuple[ModelStatus, ...]:
         """The served models as they run, default first: for each, the version requests
@@ -196,8 +203,9 @@ class Engine:
         self._watching = asyncio.create_task(self._watchdog.run(), name="watchdog")
 
     async def _warm_and_start(self, runner: ModelRunner) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.preprocess_pool, runner.warm_up)
-        runner.start(self.cache)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.pipeline.preprocess, runner.warm_up)
+        runner.start(lifecycle.dispatch)
 
     def loading(self, name: str, version: int) -> None:
         """Record that a version is being loaded (ListModels shows it; it takes no traffic)."""
@@ -218,7 +226,7 @@ class Engine:
         its model and no version. A version READY under the same number is replaced: it
         answers what it accepted (`timeout` seconds at most), then stops."""
         name, version = model.spec.name, model.version
-        runner = ModelRunner(model.spec, model.backend, self.settings, version=version)
+        runner = self._runner(model)
         previous = self.models.get(name, version)
         self.loading(name, version)
         try:
@@ -294,14 +302,62 @@ class Engine:
         off); `caller` is who fair shares and rate limits count (the tenant by default;
         the transports pass the peer's host when there is no tenant).
         """
-        return await lifecycle.classify(
-            self,
+        trace = tracing.request()  # None unless the call is traced
+        if trace is not None:
+            trace.begin("admit")
+        job = self._job(
             image,
             options,
             deadline=deadline,
             flow=flow,
             tenant=tenant,
             caller=caller or tenant,
+        )
+        with self.admission(job):
+            if trace is not None:
+                trace.set({"recognizer.model": job.runner.spec.name})
+                trace.end()
+                job.trace = trace
+            return await lifecycle.run(job)
+
+    def _job(
+        self,
+        image: bytes | RawFrame,
+        options: Options,
+        *,
+        deadline: float | None,
+        flow: Hashable | None,
+        tenant: str,
+        caller: str,
+    ) -> lifecycle.Job:
+        """Validate a request and take it through the caller's rate limit: its job, bound
+        to its model's runner and to the pipeline (lifecycle.py's stages validate, limit)."""
+        self.refuse_if_draining()
+        runner = self.runner_for(options.model, tenant, options.model_version)
+        runner.refuse_if_unavailable()
+        language = runner.spec.labels.resolve(self.language(options.language))
+        if not 0.0 <= options.min_score <= 1.0:  # also refuses NaN
+            raise InvalidRequestError(
+                f"min_score must be within [0, 1], not {options.min_score}", field="min_score"
+            )
+        settings, classes = self.settings, runner.spec.num_classes
+        top_k = min(options.top_k or settings.default_top_k, classes, settings.max_top_k)
+        if self.rate_limiter is not None:
+            self.rate_limiter.take(caller)
+        return lifecycle.Job(
+            runner,
+            self.pipeline,
+            image,
+            language=language,
+            top_k=top_k,
+            min_score=options.min_score,
+            scores=options.scores,
+            ranked=min(classes, settings.max_top_k) if options.scores else top_k,
+            deadline=deadline,
+            flow=flow,
+            tenant=tenant,
+            caller=caller,
+            priority=min(options.priority or Priority.NORMAL, self.priority_ceiling(tenant)),
         )
 
     def drain(self) -> None:
@@ -327,7 +383,8 @@ class Engine:
 
     @contextmanager
     def admission(self, job: lifecycle.Job) -> Iterator[None]:
-        """Hold the job's place in its model's queue and count it as work in flight."""
+        """Hold the job's place in its model's queue (lifecycle.py's stage `admit`: refused
+        at once when full) and count it as work in flight."""
         with job.runner.shares.place(job):
             self._requests += 1
             self._in_progress[job.priority] += 1
@@ -339,8 +396,8 @@ class Engine:
                 self._requests -= 1
                 self._in_progress[job.priority] -= 1
                 if job.priority > Priority.LOW and not self._in_progress[job.priority]:
-                    self.preprocess_pool.wake()
-                    self.lookup_pool.wake()
+                    self.pipeline.preprocess.wake()
+                    self.pipeline.lookup.wake()
                 self._settle()
 
     def _higher_at_work(self, priority: int) -> bool:
@@ -386,8 +443,8 @@ class Engine:
                 runner.shares.fail_all(ShuttingDownError)
             await self._no_requests.wait()  # the failed requests' callers now return
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.lookup_pool.shutdown)  # it feeds the next
-        await loop.run_in_executor(None, self.preprocess_pool.shutdown)
+        await loop.run_in_executor(None, self.pipeline.lookup.shutdown)  # it feeds the next
+        await loop.run_in_executor(None, self.pipeline.preprocess.shutdown)
         for runner in list(self.models.runners()):
             remaining = max(deadline - time.monotonic(), 0.0)
             await loop.run_in_executor(None, runner.stop, remaining)

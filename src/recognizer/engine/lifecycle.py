@@ -1,5 +1,9 @@
 """The life of one request in the engine, stage by stage, on the threads it visits.
 
+The engine takes a request through its first three stages (Engine.classify: validate,
+limit, admit) and hands over the job, bound to its model's runner and to the pipeline
+(pools, cache, budget); every later stage is here, and reaches them through the job.
+
     stage     thread             what happens                          ends it early
     validate  event loop         model (the tenant's right to it, its  InvalidRequestError,
                                  health), language, top_k (bounded),   ModelNotFoundError,
@@ -63,21 +67,9 @@ import numpy as np
 
 from recognizer import tracing
 from recognizer.engine.budget import MemoryBudget
-from recognizer.engine.cache import CacheKey, ResultCache, cache_key
-from recognizer.engine.types import (
-    Classification,
-    Label,
-    Options,
-    Priority,
-    Timing,
-    TopClasses,
-)
-from recognizer.errors import (
-    DeadlineExceededError,
-    InvalidRequestError,
-    RecognizerError,
-    without_tracebacks,
-)
+from recognizer.engine.cache import CacheKey, cache_key
+from recognizer.engine.types import Classification, Label, Priority, Timing, TopClasses
+from recognizer.errors import DeadlineExceededError, RecognizerError, without_tracebacks
 from recognizer.models.jpeg import DeviceInput, device_jpeg
 from recognizer.models.preprocessing import (
     DecodingStopped,
@@ -89,7 +81,7 @@ from recognizer.models.preprocessing import (
 from recognizer.models.raw import RawFrame, frame_cost, frame_to_image
 
 if TYPE_CHECKING:
-    from recognizer.engine.engine import Engine
+    from recognizer.engine.pipeline import Pipeline
     from recognizer.engine.progress import Running
     from recognizer.engine.runner import ModelRunner, RowsTopK
 
@@ -124,6 +116,7 @@ class Job:
         "language",
         "loop",
         "min_score",
+        "pipeline",
         "pixels",
         "preprocess_s",
         "priority",
@@ -138,6 +131,7 @@ class Job:
     def __init__(
         self,
         runner: ModelRunner,
+        pipeline: Pipeline,
         image: bytes | RawFrame,
         *,
         language: str,
@@ -152,6 +146,7 @@ class Job:
         priority: Priority,
     ) -> None:
         self.runner = runner
+        self.pipeline = pipeline
         self.image = image
         self.language = language
         self.top_k = top_k
@@ -229,84 +224,39 @@ class Job:
             self.future.set_exception(error)
 
 
-# validate, limit, admit, then wait for the answer: on the event loop
+# after admission, wait for the answer: on the event loop
 
 
-async def classify(
-    engine: Engine,
-    image: bytes | RawFrame,
-    options: Options,
-    *,
-    deadline: float | None,
-    flow: Hashable | None,
-    tenant: str,
-    caller: str,
-) -> Classification:
-    """Take one request through every stage and return its answer."""
-    trace = tracing.request()  # None unless the call is traced
-    if trace is not None:
-        trace.begin("admit")
-    # validate
-    engine.refuse_if_draining()
-    runner = engine.runner_for(options.model, tenant, options.model_version)
-    runner.refuse_if_unavailable()
-    language = runner.spec.labels.resolve(engine.language(options.language))
-    if not 0.0 <= options.min_score <= 1.0:  # also refuses NaN
-        raise InvalidRequestError(
-            f"min_score must be within [0, 1], not {options.min_score}", field="min_score"
-        )
-    settings = engine.settings
-    top_k = min(
-        options.top_k or settings.default_top_k, runner.spec.num_classes, settings.max_top_k
-    )
-    ranked = min(runner.spec.num_classes, settings.max_top_k) if options.scores else top_k
-    # limit
-    if engine.rate_limiter is not None:
-        engine.rate_limiter.take(caller)
-    # admit: a place held until the answer comes or the caller gives up
-    job = Job(
-        runner,
-        image,
-        language=language,
-        top_k=top_k,
-        min_score=options.min_score,
-        scores=options.scores,
-        ranked=ranked,
-        deadline=deadline,
-        flow=flow,
-        tenant=tenant,
-        caller=caller,
-        priority=min(options.priority or Priority.NORMAL, engine.priority_ceiling(tenant)),
-    )
-    with engine.admission(job):
-        if trace is not None:
-            trace.set({"recognizer.model": runner.spec.name})
-            trace.end()
-            job.trace = trace
-        job.future.add_done_callback(job.abandon_if_cancelled)
-        if engine.cache is None:
-            engine.preprocess_pool.submit_at(job.priority, prepare, job, engine.decode_budget)
-        elif len(image.data if isinstance(image, RawFrame) else image) <= INLINE_HASH_BYTES:
-            look_up(job, engine.cache, engine)
-        else:
-            engine.lookup_pool.submit_at(job.priority, look_up, job, engine.cache, engine)
-        try:
-            return await job.future
-        except BaseException:
-            # The error's traceback holds this frame, and the job holds the error: without
-            # the job here, both (and the request) are freed when the call ends.
-            del job
-            raise
+async def run(job: Job) -> Classification:
+    """Take an admitted job through every later stage and return its answer."""
+    pipeline = job.pipeline
+    job.future.add_done_callback(job.abandon_if_cancelled)
+    image = job.image
+    if pipeline.cache is None:
+        pipeline.preprocess.submit_at(job.priority, prepare, job)
+    elif len(image.data if isinstance(image, RawFrame) else image) <= INLINE_HASH_BYTES:
+        look_up(job)
+    else:
+        pipeline.lookup.submit_at(job.priority, look_up, job)
+    try:
+        return await job.future
+    except BaseException:
+        # The error's traceback holds this frame, and the job holds the error: without
+        # the job here, both (and the request) are freed when the call ends.
+        del job
+        raise
 
 
 # hash: on the event loop for a small image, else on a lookup thread
 
 
-def look_up(job: Job, cache: ResultCache, engine: Engine) -> None:
+def look_up(job: Job) -> None:
     """Answer from the cache, or pass the job on to be decoded."""
     if job.abandoned:
         return
     job.stage("hash")
+    cache = job.pipeline.cache
+    assert cache is not None  # looked up only with the cache on
     try:
         job.cache_key = cache_key(job.tenant, job.runner.cached_as, job.image)
         cached = cache.get(job.cache_key, job.ranked)
@@ -314,7 +264,7 @@ def look_up(job: Job, cache: ResultCache, engine: Engine) -> None:
             job.trace.set({"recognizer.cache": "miss" if cached is None else "hit"})
         if cached is None:
             job.end_stage()
-            engine.preprocess_pool.submit_at(job.priority, prepare, job, engine.decode_budget)
+            job.pipeline.preprocess.submit_at(job.priority, prepare, job)
             return
         job.stage("name")
         job.answer = name(job, cached, Timing(cache_hit=True))
@@ -327,15 +277,15 @@ def look_up(job: Job, cache: ResultCache, engine: Engine) -> None:
 # budget, decode, queue: on a preprocess thread
 
 
-def prepare(job: Job, budget: MemoryBudget) -> None:
-    """Decode the image within the budget and queue it."""
+def prepare(job: Job) -> None:
+    """Decode the image within the pipeline's memory budget and queue it."""
     if job.abandoned:
         return
     runner = job.runner
     job.stage("decode")
     try:
         started = time.monotonic()
-        pixels = decode(job, budget)
+        pixels = decode(job, job.pipeline.budget)
         if pixels is None:
             return  # abandoned while waiting for memory or while decoding
         job.pixels = pixels
@@ -412,7 +362,7 @@ def keep(job: Job) -> bool:
     return True
 
 
-def dispatch(runner: ModelRunner, cache: ResultCache | None) -> None:
+def dispatch(runner: ModelRunner) -> None:
     """The model's dispatcher thread: whenever the backend has room for a call, the next
     batch goes to it, until the queue is closed and drained and no call is in flight
     (a failed batch comes back to the queue, to run job by job)."""
@@ -420,7 +370,7 @@ def dispatch(runner: ModelRunner, cache: ResultCache | None) -> None:
         runner.room.acquire()
         batch = runner.queue.next_batch()
         if batch:
-            submit(runner, batch, cache)
+            submit(runner, batch)
             continue
         runner.room.release()
         runner.wait_for_calls()
@@ -428,14 +378,14 @@ def dispatch(runner: ModelRunner, cache: ResultCache | None) -> None:
             return
 
 
-def submit(runner: ModelRunner, batch: list[Job], cache: ResultCache | None) -> None:
+def submit(runner: ModelRunner, batch: list[Job]) -> None:
     """Start the model on a batch; `finish` takes it from there on the thread the call ends
     on. The backend ranks as many classes as the batch's jobs want at most (at most
     --max-top-k); each job keeps its own."""
     call = runner.progress.started(batch)
     for job in batch:
         job.stage("infer")
-    done = functools.partial(finish, runner, batch, call, cache, time.monotonic())
+    done = functools.partial(finish, runner, batch, call, time.monotonic())
     try:
         runner.submit([job.pixels for job in batch], max(job.ranked for job in batch), done)
     except Exception as error:  # refused at once: the same as failing
@@ -446,7 +396,6 @@ def finish(
     runner: ModelRunner,
     batch: list[Job],
     call: Running[Job],
-    cache: ResultCache | None,
     started: float,
     result: RowsTopK | BaseException,
 ) -> None:
@@ -471,7 +420,7 @@ def finish(
         hand_back(batch)
         return
     try:
-        answer_all(runner, batch, cache, started, result)
+        answer_all(runner, batch, started, result)
     except Exception as error:  # a bug here must not leave the callers waiting
         logger.exception("answering a batch failed")
         for job in batch:
@@ -482,7 +431,6 @@ def finish(
 def answer_all(
     runner: ModelRunner,
     batch: list[Job],
-    cache: ResultCache | None,
     started: float,
     result: RowsTopK,
 ) -> None:
@@ -495,8 +443,8 @@ def answer_all(
             job.set_error(error)
             continue
         top = TopClasses(scores[row, : job.ranked].copy(), class_ids[row, : job.ranked].copy())
-        if cache is not None and job.cache_key is not None:
-            cache.put(job.cache_key, top)
+        if job.pipeline.cache is not None and job.cache_key is not None:
+            job.pipeline.cache.put(job.cache_key, top)
         timing = Timing(
             queue_s=started - job.enqueued_at,
             preprocess_s=job.preprocess_s,

@@ -16,12 +16,12 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from recognizer.config.schema import EngineSettings
-from recognizer.engine import lifecycle, sizing
+from recognizer.engine import sizing
 from recognizer.engine.backends import (
     Backend,
     CapturesGraphs,
@@ -33,7 +33,6 @@ from recognizer.engine.backends import (
 )
 from recognizer.engine.backends.throughput import measure_throughput
 from recognizer.engine.batching import BatchQueue
-from recognizer.engine.cache import ResultCache
 from recognizer.engine.progress import Progress
 from recognizer.engine.shares import FairShares
 from recognizer.engine.tuning import CPU_BATCH_SIZE, GPU_BATCH_LIMIT, tune_batch_size
@@ -42,6 +41,9 @@ from recognizer.engine.workers import WorkerThreads
 from recognizer.errors import ModelUnavailableError
 from recognizer.models.jpeg import DeviceInput, blank_jpeg, read_jpeg_header
 from recognizer.models.spec import ModelSpec
+
+if TYPE_CHECKING:  # the jobs' type only: a runner is given its work (Engine)
+    from recognizer.engine.lifecycle import Job
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +70,13 @@ class ModelRunner:
     """
 
     def __init__(
-        self, spec: ModelSpec, backend: Backend, settings: EngineSettings, *, version: int = 1
+        self,
+        spec: ModelSpec,
+        backend: Backend,
+        settings: EngineSettings,
+        *,
+        keep: Callable[[Job], bool],
+        version: int = 1,
     ) -> None:
         self.spec = spec
         self.version = version
@@ -88,17 +96,17 @@ class ModelRunner:
         self.room = threading.Semaphore(self.slots)
         self._workers: WorkerThreads[RowsTopK] | None = None
         self._dispatcher: threading.Thread | None = None
-        self.queue: BatchQueue[lifecycle.Job] = BatchQueue(
+        self.queue: BatchQueue[Job] = BatchQueue(
             max_batch_size=self._capped(settings.max_batch_size or 1),
             max_delay_s=sizing.batch_delay_s(settings, backend.device),
-            keep=lifecycle.keep,
+            keep=keep,
             # Calls running at once, not slots: a frame of a higher class must find one free.
             calls_at_once=self._scheduler.streams if self._scheduler is not None else self.slots,
         )
-        self.shares: FairShares[lifecycle.Job] = FairShares(
+        self.shares: FairShares[Job] = FairShares(
             spec.name, settings.max_queued_requests, self.retry_after
         )
-        self.progress: Progress[lifecycle.Job] = Progress()
+        self.progress: Progress[Job] = Progress()
         self.health = Health.SERVING
         self._stats = threading.Lock()  # calls end, and record their batches, concurrently
         self._seconds_per_item = 0.01
@@ -203,13 +211,14 @@ class ModelRunner:
         )
         return chosen
 
-    def start(self, cache: ResultCache | None) -> None:
-        """Start the dispatcher (and the worker threads, for a backend that needs them)."""
+    def start(self, dispatch: Callable[[ModelRunner], None]) -> None:
+        """Start the dispatcher thread, running `dispatch` on this runner (lifecycle.py's),
+        and the worker threads, for a backend that needs them."""
         name = self.spec.name
         if self._scheduler is None:
             self._workers = WorkerThreads(self.slots, name=f"infer-{name}")
         self._dispatcher = threading.Thread(
-            target=lifecycle.dispatch, args=(self, cache), name=f"dispatch-{name}", daemon=True
+            target=dispatch, args=(self,), name=f"dispatch-{name}", daemon=True
         )
         self._dispatcher.start()
         logger.info(

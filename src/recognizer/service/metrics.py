@@ -204,9 +204,9 @@ class _EngineCollector(Collector):
         yield GaugeMetricFamily(
             "recognizer_decoding_bytes",
             "Memory held by images being decoded, out of --decode-budget-mb.",
-            value=self._engine.decode_budget.used,
+            value=self._engine.pipeline.budget.used,
         )
-        cache = self._engine.cache
+        cache = self._engine.pipeline.cache
         if cache is not None:
             lookups = CounterMetricFamily(
                 "recognizer_cache_lookups", "Result cache lookups.", labels=["result"]
