@@ -31,6 +31,7 @@ from recognizer.errors import (
     StartupError,
 )
 from recognizer.models.repository import fingerprint, versions_of
+from recognizer.service.heap import release_free_memory
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,8 @@ class ModelManager:
         self._configs[name] = config
         if any(entry.version in wanted for entry in registry.ready(name)):
             await self._retire(name, [version for version in ready if version not in wanted])
+        if any(version in ready for version in wanted) and changes:  # one replaced in place
+            await _release_free_memory()
         return changes
 
     async def _load_version(self, config: ModelConfig, version: int, *, replaces: bool) -> Change:
@@ -253,9 +256,12 @@ class ModelManager:
         return Change(name, ChangeKind.RELOADED if replaces else ChangeKind.LOADED, version)
 
     async def _retire(self, name: str, versions: Sequence[int]) -> None:
+        """Retire versions, then give the C heap's free memory back to the system."""
         for version in versions:
             await self._engine.retire(name, version, self._timeout)
             self._loaded.pop((name, version), None)
+        if versions:
+            await _release_free_memory()
 
     def _check_memory(self, config: ModelConfig, version: int) -> None:
         """Refuse a load the process lacks the memory for: its files' size, twice, and a
@@ -269,6 +275,13 @@ class ModelManager:
                 " more (its cgroup's memory limit, or the machine's available memory):"
                 " unload a model or version first, or give the process more memory"
             )
+
+
+async def _release_free_memory() -> None:
+    """A retired version's runtime is freed into the heaps of the threads that built and
+    ran it, which the steady load's own allocations would not soon reuse: give their free
+    pages back to the system (service/heap.py), so memory returns to one version's worth."""
+    await asyncio.to_thread(release_free_memory)
 
 
 def _size(config: ModelConfig) -> int:
