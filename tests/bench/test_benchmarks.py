@@ -42,6 +42,7 @@ SCRIPTS = (
     "gpu.py",
     "faults.py",
     "perf_analyzer.py",
+    "reload.py",
 )
 
 
@@ -364,3 +365,22 @@ def test_perf_analyzer_quick_measures_recognizer_unary_and_streaming(tmp_path: P
     }
     assert all(run["throughput"] > 0 and run["p99_ms"] >= run["p50_ms"] > 0 for run in runs)
     assert "recognizer   streaming" in result.stdout
+
+
+def test_the_reload_benchmark_switches_versions_under_load_and_loses_no_call(
+    tmp_path: Path,
+) -> None:
+    """--quick: a real network reloaded through the admin API while `recognizer bench`
+    runs; its numbers mean nothing, its counts do."""
+    out = tmp_path / "reload.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "reload.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["reloads"] >= 1
+    assert summary["steady"]["errors"] == summary["switching"]["errors"] == 0
+    assert len(summary["rss_mib_after_each_phase"]) == 2
