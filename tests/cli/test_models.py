@@ -6,7 +6,10 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import grpc
 
 from fakes import solid_png
 from onnx_files import colour_onnx
@@ -44,9 +47,22 @@ def test_sighup_reloads_the_config_and_the_models_command_changes_them(tmp_path:
     colours = colour_onnx(tmp_path / "colours")
     config = config_file(tmp_path, ("colours", colours))
     server = ServeProcess("--config", str(config), "--admin")
+    stop = threading.Event()
+    failures: list[grpc.RpcError] = []
+
+    def steady_load() -> None:  # the default model, all along
+        with Client(server.address) as client:
+            while not stop.is_set():
+                try:
+                    client.classify(RED)
+                except grpc.RpcError as error:
+                    failures.append(error)
+
+    load = threading.Thread(target=steady_load)
     try:
         address = server.address
         assert answer(address) == (1, "red")
+        load.start()
         colour_onnx(tmp_path / "colours", order=SWAPPED)
         server.process.send_signal(signal.SIGHUP)
         wait_until(lambda: answer(address) == (2, "blue"), timeout=60)
@@ -67,7 +83,11 @@ def test_sighup_reloads_the_config_and_the_models_command_changes_them(tmp_path:
         refused = models(address, "unload", "colours")
         assert refused.returncode == 1
         assert "FAILED_PRECONDITION" in refused.stderr and "default model" in refused.stderr
+        stop.set()
+        load.join(timeout=30)
+        assert failures == []
     finally:
+        stop.set()
         assert server.stop() == 0
     assert "reload: colours version 2 reloaded" in "".join(server.log)
 

@@ -8,6 +8,9 @@ import hashlib
 import struct
 
 import numpy as np
+
+from fakes import ColourNet, colour_model, solid_png
+from recognizer.config.schema import EngineSettings
 from recognizer.engine.cache import (
     CacheKey,
     ResultCache,
@@ -15,9 +18,6 @@ from recognizer.engine.cache import (
     entry_bytes,
     image_digest,
 )
-
-from fakes import ColourNet, colour_model, solid_png
-from recognizer.config.schema import EngineSettings
 from recognizer.engine.engine import Engine
 from recognizer.engine.types import Options, TopClasses
 from recognizer.models.raw import PixelFormat, RawFrame

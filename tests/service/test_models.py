@@ -90,7 +90,7 @@ def test_a_reload_under_load_moves_traffic_to_the_new_version_and_loses_no_call(
     tmp_path: Path,
 ) -> None:
     path = colour_onnx(tmp_path / "colours")
-    configured = Configured(model(path))
+    configured = Configured(model(path), model(colour_onnx(tmp_path / "old"), "old"))
     with serving(configured) as running, Client(running.address) as client:
         answers: list[tuple[float, int, str]] = []  # (sent at, version, label)
         errors: list[BaseException] = []
@@ -130,6 +130,12 @@ def test_a_reload_under_load_moves_traffic_to_the_new_version_and_loses_no_call(
         reloaded = time.monotonic()
         wait_until(lambda: sum(sent > reloaded for sent, _, _ in answers) >= 20)
         wait_until(lambda: streamed[-1] == 2)
+        # A model added and another unloaded, under the same load.
+        added = client.load_model("added", f"path={colour_onnx(tmp_path / 'added')}")
+        assert classify(client, model="added") == (1, "red")
+        assert client.unload_model("old").versions == []
+        settled = len(answers)
+        wait_until(lambda: len(answers) >= settled + 20)
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
@@ -141,7 +147,11 @@ def test_a_reload_under_load_moves_traffic_to_the_new_version_and_loses_no_call(
         assert {(v, label) for _, v, label in answers} == {(1, "red"), (2, "blue")}
         assert all(v == 2 for sent, v, _ in answers if sent > reloaded)
         assert set(streamed) == {1, 2}  # one stream, answered by both versions in turn
-        assert states(client) == [("colours", 2, "MODEL_STATE_READY")]  # version 1 freed
+        assert [v.state for v in added.versions] == [pb.MODEL_STATE_READY]
+        assert states(client) == [  # version 1 freed
+            ("colours", 2, "MODEL_STATE_READY"),
+            ("added", 1, "MODEL_STATE_READY"),
+        ]
         assert running.engine.models.get("colours", 1) is None
         gc.collect()
         assert first() is None  # the retired version's runtime is freed
