@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recognizer.config.models import ModelConfig, parse_model_flag
+from recognizer.config.models import LabelFile, ModelConfig, parse_model_flag
 from recognizer.errors import ConfigError
-from recognizer.models.label_files import LabelFile
-from recognizer.models.labels import Labels
-from recognizer.models.preprocessing import Preprocessing
 
 
 def test_a_bare_source_names_the_model_after_it(tmp_path: Path) -> None:
@@ -168,29 +165,3 @@ def test_a_sidecar_describes_the_file_not_how_it_is_served(tmp_path: Path) -> No
     (tmp_path / "model.toml").write_text('name = "other"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"model\.toml: unknown key 'name'"):
         ModelConfig(path=str(tmp_path / "model.pt")).with_sidecar()
-
-
-def test_overrides_apply_over_the_format_defaults() -> None:
-    config = ModelConfig(path="m.pt", crop=200, channel_order="BGR")
-    assert config.preprocessing_over(Preprocessing()) == Preprocessing(
-        resize=256, crop=200, channel_order="BGR"
-    )
-    with pytest.raises(ConfigError, match=r"model 'm': crop \(300\) must be .* at most resize"):
-        ModelConfig(path="m.pt", crop=300).preprocessing_over(Preprocessing())
-
-
-def test_the_spec_takes_the_smaller_batch_limit() -> None:
-    labels = Labels({"zh": ["猫"]})
-    config = ModelConfig(path="m.onnx", max_batch_size=8, activation="sigmoid")
-    spec = config.spec(
-        architecture="", source_format="onnx", labels=labels, preprocessing=Preprocessing()
-    )
-    assert (spec.name, spec.max_batch_size, spec.activation) == ("m", 8, "sigmoid")
-    fixed = config.spec(
-        architecture="",
-        source_format="onnx",
-        labels=labels,
-        preprocessing=Preprocessing(),
-        max_batch_size=1,
-    )
-    assert fixed.max_batch_size == 1

@@ -17,14 +17,15 @@ import numpy as np
 import pytest
 
 from model_files import GENERAL_NAMES, Built, reference_scores
-from recognizer.config.models import ModelConfig
+from recognizer.config.models import LabelFile, ModelConfig
 from recognizer.config.schema import EngineSettings
 from recognizer.engine.backends.prepared import needs_preparation
 from recognizer.errors import ConfigError, ModelLoadError
 from recognizer.models.hubs import IMAGENET_LABELS, resolve_hub
-from recognizer.models.label_files import LabelFile, read_labels
+from recognizer.models.label_files import read_labels
 from recognizer.models.loading import detect_format, load_model, resolve_source
 from recognizer.models.preprocessing import Preprocessing
+from recognizer.models.spec import configured_preprocessing
 from support import PHOTOS
 
 WANWU = "damo/cv_resnest101_general_recognition"
@@ -164,7 +165,7 @@ def test_an_hf_hub_id_resolves_to_a_state_dict_described_by_timms_config() -> No
         "state_dict",
         "timm/resnet18",
     )
-    preprocessing = resolved.preprocessing_over(Preprocessing())
+    preprocessing = configured_preprocessing(resolved, Preprocessing())
     assert preprocessing == Preprocessing(
         resize=235,  # timm's floor(224 / 0.95)
         crop=224,

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from recognizer.config.models import LabelFile
 from recognizer.errors import ModelLoadError
-from recognizer.models.label_files import LabelFile, discover_label_files, read_labels
+from recognizer.models.label_files import discover_label_files, read_labels
 
 
 def write(path: Path, text: str) -> Path:

@@ -5,5 +5,7 @@ arguments.py  the argparse types and flags the subcommands share
 serve.py      `recognizer serve`, configured by recognizer.config
 classify.py   `recognizer classify IMAGE...`
 stream.py     `recognizer stream SOURCE`
-(`recognizer bench` lives with its load generator, in recognizer.bench.command)
+bench.py      `recognizer bench`, over the load generator (recognizer.bench)
+health.py     `recognizer health`
+models.py     `recognizer models list|load|unload|reload`
 """

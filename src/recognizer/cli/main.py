@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from recognizer.bench.command import add_parser as add_bench_parser
-from recognizer.cli import classify, health, models, serve, stream
+from recognizer.cli import bench, classify, health, models, serve, stream
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_parser(commands)
     classify.add_parser(commands)
     stream.add_parser(commands)
-    add_bench_parser(commands)
+    bench.add_parser(commands)
     health.add_parser(commands)
     models.add_parser(commands)
     return parser

@@ -34,10 +34,10 @@ max_batch_size). Values given with the model win over the sidecar's.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,11 +55,10 @@ from pydantic import (
 
 from recognizer.config.validation import config_error, refuse_bools
 from recognizer.errors import ConfigError
-from recognizer.models.label_files import LabelFile
-from recognizer.models.labels import Labels
-from recognizer.models.preprocessing import ChannelOrder, Interpolation, Preprocessing
-from recognizer.models.spec import Activation, ModelSpec
 
+Interpolation = Literal["bilinear", "bicubic", "nearest"]
+ChannelOrder = Literal["RGB", "BGR"]
+Activation = Literal["softmax", "sigmoid"]
 SourceFormat = Literal["auto", "builtin", "modelscope", "torchscript", "state_dict", "onnx"]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -91,6 +90,14 @@ def _hex_digest(value: object) -> object:
 
 
 Sha256 = Annotated[str, BeforeValidator(_hex_digest)]
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """A label file and the language of its names; None reads that from the file."""
+
+    path: Path
+    language: str | None = None
 
 
 class ModelConfig(BaseModel):
@@ -212,41 +219,6 @@ class ModelConfig(BaseModel):
             if getattr(self, key) in (None, (), "auto") and key in SIDECAR_KEYS
         }
         return self.model_copy(update=unset)
-
-    def preprocessing_over(self, defaults: Preprocessing) -> Preprocessing:
-        """The format's or file's preprocessing with this config's overrides on top."""
-        overrides = {key: getattr(self, key) for key in PREPROCESSING_KEYS}
-        try:
-            return dataclasses.replace(
-                defaults, **{key: value for key, value in overrides.items() if value is not None}
-            )
-        except ValueError as error:
-            raise ConfigError(f"model {self.name!r}: {error}") from error
-
-    def spec(
-        self,
-        *,
-        architecture: str,
-        source_format: str,
-        labels: Labels,
-        preprocessing: Preprocessing,
-        max_batch_size: int | None = None,
-    ) -> ModelSpec:
-        """The spec of a model loaded for this config, from what the loader found.
-
-        `preprocessing` already has the overrides (preprocessing_over); the batch limit is
-        the smaller of the model's own (a fixed ONNX batch, say) and the config's.
-        """
-        limits = [limit for limit in (max_batch_size, self.max_batch_size) if limit is not None]
-        return ModelSpec(
-            name=self.name,
-            architecture=architecture,
-            source_format=source_format,
-            labels=labels,
-            preprocessing=preprocessing,
-            activation=self.activation or "softmax",
-            max_batch_size=min(limits, default=None),
-        )
 
 
 HUB_PREFIXES = ("modelscope:", "hf-hub:")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from recognizer.config.models import LabelFile
 from recognizer.errors import ModelLoadError
 from recognizer.models.labels import Labels, normalize_language
 
@@ -24,14 +24,6 @@ _LANGUAGE = r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]+)*"  # zh, en, zh-CN, zh-Hans
 _LANGUAGE_CODE = re.compile(_LANGUAGE)
 _SUFFIXED = re.compile(rf"(?:.+_)?labels_(?P<language>{_LANGUAGE})\.txt")
 TSV = "labels.tsv"
-
-
-@dataclass(frozen=True)
-class LabelFile:
-    """A label file and the language of its names; None reads that from the file."""
-
-    path: Path
-    language: str | None = None
 
 
 def discover_label_files(directory: Path) -> tuple[LabelFile, ...]:

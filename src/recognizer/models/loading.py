@@ -37,7 +37,12 @@ from recognizer.models.integrity import check_sha256
 from recognizer.models.label_files import discover_label_files, read_labels
 from recognizer.models.labels import Labels
 from recognizer.models.preprocessing import Preprocessing
-from recognizer.models.spec import LoadedModel, ModelSpec
+from recognizer.models.spec import (
+    LoadedModel,
+    ModelSpec,
+    configured_preprocessing,
+    configured_spec,
+)
 from recognizer.models.state_dict import SUFFIXES
 from recognizer.models.torchscript import is_torchscript
 
@@ -205,11 +210,12 @@ def _load_builtin(config: ModelConfig) -> LoadedModel:
     labels = model_labels(
         config, "builtin", num_classes=spec.num_classes, architecture=spec.architecture
     )
-    configured = config.spec(
+    configured = configured_spec(
+        config,
         architecture=spec.architecture,
         source_format="builtin",
         labels=labels,
-        preprocessing=config.preprocessing_over(spec.preprocessing),
+        preprocessing=configured_preprocessing(config, spec.preprocessing),
     )
     return dataclasses.replace(model, spec=configured)
 

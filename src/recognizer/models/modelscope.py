@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recognizer.config.models import ModelConfig
-from recognizer.models.label_files import LabelFile, read_labels
+from recognizer.config.models import LabelFile, ModelConfig
+from recognizer.models.label_files import read_labels
 from recognizer.models.labels import Labels
 from recognizer.models.preprocessing import Preprocessing
-from recognizer.models.spec import LoadedModel
+from recognizer.models.spec import LoadedModel, configured_preprocessing, configured_spec
 
 CHECKPOINT = "pytorch_model.pt"
 LABEL_FILES = ("meta_info.txt", "label_mapping.txt")
@@ -55,11 +55,12 @@ def load_modelscope(config: ModelConfig) -> LoadedModel:
         config.architecture or ARCHITECTURE,
         checkpoint=str(directory / CHECKPOINT),
     )
-    spec = config.spec(
+    spec = configured_spec(
+        config,
         architecture=fitted.architecture,
         source_format="modelscope",
         labels=read_modelscope_labels(config, fitted.num_classes, fitted.architecture),
-        preprocessing=config.preprocessing_over(PREPROCESSING),
+        preprocessing=configured_preprocessing(config, PREPROCESSING),
     )
     return LoadedModel(spec, fitted.network)
 

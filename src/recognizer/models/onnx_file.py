@@ -16,7 +16,12 @@ from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
 from recognizer.models.label_files import discover_label_files, read_labels
 from recognizer.models.preprocessing import Preprocessing
-from recognizer.models.spec import LoadedModel, OnnxGraph
+from recognizer.models.spec import (
+    LoadedModel,
+    OnnxGraph,
+    configured_preprocessing,
+    configured_spec,
+)
 
 # The input layouts the backend can feed: ONNX type -> (numpy type, channel axis).
 LAYOUTS = {"tensor(float)": (np.float32, 1), "tensor(uint8)": (np.uint8, 3)}
@@ -59,7 +64,7 @@ def load_onnx(config: ModelConfig) -> LoadedModel:
             f"{path} takes {height}x{width} images but crop is {config.crop}: set crop to"
             f" {height} or leave it unset"
         )
-    preprocessing = config.preprocessing_over(_defaults(path.name, height, width))
+    preprocessing = configured_preprocessing(config, _defaults(path.name, height, width))
     crop = preprocessing.crop
     sample_shape = (1, 3, crop, crop) if channel_axis == 1 else (1, crop, crop, 3)
     try:
@@ -75,7 +80,8 @@ def load_onnx(config: ModelConfig) -> LoadedModel:
         num_classes=int(logits.shape[1]),
         model=path.name,
     )
-    spec = config.spec(
+    spec = configured_spec(
+        config,
         architecture=config.architecture or "",
         source_format="onnx",
         labels=labels,

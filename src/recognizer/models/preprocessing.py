@@ -23,11 +23,11 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 
+from recognizer.config.models import ChannelOrder, Interpolation
 from recognizer.errors import InvalidImageError
 from recognizer.models.jpeg_markers import STRAY_BYTES, read_markers
 
@@ -43,9 +43,6 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 JPEG_CHUNK_BYTES = 4096
 COEFFICIENT_BYTES = "coefficient_bytes"  # where decode_image leaves a JPEG's, in its info
 
-Interpolation = Literal["bilinear", "bicubic", "nearest"]
-INTERPOLATIONS: tuple[Interpolation, ...] = ("bilinear", "bicubic", "nearest")
-ChannelOrder = Literal["RGB", "BGR"]
 CHANNEL_ORDERS: tuple[ChannelOrder, ...] = ("RGB", "BGR")
 WHITE = (255, 255, 255)
 _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from recognizer.config.models import PREPROCESSING_KEYS, Activation, ModelConfig
+from recognizer.errors import ConfigError
 from recognizer.models.labels import Labels
 from recognizer.models.preprocessing import Preprocessing
 
 if TYPE_CHECKING:  # only for LoadedModel: specs and configs stay importable without torch
     import torch
-
-Activation = Literal["softmax", "sigmoid"]
-ACTIVATIONS: tuple[Activation, ...] = ("softmax", "sigmoid")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,3 +60,40 @@ class LoadedModel:
 
     spec: ModelSpec
     network: torch.nn.Module | OnnxGraph
+
+
+def configured_preprocessing(config: ModelConfig, defaults: Preprocessing) -> Preprocessing:
+    """The format's or file's preprocessing with the config's overrides on top."""
+    overrides = {key: getattr(config, key) for key in PREPROCESSING_KEYS}
+    try:
+        return dataclasses.replace(
+            defaults, **{key: value for key, value in overrides.items() if value is not None}
+        )
+    except ValueError as error:
+        raise ConfigError(f"model {config.name!r}: {error}") from error
+
+
+def configured_spec(
+    config: ModelConfig,
+    *,
+    architecture: str,
+    source_format: str,
+    labels: Labels,
+    preprocessing: Preprocessing,
+    max_batch_size: int | None = None,
+) -> ModelSpec:
+    """The spec of a model loaded for a config, from what the loader found.
+
+    `preprocessing` already has the overrides (configured_preprocessing); the batch limit
+    is the smaller of the model's own (a fixed ONNX batch, say) and the config's.
+    """
+    limits = [limit for limit in (max_batch_size, config.max_batch_size) if limit is not None]
+    return ModelSpec(
+        name=config.name,
+        architecture=architecture,
+        source_format=source_format,
+        labels=labels,
+        preprocessing=preprocessing,
+        activation=config.activation or "softmax",
+        max_batch_size=min(limits, default=None),
+    )

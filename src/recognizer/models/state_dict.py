@@ -14,7 +14,7 @@ from recognizer.config.models import ModelConfig
 from recognizer.errors import ConfigError, ModelLoadError
 from recognizer.models.label_files import discover_label_files, read_labels
 from recognizer.models.preprocessing import Preprocessing
-from recognizer.models.spec import LoadedModel
+from recognizer.models.spec import LoadedModel, configured_preprocessing, configured_spec
 
 if TYPE_CHECKING:  # SUFFIXES is read without PyTorch, to tell formats apart
     import torch
@@ -48,11 +48,12 @@ def load_state_dict_model(config: ModelConfig) -> LoadedModel:
         num_classes=fitted.num_classes,
         model=f"{config.location.name} ({fitted.architecture})",
     )
-    spec = config.spec(
+    spec = configured_spec(
+        config,
         architecture=fitted.architecture,
         source_format="state_dict",
         labels=labels,
-        preprocessing=config.preprocessing_over(Preprocessing()),
+        preprocessing=configured_preprocessing(config, Preprocessing()),
     )
     return LoadedModel(spec, fitted.network)
 

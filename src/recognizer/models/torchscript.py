@@ -17,7 +17,7 @@ from recognizer.config.models import ModelConfig
 from recognizer.errors import ModelLoadError
 from recognizer.models.label_files import discover_label_files, read_labels
 from recognizer.models.preprocessing import Preprocessing
-from recognizer.models.spec import LoadedModel
+from recognizer.models.spec import LoadedModel, configured_preprocessing, configured_spec
 
 if TYPE_CHECKING:  # is_torchscript tells the format without PyTorch
     import torch
@@ -42,12 +42,13 @@ def load_torchscript(config: ModelConfig) -> LoadedModel:
     except (RuntimeError, ValueError, OSError) as error:
         raise ModelLoadError(f"cannot load TorchScript model {path}: {error}") from error
     network.eval()
-    preprocessing = config.preprocessing_over(Preprocessing())
+    preprocessing = configured_preprocessing(config, Preprocessing())
     num_classes = count_classes(network, preprocessing.crop, str(path))
     labels = read_labels(
         config.labels or discover_label_files(path.parent), num_classes=num_classes, model=path.name
     )
-    spec = config.spec(
+    spec = configured_spec(
+        config,
         architecture=config.architecture or str(network.original_name),
         source_format="torchscript",
         labels=labels,

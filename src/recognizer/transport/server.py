@@ -25,6 +25,7 @@ from recognizer.security.policy import Security
 from recognizer.service.calls import CallShares
 from recognizer.service.metrics import ServerMetrics
 from recognizer.service.models import ModelManager
+from recognizer.transport import v2
 from recognizer.transport.admin import ModelAdminServicer
 from recognizer.transport.auth import (
     HEALTH_METHODS,
@@ -38,7 +39,6 @@ from recognizer.transport.health import HealthServicer
 from recognizer.transport.servicer import RecognizerServicer
 from recognizer.v1 import recognizer_pb2 as pb
 from recognizer.v1 import recognizer_pb2_grpc as pb_grpc
-from recognizer.v2 import servicer as v2
 from recognizer.v2.inference import grpc_service_pb2_grpc as v2_grpc
 
 logger = logging.getLogger(__name__)

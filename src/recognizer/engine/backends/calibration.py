@@ -23,8 +23,8 @@ from importlib import resources
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from recognizer.config.models import Interpolation
 from recognizer.models.preprocessing import (
-    Interpolation,
     Preprocessing,
     prepare_input,
     resized_size,
