@@ -244,6 +244,7 @@ class Service:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         self.engine.drain()
+        await self.models.close()  # no model changes while draining
         await self.engine.wait_idle(grace)
         remaining = max(deadline - loop.time(), 0.0)
         servers = [self.grpc.stop(remaining)]
@@ -296,6 +297,7 @@ async def serve(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the models serve: not fatal then
     engine = build_engine(config, security)
     models = ModelManager(
         engine,
@@ -304,6 +306,7 @@ async def serve(
         read_models=read_models,
         config_file=config_file,
         timeout=config.server.grace_period,
+        allow_code=config.security.allow_code_models,
     )
     service = Service(engine, config.server, security, models=models)
     await service.start()

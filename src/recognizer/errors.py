@@ -13,7 +13,10 @@ Raised while serving a request:
     │   └── TooManyCallsError    the caller holds its share of the server's calls
     ├── DeadlineExceededError    the caller's deadline passed before inference
     ├── ModelUnavailableError    the model is not working now: go to another replica
-    └── ShuttingDownError        the server is draining: go to another replica
+    ├── ShuttingDownError        the server is draining: go to another replica
+    ├── AdminRequiredError       a model admin call without the admin right
+    ├── ModelChangeError         a model admin call that cannot be done: see its reason
+    └── NotEnoughMemoryError     loading a version would not fit: unload one first
 
 The engine and the security package raise these without knowing about gRPC; the
 transport maps each class to one canonical status code. Text a caller sent is quoted in
@@ -170,8 +173,9 @@ class AdminRequiredError(RecognizerError):
 
 class ModelChangeError(RecognizerError):
     """A model admin call that cannot be done as asked: a version that fails to load (what
-    served before still does; reason MODEL_LOAD_FAILED), or unloading the default model
-    (reason DEFAULT_MODEL)."""
+    served before still does; reason MODEL_LOAD_FAILED), unloading the default model's
+    last version (DEFAULT_MODEL), or a configuration that no longer reads
+    (CONFIG_INVALID)."""
 
     reason = "MODEL_LOAD_FAILED"
 

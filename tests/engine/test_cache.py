@@ -176,7 +176,7 @@ async def test_entries_own_their_arrays_not_their_batchs() -> None:
     await asyncio.gather(*(engine.classify(image, Options(top_k=2)) for image in images))
     assert engine.pipeline.cache is not None
     for image in images:
-        hit = engine.pipeline.cache.get(cache_key("", "colours:1", image), 2)
+        hit = engine.pipeline.cache.get(cache_key("", engine.runner("colours").cached_as, image), 2)
         assert hit is not None
         entry_scores = hit.scores.base  # the cached entry, which `get` slices
         assert entry_scores is not None and entry_scores.base is None and entry_scores.size == 2

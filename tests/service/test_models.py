@@ -57,6 +57,7 @@ def serving(
     *,
     security: SecuritySettings | None = None,
     cgroup: Cgroup | None = None,
+    watch: bool = False,
 ) -> Iterator[ServerThread]:
     def manager(engine: Engine) -> ModelManager:
         return ModelManager(
@@ -70,6 +71,7 @@ def serving(
         security=security or SecuritySettings(admin=True),
         manager=manager,
         max_batch_size=4,
+        server={"watch": watch},
     ) as running:
         yield running
 
@@ -312,3 +314,75 @@ def test_admin_calls_without_the_right_are_refused_on_both_doors(
             )
             assert answer.status_code == 200
         channel.close()
+
+
+def test_a_change_outlives_a_caller_that_gives_up(tmp_path: Path) -> None:
+    with (
+        serving(Configured(model(colour_onnx(tmp_path / "colours")))) as running,
+        Client(running.address) as client,
+    ):
+        admin = pb_grpc.ModelAdminServiceStub(grpc.insecure_channel(running.address))
+        source = f"path={colour_onnx(tmp_path / 'late', order=SWAPPED)}"
+        with pytest.raises(grpc.RpcError) as gone:
+            admin.LoadModel(pb.LoadModelRequest(name="late", source=source), timeout=0.05)
+        assert gone.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        wait_until(lambda: ("late", 1, "MODEL_STATE_READY") in states(client))
+        assert classify(client, model="late") == (1, "blue")
+
+
+def test_watch_takes_admin_changes_as_they_are(tmp_path: Path) -> None:
+    configured = Configured(model(colour_onnx(tmp_path / "colours")))
+    with serving(configured, watch=True) as running, Client(running.address) as client:
+        client.load_model("extra", f"path={colour_onnx(tmp_path / 'extra')}")
+        time.sleep(2.5)  # two looks of the watcher, which must not undo the load
+        assert ("extra", 1, "MODEL_STATE_READY") in states(client)
+
+
+def test_a_file_replaced_under_its_version_number_is_not_answered_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    path = colour_onnx(tmp_path / "colours")
+    with (
+        serving(Configured(model(path, version="3"))) as running,
+        Client(running.address) as client,
+    ):
+        assert classify(client) == (3, "red")
+        colour_onnx(tmp_path / "colours", order=SWAPPED)
+        (change,) = client.reload_config().changes
+        assert (change.kind, change.version) == (pb.MODEL_CHANGE_KIND_RELOADED, 3)
+        assert classify(client) == (3, "blue")  # the same image, the new file's answer
+
+
+def test_a_new_default_that_fails_leaves_the_old_default_serving(tmp_path: Path) -> None:
+    configured = Configured(model(colour_onnx(tmp_path / "colours")))
+    with serving(configured) as running, Client(running.address) as client:
+        broken = tmp_path / "broken.onnx"
+        broken.write_bytes(b"not a model")
+        configured.models = [model(broken, "broken")]
+        changes = {(c.name, c.kind) for c in client.reload_config().changes}
+        assert changes == {
+            ("broken", pb.MODEL_CHANGE_KIND_FAILED),
+            ("colours", pb.MODEL_CHANGE_KIND_FAILED),  # kept: still the default
+        }
+        assert classify(client) == (1, "red")
+
+
+@pytest.mark.parametrize(
+    ("name", "source", "says"),
+    [
+        ("code", "format=torchscript,path=model.pt", "--allow-code-models"),
+        ("a:2", "path=model.onnx", "has a ':'"),
+        ("", "path=model.onnx,colour=red", "unknown key 'colour'"),
+    ],
+)
+def test_a_source_that_cannot_be_served_is_an_invalid_argument(
+    tmp_path: Path, name: str, source: str, says: str
+) -> None:
+    with (
+        serving(Configured(model(colour_onnx(tmp_path / "colours")))) as running,
+        Client(running.address) as client,
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            client.load_model(name, source)
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert says in (refused.value.details() or "")

@@ -142,6 +142,8 @@ class ModelConfig(BaseModel):
     def _one_word(cls, name: str) -> str:
         if any(char.isspace() for char in name):
             raise ValueError(f"model name {name!r} has spaces; name the model with name=NAME")
+        if ":" in name:  # health checks name a version NAME:VERSION
+            raise ValueError(f"model name {name!r} has a ':'; name the model with name=NAME")
         return name
 
     @field_validator("versions")

@@ -133,7 +133,7 @@ class Engine:
         self.hopeless = asyncio.Event()
         self._health_callbacks: list[HealthCallback] = []
         self._watchdog = Watchdog(
-            self.models.runners,
+            self.models.ready_runners,
             settings,
             on_change=self._runner_health_changed,
             on_hopeless=self.hopeless.set,
@@ -212,6 +212,12 @@ class Engine:
         if self.models.get(name, version) is None:
             self.models.put(ModelVersion(name, version, VersionState.LOADING))
 
+    def forget_loading(self, name: str, version: int) -> None:
+        """A load given up (the server closing): its LOADING entry goes."""
+        entry = self.models.get(name, version)
+        if entry is not None and entry.state is VersionState.LOADING:
+            self.models.drop(name, version)
+
     async def failed(self, name: str, version: int, reason: str) -> None:
         """Record that a version failed to load, and why. What served before still does: a
         version that was READY under the same number stays so."""
@@ -228,11 +234,10 @@ class Engine:
         name, version = model.spec.name, model.version
         runner = self._runner(model)
         previous = self.models.get(name, version)
-        self.loading(name, version)
         try:
             await self._warm_and_start(runner)
         except BaseException:
-            await asyncio.get_running_loop().run_in_executor(None, runner.stop, 0.0)
+            await self._finish(runner, 0.0)
             raise
         self.models.put(ModelVersion(name, version, VersionState.READY, runner))
         await self._health_changed(health_name(name, version), Health.SERVING)

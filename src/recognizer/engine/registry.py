@@ -118,6 +118,20 @@ class ModelRegistry:
             raise ModelNotFoundError(what, self.names() if served is None else served)
         return chosen[0].runner
 
+    def ready_runners(self) -> list[ModelRunner]:
+        """The runners of every READY version (what the watchdog judges)."""
+        return [
+            entry.runner
+            for versions in self._models.values()
+            for entry in versions.values()
+            if entry.state is VersionState.READY and entry.runner is not None
+        ]
+
+    def make_default(self, name: str) -> None:
+        """Make a model the default, and first in every listing."""
+        self._models = {name: self._models[name]} | self._models
+        self.default = name
+
     def runners(self) -> Iterator[ModelRunner]:
         """Every runner still running: READY versions and those UNLOADING."""
         for versions in self._models.values():

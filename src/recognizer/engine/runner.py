@@ -11,6 +11,7 @@ wait in the runtime's. What happens to a request on its way through is in lifecy
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 import time
@@ -46,6 +47,8 @@ if TYPE_CHECKING:  # the jobs' type only: a runner is given its work (Engine)
     from recognizer.engine.lifecycle import Job
 
 logger = logging.getLogger(__name__)
+
+_LOADS = itertools.count(1)
 
 RowsTopK = tuple[np.ndarray, np.ndarray, RowErrors]
 """A batch's top-k (scores, class ids) and each row's error (a JPEG its device could not
@@ -106,6 +109,7 @@ class ModelRunner:
     ) -> None:
         self.spec = spec
         self.version = version
+        self._load = next(_LOADS)  # which load of the model this is, in the cache's keys
         self.backend = backend
         self.settings = settings
         self.decoder: DecodesOnDevice | None = None
@@ -141,9 +145,9 @@ class ModelRunner:
 
     @property
     def cached_as(self) -> str:
-        """The model in this version's cache keys: a new version never answers from an
-        older one's entries."""
-        return f"{self.spec.name}:{self.version}"
+        """The model in this runner's cache keys: a new version, or a version's file
+        replaced under the same number, never answers from an older load's entries."""
+        return f"{self.spec.name}:{self.version}:{self._load}"
 
     @property
     def pending(self) -> int:

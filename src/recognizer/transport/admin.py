@@ -31,29 +31,30 @@ class ModelAdminServicer(pb_grpc.ModelAdminServiceServicer):
     async def LoadModel(
         self, request: pb.LoadModelRequest, context: Context
     ) -> pb.LoadModelResponse:
-        tenant = self._admin(context)
+        tenant = current_tenant()
         with self._metrics.observed("grpc", "LoadModel", tenant, request.name):
+            self._admin(context)
             versions = await self._models.load(request.name, request.source)
         return pb.LoadModelResponse(versions=convert.to_versions(versions))
 
     async def UnloadModel(
         self, request: pb.UnloadModelRequest, context: Context
     ) -> pb.UnloadModelResponse:
-        tenant = self._admin(context)
+        tenant = current_tenant()
         with self._metrics.observed("grpc", "UnloadModel", tenant, request.name):
+            self._admin(context)
             versions = await self._models.unload(request.name, request.version)
         return pb.UnloadModelResponse(versions=convert.to_versions(versions))
 
     async def ReloadConfig(
         self, request: pb.ReloadConfigRequest, context: Context
     ) -> pb.ReloadConfigResponse:
-        tenant = self._admin(context)
+        tenant = current_tenant()
         with self._metrics.observed("grpc", "ReloadConfig", tenant):
+            self._admin(context)
             changes = await self._models.reload_config()
         return pb.ReloadConfigResponse(changes=[convert.to_model_change(c) for c in changes])
 
-    def _admin(self, context: Context) -> str:
-        """The caller's tenant, once it is known to hold the admin right."""
-        tenant = current_tenant()
-        self._security.check_admin(tenant, peer_host(context.peer()))
-        return tenant
+    def _admin(self, context: Context) -> None:
+        """Refuse a caller without the admin right."""
+        self._security.check_admin(current_tenant(), peer_host(context.peer()))
