@@ -132,6 +132,7 @@ class ModelManager:
         async def locked() -> T:
             async with self._lock:
                 if self._closed:
+                    change.close()
                     raise ShuttingDownError()
                 try:
                     return await change
@@ -140,8 +141,15 @@ class ModelManager:
 
         task = asyncio.get_running_loop().create_task(locked())
         self._changes.add(task)
-        task.add_done_callback(self._changes.discard)
+        task.add_done_callback(self._ended)
         return await asyncio.shield(task)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        """A change ended: forget it, and take its error (its caller may have gone, and
+        the error is its answer, already logged where it matters)."""
+        self._changes.discard(task)
+        if not task.cancelled():
+            task.exception()
 
     async def _load_model(self, name: str, source: str) -> list[ModelVersion]:
         config = self._named(name, source)
@@ -228,9 +236,11 @@ class ModelManager:
             )
         return models
 
-    def reload_soon(self) -> asyncio.Task[list[Change]]:
+    def reload_soon(self) -> None:
         """Reload the configuration in a task of its own (SIGHUP's handler)."""
-        return asyncio.get_running_loop().create_task(self._reload_logged())
+        task = asyncio.get_running_loop().create_task(self._reload_logged())
+        self._changes.add(task)  # referenced until it ends
+        task.add_done_callback(self._ended)
 
     async def _reload_logged(self) -> list[Change]:
         try:
