@@ -467,7 +467,7 @@ class Engine:
 
         Errors list only the models the tenant may use, so none learns of the others.
         """
-        runner = self.models.runner(name, version, served=self.models_for(tenant))
+        runner = self.models.runner(name, version, served=lambda: self.models_for(tenant))
         if not self.may_use(tenant, runner.spec.name):
             raise PermissionDeniedError(tenant, runner.spec.name, self.models_for(tenant))
         return runner

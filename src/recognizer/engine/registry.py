@@ -11,7 +11,7 @@ to a model (service/models.py makes them).
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -106,16 +106,17 @@ class ModelRegistry:
         return self._highest.get(name, 0) + 1
 
     def runner(
-        self, name: str, version: int = 0, *, served: Sequence[str] | None = None
+        self, name: str, version: int = 0, *, served: Callable[[], Sequence[str]] | None = None
     ) -> ModelRunner:
         """The runner of a model's version; "" is the default model, 0 its newest READY
-        version. Raises ModelNotFoundError listing `served` (default: every model)."""
+        version. Raises ModelNotFoundError listing what `served` gives (default: every
+        model), asked only then: a request's lookup pays for no list."""
         name = name or self.default
         ready = self.ready(name)
         chosen = ready[:1] if not version else [v for v in ready if v.version == version]
         if not chosen or chosen[0].runner is None:
             what = name if not version or not ready else f"{name} version {version}"
-            raise ModelNotFoundError(what, self.names() if served is None else served)
+            raise ModelNotFoundError(what, (served or self.names)())
         return chosen[0].runner
 
     def ready_runners(self) -> list[ModelRunner]:
