@@ -160,14 +160,6 @@ class Engine:
         that name none go to (batch sizes are set when it is warmed)."""
         return tuple(self.models.runner(name).status() for name in self.models.names())
 
-    def versions(self) -> list[tuple[ModelVersion, ModelStatus | None]]:
-        """Every version of every model with its state, and how it runs when it has a
-        runner: default model first, newest version first."""
-        return [
-            (entry, entry.runner.status() if entry.runner is not None else None)
-            for entry in self.models.entries()
-        ]
-
     @property
     def draining(self) -> bool:
         return self._draining

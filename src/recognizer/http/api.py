@@ -79,11 +79,9 @@ class Api:
         """GET /v1/models: every version of the models the caller's tenant may use, and its
         state, as a ListModelsResponse."""
         tenant = tenant_of(request)
-        models = [
-            convert.to_version_info(entry, status)
-            for entry, status in self._engine.versions()
-            if self._engine.may_use(tenant, entry.name)
-        ]
+        models = convert.to_versions(
+            [e for e in self._engine.models.entries() if self._engine.may_use(tenant, e.name)]
+        )
         return jsonmap.response(pb.ListModelsResponse(models=models))
 
     async def healthz(self, request: Request) -> Response:

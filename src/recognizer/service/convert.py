@@ -146,22 +146,19 @@ _CHANGES = {
 }
 
 
-def to_version_info(entry: ModelVersion, status: ModelStatus | None) -> pb.ModelInfo:
-    """One model version for ListModels and the admin calls: how it runs, when it has a
-    runner, and its state."""
-    info = to_model_info(status) if status is not None else pb.ModelInfo(name=entry.name)
+def to_versions(entries: Sequence[ModelVersion]) -> list[pb.ModelInfo]:
+    """Model versions as ListModels and the admin calls answer them: how each runs, when it
+    has a runner, and its state."""
+    return [_version_info(entry) for entry in entries]
+
+
+def _version_info(entry: ModelVersion) -> pb.ModelInfo:
+    runner = entry.runner
+    info = to_model_info(runner.status()) if runner is not None else pb.ModelInfo(name=entry.name)
     info.version = entry.version
     info.state = _STATES[entry.state]
     info.state_reason = entry.reason
     return info
-
-
-def to_versions(entries: Sequence[ModelVersion]) -> list[pb.ModelInfo]:
-    """A model's versions as the admin calls answer them."""
-    return [
-        to_version_info(entry, entry.runner.status() if entry.runner is not None else None)
-        for entry in entries
-    ]
 
 
 def to_model_change(change: Change) -> pb.ModelChange:

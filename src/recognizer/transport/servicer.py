@@ -98,11 +98,9 @@ class RecognizerServicer(pb_grpc.RecognizerServicer):
         """Every version of the models the caller's tenant may use, and its state."""
         tenant = current_tenant()
         return pb.ListModelsResponse(
-            models=[
-                convert.to_version_info(entry, status)
-                for entry, status in self._engine.versions()
-                if self._engine.may_use(tenant, entry.name)
-            ]
+            models=convert.to_versions(
+                [e for e in self._engine.models.entries() if self._engine.may_use(tenant, e.name)]
+            )
         )
 
 
